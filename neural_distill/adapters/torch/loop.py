@@ -1,0 +1,108 @@
+"""The built-in PyTorch training loop.
+
+It is an ordinary loop that fires the experiment's hooks in the documented order
+(``neural_distill.events``), so it behaves exactly like a user's loop calling the same hooks.
+Per-step work beyond the user's own math is kept to Python bookkeeping: losses are read back
+from the device only when the progress bar is refreshed.
+"""
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from ...errors import DataError
+from .optim import LearningRateSchedule, build_optimizer
+from .outputs import call_model, to_device
+
+# How often (in steps) the progress bar shows fresh losses; reading them syncs the device.
+REFRESH_EVERY = 20
+
+
+def _epoch_range(train):
+    start = train["start_epoch"]
+    if "end_epoch" in train:
+        return range(start, train["end_epoch"])
+    return range(start, start + train.get("epoch", 1))
+
+
+def _steps_per_epoch(loader, iteration):
+    try:
+        steps = len(loader)
+    except TypeError:  # an iterable dataset without a length
+        steps = None
+    if iteration:
+        steps = iteration if steps is None else min(steps, iteration)
+    return steps
+
+
+def _trainable_parameters(student, criterion):
+    """The student's parameters plus the criterion's own (e.g. feature matchers)."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    seen = {id(p) for p in params}
+    if isinstance(criterion, torch.nn.Module):
+        params += [p for p in criterion.parameters() if p.requires_grad and id(p) not in seen]
+    return params
+
+
+def run(adapter, distiller):
+    conf = distiller.conf
+    train = conf.distillation.train
+    device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
+    student = distiller.student_model
+    student.to(device)
+    loader = distiller.train_dataloader
+
+    distiller.on_train_begin(loader)
+    criterion = distiller.criterion
+    optimizer = distiller.optimizer
+    if optimizer is None:
+        optimizer = build_optimizer(train.optimizer, _trainable_parameters(student, criterion))
+    epochs = _epoch_range(train)
+    iteration = train.get("iteration")
+    steps = _steps_per_epoch(loader, iteration)
+    schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
+    max_grad_norm = train.get("max_grad_norm")
+    show_bar = train.progress_bar
+
+    for epoch_index, epoch in enumerate(epochs):
+        distiller.on_epoch_begin(epoch)
+        student.train()
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
+                   leave=False, dynamic_ncols=True)
+        for batch_id, batch in enumerate(loader):
+            if iteration and batch_id >= iteration:
+                break
+            schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
+            distiller.on_step_begin(batch_id)
+            inputs, labels = adapter.split_batch(batch)
+            inputs = to_device(inputs, device)
+            if labels is not None:
+                labels = to_device(labels, device)
+            output = call_model(student, inputs)
+            student_loss = criterion.student_loss(output, labels)
+            loss = distiller.on_after_compute_loss(inputs, output, student_loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            distiller.on_before_optimizer_step()
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
+            optimizer.step()
+            distiller.on_after_optimizer_step()
+            distiller.on_step_end()
+            if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
+                _refresh(bar, distiller, schedule, epoch, batch_id)
+            bar.update()
+        bar.close()
+        distiller.on_epoch_end()
+    distiller.on_train_end()
+
+
+def _refresh(bar, distiller, schedule, epoch, batch_id):
+    losses = distiller.running_losses()
+    if not math.isfinite(losses.get("loss", 0.0)):
+        raise DataError(f"the training loss became {losses['loss']} at epoch {epoch}, step "
+                        f"{batch_id}. Lower the learning rate, check the inputs for NaN/inf, or "
+                        f"set distillation.train.max_grad_norm.")
+    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} | {"lr": f"{schedule.current:.2e}"},
+                    refresh=False)

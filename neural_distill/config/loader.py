@@ -1,0 +1,101 @@
+"""Reading and validating experiment configurations.
+
+A configuration is read with YAML's safe loader (no tags that build Python objects) and
+validated completely before any model is touched.
+"""
+
+import copy
+import os
+
+import yaml
+
+from ..errors import ConfigError
+from .nodes import _MISSING, Problems
+from .schema import TOP_LEVEL
+
+
+class DotDict(dict):
+    """A dict whose keys can also be read as attributes: ``conf.distillation.train.epoch``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"configuration has no key '{name}'") from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __deepcopy__(self, memo):
+        return DotDict({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+    @classmethod
+    def wrap(cls, value):
+        if isinstance(value, dict):
+            return cls({k: cls.wrap(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return [cls.wrap(v) for v in value]
+        return value
+
+
+def to_plain(value):
+    """DotDicts and tuples back to plain dicts and lists (for YAML dumps and JSON)."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def read_yaml(path):
+    """The raw document of a YAML file; syntax errors name the file, line and column."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: configuration file not found. Expected a path to a YAML "
+                          f"file (or pass a dict).")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            document = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            where = ""
+            mark = getattr(exc, "problem_mark", None)
+            if mark is not None:
+                where = f" (line {mark.line + 1}, column {mark.column + 1})"
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    return {} if document is None else document
+
+
+def validate(document, source="<dict>", node=TOP_LEVEL):
+    """Validate a raw document; returns it with defaults filled in, as a DotDict.
+
+    Raises one ConfigError listing every problem, each as ``source: key.path: message``.
+    """
+    problems = Problems()
+    cleaned = node.validate(document, "", problems)
+    if problems.items or cleaned is _MISSING:
+        lines = [f"{source}: {path}: {message}" for path, message in problems.items]
+        header = (lines[0] if len(lines) == 1 else
+                  f"{source}: {len(lines)} problems in the configuration:\n  " + "\n  ".join(lines))
+        raise ConfigError(header, problems=lines)
+    return DotDict.wrap(cleaned)
+
+
+def load_config(source):
+    """A validated configuration from a YAML path, a dict, or a DistillationConf.
+
+    Returns ``(config, source_name)``; the user's file is never written to.
+    """
+    from .conf import DistillationConf
+
+    if isinstance(source, DistillationConf):
+        return copy.deepcopy(source.usr_cfg), source.source
+    if isinstance(source, dict):
+        return validate(copy.deepcopy(to_plain(source)), "<dict>"), "<dict>"
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        return validate(read_yaml(name), name), name
+    if source is None:
+        return validate({}, "<defaults>"), "<defaults>"
+    raise ConfigError(f"Distillation(config): expected a path to a YAML file, a dict or a "
+                      f"DistillationConf, got {type(source).__name__}")

@@ -1,0 +1,25 @@
+"""Distillation criteria.
+
+The framework-specific classes are imported on first use, so importing this package loads no
+framework: ``from neural_distill.criterion import PyTorchKnowledgeDistillationLoss`` loads torch,
+and only then.
+"""
+
+from .specs import criterion_name_and_args, validated_criterion_args
+
+# Public name -> (module that defines it, framework needed, pip extra that installs it).
+_LAZY = {
+    "PyTorchKnowledgeDistillationLoss": ("neural_distill.adapters.torch.criteria", "torch"),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'neural_distill.criterion' has no attribute '{name}'")
+    module_name, extra = _LAZY[name]
+    from ..adapters import import_framework_module
+
+    return getattr(import_framework_module(module_name, extra), name)
+
+
+__all__ = ["criterion_name_and_args", "validated_criterion_args", *_LAZY]

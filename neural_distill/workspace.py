@@ -1,0 +1,39 @@
+"""The workspace of one run: validated config, per-epoch metrics (JSON lines), best student.
+
+Each run gets its own timestamped folder under ``tuning.workspace.path`` so no earlier result
+is ever overwritten.
+"""
+
+import datetime
+import json
+import math
+import os
+
+import yaml
+
+from .config.loader import to_plain
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class Workspace:
+    def __init__(self, root):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        self.path = os.path.join(os.path.abspath(root), f"run-{stamp}")
+        os.makedirs(self.path, exist_ok=True)
+        self.metrics_file = os.path.join(self.path, "metrics.jsonl")
+
+    def write_config(self, config):
+        with open(os.path.join(self.path, "config.yaml"), "w", encoding="utf-8") as handle:
+            yaml.safe_dump(to_plain(config), handle, sort_keys=False)
+
+    def log_metrics(self, record):
+        with open(self.metrics_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+
+    def file(self, name):
+        return os.path.join(self.path, name)
