@@ -133,10 +133,14 @@ class OneOf(Node):
     ``choices`` maps each name to the node that validates its parameters.
     """
 
-    def __init__(self, choices, what, default=_MISSING):
+    def __init__(self, choices, what, default=_MISSING, other=None):
         self.choices = choices
         self.what = what
         self.default = default
+        # When set, names outside ``choices`` are accepted and validated by this node; the
+        # place that uses the value reports them (e.g. datasets another system provided,
+        # which only matter when no dataloader object is given).
+        self.other = other
 
     def validate(self, value, path, problems):
         if isinstance(value, str) and value in self.choices:
@@ -146,6 +150,9 @@ class OneOf(Node):
                                f"{{{', '.join(self.choices)}}}, got {describe(value)}")
             return _MISSING
         (name, params), = value.items()
+        if name not in self.choices and self.other is not None:
+            result = self.other.validate(params, _join(path, name), problems)
+            return _MISSING if result is _MISSING else {name: result}
         if name not in self.choices:
             problems.add(_join(path, name), f"unknown {self.what}." + suggest(name, self.choices)
                          + f" Expected one of {{{', '.join(self.choices)}}}")

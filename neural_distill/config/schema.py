@@ -10,6 +10,7 @@ change the meaning of an old one. ``docs/configuration.md`` documents every key.
 import re
 
 from schema import And, Or
+from schema import Optional as SchemaOptional
 
 from .nodes import AnyMapping, Leaf, OneOf, Section, integer, number
 
@@ -127,7 +128,9 @@ def dataloader(shuffle_default):
         "last_batch": Leaf(Or("rollover", "no_rollover"), "'rollover' or 'no_rollover'",
                            default="rollover"),
         "num_workers": Leaf(integer(0), "an int >= 0", default=0),
-        "dataset": OneOf(DATASET_CHOICES, "dataset"),
+        # Datasets of other systems (ImageFolder, ...) load, so their files run unchanged when
+        # the dataloader object is assigned in Python; building one from here names the fix.
+        "dataset": OneOf(DATASET_CHOICES, "dataset", other=AnyMapping()),
         # Accepted so existing files load; building transforms is not supported yet and is
         # reported when such a dataloader has to be built from the file.
         "transform": AnyMapping(),
@@ -137,13 +140,15 @@ def dataloader(shuffle_default):
 
 
 _NONE_OR_EMPTY = Section({})
+_COMPARE_LABEL = Leaf(lambda v: v is True, "true (only comparing with labels is supported)",
+                      default=True)
 METRICS = {
     "topk": Leaf(integer(1), "an int k >= 1"),
     "Accuracy": _NONE_OR_EMPTY,
     "Loss": _NONE_OR_EMPTY,
-    "MSE": Section({"compare_label": _flag(True)}),
-    "RMSE": Section({"compare_label": _flag(True)}),
-    "MAE": Section({"compare_label": _flag(True)}),
+    "MSE": Section({"compare_label": _COMPARE_LABEL}),
+    "RMSE": Section({"compare_label": _COMPARE_LABEL}),
+    "MAE": Section({"compare_label": _COMPARE_LABEL}),
     "F1": Section({"average": Leaf(Or("macro", "micro", "binary"),
                                    "'macro', 'micro' or 'binary'", default="macro")}),
 }
@@ -161,8 +166,8 @@ def _check_epochs(train, path, problems):
 
 _MODEL_FACTORY = Or(And(str, lambda v: ":" in v), {
     "factory": And(str, lambda v: ":" in v),
-    "kwargs": Or(None, dict),
-    "checkpoint": Or(None, str),
+    SchemaOptional("kwargs"): Or(None, dict),
+    SchemaOptional("checkpoint"): Or(None, str),
 })
 
 

@@ -1,6 +1,7 @@
 """The PyTorch adapter: how the framework-neutral experiment talks to torch models."""
 
 import copy
+import os
 import random
 
 import numpy as np
@@ -172,6 +173,21 @@ class TorchAdapter:
     @staticmethod
     def save_weights(model, path):
         torch.save(model.state_dict(), path)
+
+    @staticmethod
+    def load_weights(model, path, where):
+        """Load a state dict saved with torch.save; only tensors are unpickled (weights_only)."""
+        if not os.path.isfile(path):
+            raise ModelError(f"{where}: checkpoint {path} not found")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(
+                state["state_dict"], dict):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(f"{where}: checkpoint {path} does not match "
+                             f"{type(model).__name__}: {exc}") from None
 
     @staticmethod
     def to_numpy(value):

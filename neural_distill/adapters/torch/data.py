@@ -75,6 +75,11 @@ def build_dataloader(config, where, seed, base_dir):
         raise ConfigError(f"{where}.distributed: distributed data loading is not supported; "
                           f"set it to false")
     (name, params), = config["dataset"].items()
+    if name not in DATASETS:
+        raise ConfigError(f"{where}.dataset.{name}: this dataset is not built in (built in: "
+                          f"{', '.join(DATASETS)}). Assign the dataloader in Python "
+                          f"(distiller.train_dataloader / eval_dataloader) or use "
+                          f"dataset: {{factory: {{name: 'module:attribute'}}}}.")
     dataset = DATASETS[name](params, where, base_dir)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=config["batch_size"], shuffle=config["shuffle"],

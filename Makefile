@@ -1,0 +1,27 @@
+# `make demo` and `make test` each build the virtual environment they need from a clean clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+.PHONY: setup test demo bench clean
+
+$(VENV)/.installed: requirements.txt constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(VENV)/bin/neural-distill run examples/mnist1d/distill.yaml
+
+bench: setup
+	$(PY) benchmarks/kd_step_overhead.py
+
+clean:
+	rm -rf $(VENV) nd_workspace

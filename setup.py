@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+CORE = ["numpy>=1.24", "PyYAML>=6.0", "schema>=0.7.5", "tqdm>=4.60"]
+TORCH = ["torch>=2.1"]
+TENSORFLOW = ["tensorflow-cpu>=2.16"]
+
+setup(
+    name="neural_distill",
+    version="0.1.0",
+    description="Knowledge distillation for PyTorch and TensorFlow: YAML experiments, hooks "
+                "for your own training loop, and a built-in loop.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["neural_distill", "neural_distill.*"]),
+    python_requires=">=3.9",
+    install_requires=CORE,
+    extras_require={
+        "torch": TORCH,
+        "tensorflow": TENSORFLOW,
+        "all": TORCH + TENSORFLOW,
+        "dev": TORCH + TENSORFLOW + ["pytest>=7", "mnist1d>=0.0.2"],
+    },
+    entry_points={"console_scripts": ["neural-distill=neural_distill.cli:main"]},
+    package_data={"neural_distill": ["py.typed"]},
+)
