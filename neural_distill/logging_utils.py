@@ -13,5 +13,6 @@ def get_logger():
         handler.setFormatter(logging.Formatter("%(asctime)s [neural_distill] %(message)s",
                                                "%H:%M:%S"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        if logger.level == logging.NOTSET:  # keep a level the application chose
+            logger.setLevel(logging.INFO)
     return logger
