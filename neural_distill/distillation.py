@@ -36,6 +36,8 @@ class Distillation:
         self.conf, self.conf_source = load_config(conf)
         self._student = None
         self._teacher = None
+        self._teachers, self._teacher_keys = [], []
+        self.teacher_weights = self.conf.distillation.train.get("teacher_weights")
         self._adapter = None
         self.criterion = None
         self.optimizer = None
@@ -50,7 +52,7 @@ class Distillation:
         self.history = []
         self.workspace = None
         self._started = False
-        self._teacher_state = None
+        self._teacher_states = []
         self._epoch = 0
         self._epochs_done = 0
         self._step = 0
@@ -77,7 +79,30 @@ class Distillation:
 
     @teacher_model.setter
     def teacher_model(self, model):
-        self._teacher = self._checked_model(model, "teacher")
+        """One model, a list of models, or a dict {checkpoint path: model}.
+
+        With a dict, each checkpoint's weights are loaded into its model now (safely: tensors
+        only), so a wrong path or a mismatching checkpoint is reported at assignment.
+        """
+        if isinstance(model, dict):
+            teachers, keys = [], []
+            for index, (path, teacher) in enumerate(model.items()):
+                self._checked_model(teacher, f"teacher[{path!r}]")
+                adapter_for_model(teacher, "teacher").load_weights(
+                    teacher, str(path), f"teacher_model[{path!r}]")
+                teachers.append(teacher)
+                keys.append(path)
+        elif isinstance(model, (list, tuple)):
+            if not model:
+                raise ModelError("teacher_model: got an empty list; give at least one model")
+            teachers = [self._checked_model(t, f"teacher[{i}]") for i, t in enumerate(model)]
+            keys = list(range(len(teachers)))
+        elif model is None:
+            teachers, keys = [], []
+        else:
+            teachers, keys = [self._checked_model(model, "teacher")], [0]
+        self._teacher = model
+        self._teachers, self._teacher_keys = teachers, keys
 
     def _checked_model(self, model, role):
         if model is None:
@@ -92,10 +117,11 @@ class Distillation:
                 f"{self.conf_source}: model.framework says '{wanted}' but the {role} model is a "
                 f"{framework} model ({type(model).__qualname__}). Fix model.framework or assign "
                 f"a {wanted} model.")
-        other = self._teacher if role == "student" else self._student
+        others = self._teachers if role == "student" else [self._student]
+        other = next((m for m in others if m is not None), None)
         if other is not None and detect_framework(other) != framework:
             raise ModelError(
-                f"{role}_model is a {framework} model but the "
+                f"{role} model is a {framework} model but the "
                 f"{'teacher' if role == 'student' else 'student'} is a "
                 f"{detect_framework(other)} model. Student and teacher must use the same "
                 f"framework; to use a teacher of another framework, cache its outputs and pass "
@@ -107,6 +133,9 @@ class Distillation:
         return None if self._adapter is None else self._adapter.name
 
     # ------------------------------------------------------------------ set-up
+    def _needs_teacher(self):
+        return getattr(self.criterion, "needs_teacher", True)
+
     def _require_student(self, what):
         if self._student is None:
             raise ModelError(f"{what}: no student model. Set distiller.student_model first.")
@@ -137,20 +166,31 @@ class Distillation:
         if self._started:
             return
         self._require_student("on_train_begin")
-        if self._teacher is None and not getattr(self.criterion, "needs_no_teacher", False):
-            self.logger.warning("no teacher_model set: on_after_compute_loss will need the "
-                                "teacher_output argument")
         if self.criterion is None:
             self.criterion = self._build_criterion()
         self._adapter.check_criterion(self.criterion)
+        if not self._teachers and self._needs_teacher():
+            self.logger.warning("no teacher_model set: on_after_compute_loss will need the "
+                                "teacher_output argument")
         self._metric_obj = self._resolve_metric()
         if self.higher_is_better is None:
             self.higher_is_better = (self._metric_obj.higher_is_better
                                      if self._metric_obj is not None else True)
         device = self._adapter.model_device(self._student)
         self._adapter.move_to_device(self.criterion, device)
-        self._teacher_state = (None if self._teacher is None
-                               else self._adapter.enter_teacher_mode(self._teacher, device))
+        self._teacher_states = [self._adapter.enter_teacher_mode(t, device)
+                                for t in self._teachers]
+        try:
+            if hasattr(self.criterion, "attach"):
+                self.criterion.attach(self._student, self._teachers, self._teacher_keys)
+            if dataloader is not None and getattr(self.criterion, "needs_preparation", False):
+                # A dry run on one batch creates the feature matchers before any optimizer
+                # step, so the built-in loop (or a user reading criterion.parameters()) can
+                # train them.
+                self._adapter.dry_run(self._student, self._teachers, dataloader, self.criterion)
+        except Exception:
+            self._release_models()
+            raise
         self.workspace = Workspace(self.conf.tuning.workspace.path)
         self.workspace.write_config(self.conf)
         self.best_score, self._best_state, self._last_eval_epoch = None, None, None
@@ -185,11 +225,13 @@ class Distillation:
         self._start()
         adapter = self._adapter
         if teacher_output is None:
-            if self._teacher is None:
-                raise ModelError("on_after_compute_loss: no teacher_model is set and no "
-                                 "teacher_output was given. Set distiller.teacher_model or pass "
-                                 "the teacher's output.")
-            teacher_output = adapter.teacher_forward(self._teacher, input)
+            if self._needs_teacher():
+                if not self._teachers:
+                    raise ModelError("on_after_compute_loss: no teacher_model is set and no "
+                                     "teacher_output was given. Set distiller.teacher_model or "
+                                     "pass the teacher's output.")
+                teacher_output = adapter.teachers_forward(self._teachers, input,
+                                                          self.teacher_weights)
         else:
             teacher_output = adapter.as_teacher_output(teacher_output, student_output)
         kd_loss = self.criterion.distillation_loss(student_output, teacher_output)
@@ -231,15 +273,25 @@ class Distillation:
             if final:
                 self._record({"epoch": self._epochs_done, "step": self._global_step,
                               "final": True, **final})
-        if self._teacher_state is not None:
-            self._adapter.exit_teacher_mode(self._teacher, self._teacher_state)
-            self._teacher_state = None
+        self._release_models()
+        if self._adapter.has_parameters(self.criterion):
+            # Trained matchers are part of the training state, not of the student.
+            self._adapter.save_weights(
+                self.criterion, self.workspace.file("criterion" + self._adapter.checkpoint_suffix))
         self.best_model = self._adapter.copy_with_state(self._student, self._best_state)
         path = self.workspace.file("best_student" + self._adapter.checkpoint_suffix)
         self._adapter.save_weights(self.best_model, path)
         self.logger.info("best student%s saved to %s", "" if self.best_score is None
                          else f" ({self._score_name()}={self.best_score:.4f})", path)
         self._started = False
+
+    def _release_models(self):
+        """Teachers back to their own mode and device; no hook of ours left on any model."""
+        for teacher, state in zip(self._teachers, self._teacher_states):
+            self._adapter.exit_teacher_mode(teacher, state)
+        self._teacher_states = []
+        if hasattr(self.criterion, "detach"):
+            self.criterion.detach()
 
     # ------------------------------------------------------------------ evaluation
     def _score_name(self):
@@ -291,9 +343,23 @@ class Distillation:
         otherwise runs the built-in loop configured under ``distillation.train``.
         """
         self._require_student("fit")
-        if self._teacher is None:
-            raise ModelError("fit: no teacher model. Set distiller.teacher_model first.")
+        if self.criterion is None:
+            self.criterion = self._build_criterion()
+        if not self._teachers and self._needs_teacher():
+            raise ModelError("fit: no teacher model. Set distiller.teacher_model first (or use "
+                             "SelfKnowledgeDistillationLoss, which needs none).")
         self._seed(self.conf.tuning.random_seed)
+        try:
+            self._fit()
+        except BaseException:
+            # A failed or interrupted run must not leave the teacher in eval mode or hooks
+            # on the models.
+            self._release_models()
+            self._started = False
+            raise
+        return self.best_model
+
+    def _fit(self):
         if self.train_func is not None:
             if self.eval_dataloader is None:
                 self.eval_dataloader = self._config_dataloader("evaluation.accuracy", False)
@@ -312,7 +378,6 @@ class Distillation:
             if self.eval_dataloader is None:
                 self.eval_dataloader = self._config_dataloader("evaluation.accuracy", False)
             self._adapter.run_builtin_loop(self)
-        return self.best_model
 
     def __call__(self):
         return self.fit()

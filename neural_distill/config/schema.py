@@ -12,6 +12,7 @@ import re
 from schema import And, Or
 from schema import Optional as SchemaOptional
 
+from .layer_mappings import LayerMappingsNode, SelfMappingsNode
 from .nodes import AnyMapping, Leaf, OneOf, Section, integer, number
 
 STUDENT_LOSS_TYPES = ("CE", "MSE")
@@ -56,7 +57,50 @@ KNOWLEDGE_DISTILLATION_LOSS = Section({
     "from_logits": _flag(True),
 })
 
-CRITERIA = {"KnowledgeDistillationLoss": KNOWLEDGE_DISTILLATION_LOSS}
+FEATURE_LOSS_TYPES = ("MSE", "L1", "KL", "cosine")
+SELF_LOSS_TYPES = ("CE", "KL", "L2", "MSE")
+
+
+def _type_list(choices):
+    return Leaf(lambda v: isinstance(v, list) and len(v) >= 1 and all(t in choices for t in v),
+                f"a list of loss types out of {{{', '.join(choices)}}}")
+
+
+_WEIGHT_LIST = Leaf(lambda v: isinstance(v, list) and len(v) >= 1 and all(
+    isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in v),
+    "a list of numbers >= 0")
+
+
+def _per_mapping_lengths(what):
+    """Cross-check: one loss type and one weight per mapping (or a single one for all)."""
+    def check(cleaned, path, problems):
+        count = len(cleaned.get("layer_mappings", []))
+        for key in ("loss_types", "loss_weights"):
+            given = cleaned.get(key)
+            if given is not None and len(given) not in (1, count):
+                problems.add(f"{path}.{key}", f"expected 1 or {count} entries (one per {what} "
+                                              f"of layer_mappings), got {len(given)}")
+    return check
+
+
+INTERMEDIATE_LAYERS_LOSS = Section({
+    "layer_mappings": LayerMappingsNode(),
+    "loss_types": _type_list(FEATURE_LOSS_TYPES),
+    "loss_weights": _WEIGHT_LIST,
+    "add_origin_loss": _flag(False),
+}, required=("layer_mappings",), check=_per_mapping_lengths("mapping"))
+
+SELF_DISTILLATION_LOSS = Section({
+    "layer_mappings": SelfMappingsNode(),
+    "temperature": Leaf(number(0, exclusive=True), "a number > 0", default=1.0),
+    "loss_types": _type_list(SELF_LOSS_TYPES),
+    "loss_weights": _WEIGHT_LIST,
+    "add_origin_loss": _flag(False),
+}, required=("layer_mappings",), check=_per_mapping_lengths("group"))
+
+CRITERIA = {"KnowledgeDistillationLoss": KNOWLEDGE_DISTILLATION_LOSS,
+            "IntermediateLayersKnowledgeDistillationLoss": INTERMEDIATE_LAYERS_LOSS,
+            "SelfKnowledgeDistillationLoss": SELF_DISTILLATION_LOSS}
 
 _LR = Leaf(number(0, exclusive=True), "a learning rate > 0")
 OPTIMIZERS = {
@@ -181,6 +225,7 @@ TRAIN = Section({
     "end_epoch": Leaf(integer(1), "an int >= 1"),
     "iteration": Leaf(integer(1), "an int >= 1 (steps per epoch at most)"),
     "frequency": Leaf(integer(1), "an int >= 1 (evaluate every N epochs)", default=1),
+    "teacher_weights": _WEIGHT_LIST,
     "max_grad_norm": Leaf(number(0, exclusive=True), "a number > 0"),
     "progress_bar": _flag(True),
     "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'", default="eager"),

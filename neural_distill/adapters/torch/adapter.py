@@ -77,6 +77,45 @@ class TorchAdapter:
         with torch.no_grad():
             return call_model(teacher, inputs)
 
+    def teachers_forward(self, teachers, inputs, weights=None):
+        """The teacher's output; with several teachers, their (weighted) mean logits."""
+        if len(teachers) == 1:
+            return self.teacher_forward(teachers[0], inputs)
+        logits = [logits_of(self.teacher_forward(t, inputs), f"teacher[{i}] output")
+                  for i, t in enumerate(teachers)]
+        if weights is None:
+            return torch.stack(logits).mean(0)
+        if len(weights) != len(teachers):
+            raise ModelError(f"teacher_weights: expected {len(teachers)} weights (one per "
+                             f"teacher), got {len(weights)}")
+        total = float(sum(weights))
+        return sum(w / total * z for w, z in zip(weights, logits))
+
+    def dry_run(self, student, teachers, dataloader, criterion):
+        """Run every model once on the first batch (no gradient) and let the criterion
+        build what depends on feature shapes. The student's BatchNorm statistics are not
+        touched (eval mode)."""
+        try:
+            batch = next(iter(dataloader))
+        except StopIteration:
+            raise DataError("train_dataloader is empty") from None
+        inputs, _ = self.split_batch(batch)
+        inputs = to_device(inputs, self.model_device(student))
+        was_training = student.training
+        student.eval()
+        try:
+            with torch.no_grad():
+                call_model(student, inputs)
+                for teacher in teachers:
+                    call_model(teacher, inputs)
+        finally:
+            student.train(was_training)
+        criterion.prepare()
+
+    @staticmethod
+    def has_parameters(module):
+        return isinstance(module, torch.nn.Module) and any(True for _ in module.parameters())
+
     @staticmethod
     def as_teacher_output(teacher_output, student_output):
         """Cached teacher outputs (tensors or arrays) on the student's device, no gradient."""

@@ -1,10 +1,15 @@
 """PyTorch distillation criteria (modules, so that trainable parts join optimizers)."""
 
+import difflib
+import warnings
+
 import torch
 
+from ...config.layer_mappings import parse_layer_mappings
 from ...criterion.specs import validated_criterion_args
 from ...errors import ModelError
 from . import losses
+from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
 from .outputs import logits_of
 
 
@@ -76,3 +81,245 @@ CRITERION_CLASSES = {PyTorchKnowledgeDistillationLoss.yaml_name: PyTorchKnowledg
 
 def build_criterion(name, args):
     return CRITERION_CLASSES[name](**args)
+
+
+class _FeatureCriterionBase(torch.nn.Module):
+    """Shared parts of the criteria that read intermediate features (not logits alone)."""
+
+    def student_loss(self, student_output, labels):
+        """Cross-entropy of the student's logits with the labels (used by add_origin_loss)."""
+        if labels is None:
+            return None
+        logits = logits_of(student_output, "student output")
+        if not labels.is_floating_point() and labels.dtype != torch.long:
+            labels = labels.long()
+        return losses.label_cross_entropy(logits, labels)
+
+    def combine(self, student_loss, distillation_loss):
+        """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
+        if self.add_origin_loss and student_loss is not None:
+            return student_loss + distillation_loss
+        return distillation_loss
+
+    @staticmethod
+    def _per_item(values, count, default):
+        if values is None:
+            return [default] * count
+        return list(values) * count if len(values) == 1 else list(values)
+
+
+class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBase):
+    """Intermediate-layer distillation: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``.
+
+    ``M_i`` are feature matchers, created on the first batch (identity, Linear or 1x1 conv)
+    and trained with the student; they are this criterion's parameters, not the student's.
+    See ``neural_distill.config.layer_mappings`` for the mapping forms.
+    """
+
+    yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
+
+    def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
+                 add_origin_loss=False):
+        super().__init__()
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
+            loss_types=loss_types, loss_weights=loss_weights, add_origin_loss=add_origin_loss)
+        self.mappings = parse_layer_mappings(args["layer_mappings"])
+        count = len(self.mappings)
+        self.loss_types = self._per_item(args.get("loss_types"), count, "MSE")
+        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
+                                                              1.0 / count)]
+        self.add_origin_loss = args["add_origin_loss"]
+        self._loss_fns = [FEATURE_LOSSES[t] for t in self.loss_types]
+        self.matchers = torch.nn.ModuleList()
+        self._student_capture = None
+        self._teacher_captures = {}
+        self._teacher_index = {}
+
+    # -- lifecycle, called by the Distillation hooks
+    def attach(self, student, teachers, teacher_keys=None):
+        """Hook the mapped layers; raises one ModelError listing every unknown layer."""
+        self.detach()
+        keys = list(teacher_keys) if teacher_keys is not None else list(range(len(teachers)))
+        problems = []
+        self._teacher_index = {}
+        for i, pair in enumerate(self.mappings):
+            which = pair.teacher.teacher
+            if isinstance(which, int) and 0 <= which < len(teachers):
+                self._teacher_index[i] = which
+            elif which in keys:
+                self._teacher_index[i] = keys.index(which)
+            else:
+                problems.append(f"layer_mappings[{i}]: teacher {which!r} does not exist "
+                                f"(teachers: {keys})")
+        self._student_capture = FeatureCapture(
+            student, [p.student.layer for p in self.mappings], "student")
+        problems += self._student_capture.missing_problems()
+        for t_index, teacher in enumerate(teachers):
+            names = [p.teacher.layer for i, p in enumerate(self.mappings)
+                     if self._teacher_index.get(i) == t_index]
+            if names:
+                role = "teacher" if len(teachers) == 1 else f"teacher {keys[t_index]!r}"
+                capture = FeatureCapture(teacher, names, role)
+                self._teacher_captures[t_index] = capture
+                problems += capture.missing_problems()
+        if problems:
+            names = self._student_capture.available
+            self.detach()
+            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: layer mappings do not "
+                             "resolve:\n  " + "\n  ".join(problems) +
+                             f"\n  (student layers: {', '.join(names[:40])}"
+                             f"{' ...' if len(names) > 40 else ''})")
+
+    def detach(self):
+        for capture in [self._student_capture, *self._teacher_captures.values()]:
+            if capture is not None:
+                capture.remove()
+        self._student_capture = None
+        self._teacher_captures = {}
+
+    @property
+    def needs_preparation(self):
+        return len(self.matchers) != len(self.mappings)
+
+    def prepare(self):
+        """Build the matchers from the features captured by one forward of every model.
+
+        Called after a dry run on the first batch (under no_grad); raises one ModelError
+        listing every pair that cannot be selected or matched.
+        """
+        try:
+            self._build_matchers()
+        finally:
+            self.clear_features()
+
+    def _build_matchers(self):
+        problems, matchers = [], []
+        for i, pair in enumerate(self.mappings):
+            where = f"layer_mappings[{i}] ({pair.student.label()} -> {pair.teacher.label()})"
+            try:
+                s, t = self._pair_features(i, pair)
+                matchers.append(build_matcher(s.shape, t.shape, where).to(s.device))
+            except ModelError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: features cannot be "
+                             "matched:\n  " + "\n  ".join(problems))
+        self.matchers = torch.nn.ModuleList(matchers)
+
+    def clear_features(self):
+        for capture in [self._student_capture, *self._teacher_captures.values()]:
+            if capture is not None:
+                capture.clear()
+
+    def _pair_features(self, i, pair):
+        where = f"layer_mappings[{i}]"
+        if self._student_capture is None:
+            raise ModelError(f"{type(self).__name__}: not attached to the models; call "
+                             f"distiller.on_train_begin() first")
+        s = select(self._student_capture.get(pair.student.layer), pair.student.process,
+                   f"{where} student '{pair.student.label()}'")
+        capture = self._teacher_captures[self._teacher_index[i]]
+        t = select(capture.get(pair.teacher.layer), pair.teacher.process,
+                   f"{where} teacher '{pair.teacher.label()}'")
+        return s, t
+
+    def distillation_loss(self, student_output=None, teacher_output=None):
+        if self.needs_preparation:
+            # A user loop that gave on_train_begin no dataloader: build matchers now.
+            self._build_matchers()
+            warnings.warn("feature matchers were created at the first training step, after "
+                          "your optimizer was built: add criterion.parameters() to it, or pass "
+                          "a dataloader to on_train_begin() so they exist before", stacklevel=3)
+        total = 0.0
+        for i, pair in enumerate(self.mappings):
+            s, t = self._pair_features(i, pair)
+            total = total + self.loss_weights[i] * self._loss_fns[i](self.matchers[i](s),
+                                                                     t.detach())
+        self.clear_features()
+        return total
+
+    def forward(self, student_output=None, teacher_output=None, labels=None):
+        return self.combine(self.student_loss(student_output, labels),
+                            self.distillation_loss(student_output, teacher_output))
+
+
+class PyTorchSelfKnowledgeDistillationLoss(_FeatureCriterionBase):
+    """Self-distillation: the student's deepest head teaches its shallower heads.
+
+    ``layer_mappings`` is a list of groups; each group a list of ``[student_key, teacher_key]``
+    pairs naming outputs of the student itself: keys of its dict output, or module paths.
+    Group g uses ``loss_types[g]`` (KL/CE on logits with temperature and T^2, L2/MSE on
+    features) and ``loss_weights[g]``. The teacher side is detached: the deep head is not
+    pulled towards the shallow ones.
+    """
+
+    yaml_name = "SelfKnowledgeDistillationLoss"
+    needs_teacher = False
+
+    def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
+                 add_origin_loss=False):
+        super().__init__()
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
+            temperature=temperature, loss_types=loss_types, loss_weights=loss_weights,
+            add_origin_loss=add_origin_loss)
+        self.groups = args["layer_mappings"]
+        count = len(self.groups)
+        self.temperature = float(args["temperature"])
+        self.loss_types = self._per_item(args.get("loss_types"), count, "KL")
+        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
+                                                              1.0 / count)]
+        self.add_origin_loss = args["add_origin_loss"]
+        self._capture = None
+
+    def attach(self, student, teachers=(), teacher_keys=None):
+        """Hook the keys that are module paths of the student (others are output keys)."""
+        self.detach()
+        modules = dict(student.named_modules())
+        names = [k for group in self.groups for pair in group for k in pair if k in modules]
+        self._capture = FeatureCapture(student, names, "student") if names else None
+
+    def detach(self):
+        if self._capture is not None:
+            self._capture.remove()
+        self._capture = None
+
+    def _fetch(self, student_output, key):
+        if isinstance(student_output, dict) and key in student_output:
+            value = student_output[key]
+        elif self._capture is not None and key in self._capture.outputs:
+            value = self._capture.outputs[key]
+        else:
+            keys = sorted(student_output) if isinstance(student_output, dict) else []
+            raise ModelError(f"SelfKnowledgeDistillationLoss: '{key}' is neither a key of the "
+                             f"student's output {keys} nor a module of the student."
+                             + (f" Did you mean '{difflib.get_close_matches(key, keys, 1)[0]}'?"
+                                if difflib.get_close_matches(key, keys, 1) else ""))
+        return logits_of(value, f"student output '{key}'")
+
+    def distillation_loss(self, student_output, teacher_output=None):
+        total = 0.0
+        for group, loss_type, weight in zip(self.groups, self.loss_types, self.loss_weights):
+            group_loss = 0.0
+            for student_key, teacher_key in group:
+                s = self._fetch(student_output, student_key)
+                t = self._fetch(student_output, teacher_key).detach()
+                if loss_type in ("KL", "CE"):
+                    fn = losses.kl_divergence if loss_type == "KL" else losses.soft_cross_entropy
+                    group_loss = group_loss + fn(s, t, self.temperature)
+                else:  # L2 / MSE on features
+                    group_loss = group_loss + torch.nn.functional.mse_loss(s.float(), t.float())
+            total = total + weight * group_loss
+        if self._capture is not None:
+            self._capture.clear()
+        return total
+
+    def forward(self, student_output, teacher_output=None, labels=None):
+        return self.combine(self.student_loss(student_output, labels),
+                            self.distillation_loss(student_output))
+
+
+CRITERION_CLASSES.update({
+    cls.yaml_name: cls for cls in (PyTorchIntermediateLayersKnowledgeDistillationLoss,
+                                   PyTorchSelfKnowledgeDistillationLoss)})

@@ -45,6 +45,16 @@ def _trainable_parameters(student, criterion):
     return params
 
 
+def _add_criterion_parameters(optimizer, criterion):
+    """A user's optimizer also has to train the criterion's matchers."""
+    if not isinstance(criterion, torch.nn.Module):
+        return
+    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    extra = [p for p in criterion.parameters() if p.requires_grad and id(p) not in known]
+    if extra:
+        optimizer.add_param_group({"params": extra})
+
+
 def run(adapter, distiller):
     conf = distiller.conf
     train = conf.distillation.train
@@ -58,6 +68,8 @@ def run(adapter, distiller):
     optimizer = distiller.optimizer
     if optimizer is None:
         optimizer = build_optimizer(train.optimizer, _trainable_parameters(student, criterion))
+    else:
+        _add_criterion_parameters(optimizer, criterion)
     epochs = _epoch_range(train)
     iteration = train.get("iteration")
     steps = _steps_per_epoch(loader, iteration)

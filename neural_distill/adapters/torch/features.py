@@ -1,0 +1,147 @@
+"""Capturing intermediate outputs of PyTorch models, and matching their shapes.
+
+Forward hooks are owned by one ``FeatureCapture`` (one per model per criterion: no module-level
+state), only record what the layer returned (the forward itself is unchanged), and are removed
+by ``remove()`` when training ends.
+"""
+
+import difflib
+
+import torch
+from torch import nn
+
+from ...errors import ModelError
+
+
+class FeatureCapture:
+    """Records the outputs of named submodules of ``model`` on every forward."""
+
+    def __init__(self, model, layer_names, role):
+        self.role = role
+        self.outputs = {}
+        self._handles = []
+        modules = dict(model.named_modules())
+        self.missing = [name for name in dict.fromkeys(layer_names) if name not in modules]
+        self.available = [name for name in modules if name]
+        if self.missing:
+            return
+        for name in dict.fromkeys(layer_names):
+            self._handles.append(modules[name].register_forward_hook(self._recorder(name)))
+
+    def _recorder(self, name):
+        def record(module, inputs, output):
+            self.outputs[name] = output  # returning None keeps the module's output as it is
+        return record
+
+    def missing_problems(self):
+        problems = []
+        for name in self.missing:
+            close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            problems.append(f"{self.role} has no layer '{name}'.{hint}")
+        return problems
+
+    def get(self, name):
+        if name not in self.outputs:
+            raise ModelError(f"{self.role} layer '{name}' produced no output in this step: the "
+                             f"{self.role} was not run on this batch, or that layer is not used "
+                             f"by its forward")
+        return self.outputs[name]
+
+    def clear(self):
+        self.outputs.clear()
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.outputs.clear()
+
+
+def select(output, process, where):
+    """Apply a layer-output process: None/'' as is, int index, str key/attribute, callable."""
+    if process is None or process == "":
+        result = output
+    elif callable(process):
+        result = process(output)
+    elif isinstance(process, int) or (isinstance(process, str) and process.isdigit()):
+        index = int(process)
+        if not isinstance(output, (tuple, list)):
+            raise ModelError(f"{where}: process index {index} needs a tuple/list output, but the "
+                             f"layer returned {type(output).__name__}")
+        if not -len(output) <= index < len(output):
+            raise ModelError(f"{where}: process index {index} is out of range: the layer returned "
+                             f"{len(output)} outputs (valid: 0..{len(output) - 1})")
+        result = output[index]
+    elif isinstance(output, dict):
+        if process not in output:
+            raise ModelError(f"{where}: process key '{process}' not in the layer's output keys "
+                             f"{sorted(output)}")
+        result = output[process]
+    elif hasattr(output, process):
+        result = getattr(output, process)
+    else:
+        raise ModelError(f"{where}: the layer's output ({type(output).__name__}) has no key or "
+                         f"attribute '{process}'")
+    if not isinstance(result, torch.Tensor):
+        if isinstance(result, (tuple, list)) and result and isinstance(result[0], torch.Tensor):
+            hint = " (it returns several outputs: pick one with a process index such as 0)"
+        else:
+            hint = ""
+        raise ModelError(f"{where}: expected a tensor after the process, got "
+                         f"{type(result).__name__}{hint}")
+    return result
+
+
+def build_matcher(student_shape, teacher_shape, where):
+    """A module mapping student features to the teacher's shape (not part of the student).
+
+    Identity when the shapes agree; a 1x1 convolution when only the channel dimension (dim 1)
+    of conv features differs; a Linear when only the last dimension differs. Anything else
+    (different batch, length or spatial size) cannot be matched by a pointwise map and is an
+    error that says so.
+    """
+    s, t = tuple(student_shape), tuple(teacher_shape)
+    if s == t:
+        return nn.Identity()
+    if len(s) != len(t):
+        raise ModelError(f"{where}: student feature shape {s} and teacher feature shape {t} have "
+                         f"different ranks; select or reshape with a process")
+    differing = [i for i, (a, b) in enumerate(zip(s, t)) if a != b]
+    if len(differing) == 1 and differing[0] == 1 and len(s) in (3, 4):
+        conv = nn.Conv1d if len(s) == 3 else nn.Conv2d
+        return conv(s[1], t[1], kernel_size=1)
+    if len(differing) == 1 and differing[0] == len(s) - 1 and len(s) >= 2:
+        return nn.Linear(s[-1], t[-1])
+    raise ModelError(f"{where}: student feature shape {s} cannot be matched to teacher feature "
+                     f"shape {t}: only the channel dimension (1) of conv features or the last "
+                     f"dimension may differ. Pool or reshape with a process callable.")
+
+
+def _last_dim_vectors(x):
+    return x.reshape(-1, x.shape[-1]).float()
+
+
+def feature_mse(s, t):
+    return torch.nn.functional.mse_loss(s.float(), t.float())
+
+
+def feature_l1(s, t):
+    return torch.nn.functional.l1_loss(s.float(), t.float())
+
+
+def feature_kl(s, t):
+    """KL(softmax(t) || softmax(s)) over the last dimension, mean over the other positions."""
+    log_s = torch.log_softmax(_last_dim_vectors(s), -1)
+    log_t = torch.log_softmax(_last_dim_vectors(t), -1)
+    return (log_t.exp() * (log_t - log_s)).sum() / log_s.shape[0]
+
+
+def feature_cosine(s, t):
+    """1 - cosine similarity over the last dimension, mean over the other positions."""
+    return (1 - torch.nn.functional.cosine_similarity(
+        _last_dim_vectors(s), _last_dim_vectors(t), dim=-1, eps=1e-8)).mean()
+
+
+FEATURE_LOSSES = {"MSE": feature_mse, "L1": feature_l1, "KL": feature_kl,
+                  "cosine": feature_cosine}
