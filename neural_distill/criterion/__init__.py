@@ -10,6 +10,9 @@ from .specs import criterion_name_and_args, validated_criterion_args
 # Public name -> (module that defines it, framework needed, pip extra that installs it).
 _LAZY = {
     "PyTorchKnowledgeDistillationLoss": ("neural_distill.adapters.torch.criteria", "torch"),
+    "PyTorchIntermediateLayersKnowledgeDistillationLoss": (
+        "neural_distill.adapters.torch.criteria", "torch"),
+    "PyTorchSelfKnowledgeDistillationLoss": ("neural_distill.adapters.torch.criteria", "torch"),
 }
 
 
