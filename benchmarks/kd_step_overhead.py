@@ -13,9 +13,7 @@ including its fixed per-fit costs (workspace, best-model copy, checkpoint).
 import argparse
 import copy
 import logging
-import statistics
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from neural_distill import Distillation
+
+from _timing import alternate_medians
 
 TEMPERATURE = 4.0
 
@@ -95,19 +95,12 @@ def main():
                  0.01, ws)
     max_diff = max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
 
-    times = {"hand": [], "ours": []}
     with tempfile.TemporaryDirectory() as ws:
-        for _ in range(args.repeats):
-            for name in ("hand", "ours"):
-                student = copy.deepcopy(student0)
-                start = time.perf_counter()
-                if name == "hand":
-                    hand_written(student, teacher, loader, 0.01)
-                else:
-                    ours(student, teacher, loader, 0.01, ws)
-                times[name].append(time.perf_counter() - start)
-
-    hand, mine = statistics.median(times["hand"]), statistics.median(times["ours"])
+        medians = alternate_medians({
+            "hand": lambda: hand_written(copy.deepcopy(student0), teacher, loader, 0.01),
+            "ours": lambda: ours(copy.deepcopy(student0), teacher, loader, 0.01, ws),
+        }, args.repeats)
+    hand, mine = medians["hand"], medians["ours"]
     print(f"KD step, MLP teacher 784-1024-1024-10 -> student 784-256-10, batch "
           f"{args.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}")
