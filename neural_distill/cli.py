@@ -36,7 +36,7 @@ def build_model(config, role, source):
 
         path = checkpoint if os.path.isabs(checkpoint) or base_dir is None else os.path.join(
             base_dir, checkpoint)
-        adapter_for_model(model, role).load_weights(model, path, f"{where}.checkpoint")
+        adapter_for_model(model, f"model.{role}").load_weights(model, path, f"{where}.checkpoint")
     return model
 
 

@@ -70,8 +70,8 @@ class Distillation:
 
     @student_model.setter
     def student_model(self, model):
-        self._student = self._checked_model(model, "student")
-        self._adapter = adapter_for_model(model, "student")
+        self._student = self._checked_model(model, "student_model")
+        self._adapter = None if model is None else adapter_for_model(model, "student_model")
 
     @property
     def teacher_model(self):
@@ -85,22 +85,29 @@ class Distillation:
         only), so a wrong path or a mismatching checkpoint is reported at assignment.
         """
         if isinstance(model, dict):
+            if model and all(detect_framework(m) is None for m in model.values()):
+                # Not {path: model}: most likely a state_dict; say how to use it.
+                adapter_for_model(model, "teacher_model")
             teachers, keys = [], []
             for index, (path, teacher) in enumerate(model.items()):
-                self._checked_model(teacher, f"teacher[{path!r}]")
-                adapter_for_model(teacher, "teacher").load_weights(
+                if not isinstance(path, (str, os.PathLike)):
+                    raise ModelError(
+                        f"teacher_model: a dict must map checkpoint paths to models, got a key "
+                        f"of type {type(path).__name__}")
+                self._checked_model(teacher, f"teacher_model[{path!r}]")
+                adapter_for_model(teacher, "teacher_model").load_weights(
                     teacher, str(path), f"teacher_model[{path!r}]")
                 teachers.append(teacher)
                 keys.append(path)
         elif isinstance(model, (list, tuple)):
             if not model:
                 raise ModelError("teacher_model: got an empty list; give at least one model")
-            teachers = [self._checked_model(t, f"teacher[{i}]") for i, t in enumerate(model)]
+            teachers = [self._checked_model(t, f"teacher_model[{i}]") for i, t in enumerate(model)]
             keys = list(range(len(teachers)))
         elif model is None:
             teachers, keys = [], []
         else:
-            teachers, keys = [self._checked_model(model, "teacher")], [0]
+            teachers, keys = [self._checked_model(model, "teacher_model")], [0]
         self._teacher = model
         self._teachers, self._teacher_keys = teachers, keys
 
@@ -316,15 +323,18 @@ class Distillation:
                 self._metric_obj = build_metric({"topk": 1})
                 self.logger.info("no metric configured: evaluating top-1 accuracy")
             score = self._adapter.evaluate(self._student, self.eval_dataloader, self._metric_obj)
-        improved = self.best_score is None or self._best_state is None or (
-            score is not None and not math.isnan(score) and (
-                score > self.best_score if self.higher_is_better else score < self.best_score))
         if score is None:
             # Nothing to judge by: the latest student is the best one we know.
             self._best_state = self._adapter.snapshot(self._student)
             return {}
+        # A NaN score (a diverged student) never becomes the best, not even the first time.
+        improved = not math.isnan(score) and (
+            self.best_score is None
+            or (score > self.best_score if self.higher_is_better else score < self.best_score))
         if improved:
             self.best_score = score
+            self._best_state = self._adapter.snapshot(self._student)
+        elif self._best_state is None:
             self._best_state = self._adapter.snapshot(self._student)
         return {self._score_name(): score, "best": bool(improved)}
 

@@ -52,11 +52,15 @@ def adapter_for_framework(framework):
 
 
 def adapter_for_model(model, role):
-    """The adapter for ``model``; ``role`` ('student', 'teacher') names it in errors."""
+    """The adapter for ``model``; ``role`` (e.g. 'student_model') names it in errors."""
     framework = detect_framework(model)
     if framework is None:
+        hint = "Assign the model object itself (not a path or a wrapper)."
+        if isinstance(model, dict) and model and all(
+                type(v).__name__ in ("Tensor", "Parameter", "ndarray") for v in model.values()):
+            hint = ("This looks like a state_dict: build the model, then load it with "
+                    "model.load_state_dict(...) (or assign {checkpoint_path: model}).")
         raise ModelError(
-            f"{role}_model: expected a torch.nn.Module or a keras.Model, got "
-            f"{type(model).__module__}.{type(model).__qualname__}. Assign the model object "
-            f"itself (not a path or a wrapper).")
+            f"{role}: expected a torch.nn.Module or a keras.Model, got "
+            f"{type(model).__module__}.{type(model).__qualname__}. {hint}")
     return adapter_for_framework(framework)

@@ -150,11 +150,13 @@ class OneOf(Node):
                                f"{{{', '.join(self.choices)}}}, got {describe(value)}")
             return _MISSING
         (name, params), = value.items()
-        if name not in self.choices and self.other is not None:
+        close = suggest(name, self.choices)
+        if name not in self.choices and self.other is not None and not close:
+            # (a name close to a built-in one is far more likely a typo than a foreign name)
             result = self.other.validate(params, _join(path, name), problems)
             return _MISSING if result is _MISSING else {name: result}
         if name not in self.choices:
-            problems.add(_join(path, name), f"unknown {self.what}." + suggest(name, self.choices)
+            problems.add(_join(path, name), f"unknown {self.what}." + close
                          + f" Expected one of {{{', '.join(self.choices)}}}")
             return _MISSING
         result = self.choices[name].validate(params, _join(path, name), problems)

@@ -16,8 +16,10 @@ from .outputs import call_model, logits_of, to_device
 class _TeacherState:
     """What entering teacher mode changed, so that exiting restores it exactly."""
 
-    def __init__(self, was_training, device):
-        self.was_training = was_training
+    def __init__(self, modes, device):
+        # Every submodule's own flag: a teacher in train mode may hold a frozen (eval)
+        # BatchNorm, and teacher.train(flag) would overwrite that.
+        self.modes = modes
         self.device = device
 
 
@@ -59,7 +61,7 @@ class TorchAdapter:
         Gradients are never computed for the teacher (it runs under no_grad), so its
         ``requires_grad`` flags are left exactly as the user set them.
         """
-        state = _TeacherState(teacher.training, self.model_device(teacher))
+        state = _TeacherState([m.training for m in teacher.modules()], self.model_device(teacher))
         teacher.eval()
         if state.device != device:
             teacher.to(device)
@@ -68,7 +70,8 @@ class TorchAdapter:
     def exit_teacher_mode(self, teacher, state):
         if self.model_device(teacher) != state.device:
             teacher.to(state.device)
-        teacher.train(state.was_training)
+        for module, training in zip(teacher.modules(), state.modes):
+            module.training = training
 
     @staticmethod
     def teacher_forward(teacher, inputs):
