@@ -18,7 +18,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(VENV)/bin/neural-distill run examples/mnist1d/distill.yaml
+	$(PY) examples/mnist1d/compare.py
 
 bench: setup
 	$(PY) benchmarks/kd_step_overhead.py

@@ -203,7 +203,7 @@ class Distillation:
         self.best_score, self._best_state, self._last_eval_epoch = None, None, None
         self._epochs_done, self._global_step = 0, 0
         self.history = []
-        self._running = self._adapter.new_running_losses()
+        self._running = self._fresh_running_losses()
         self._epoch_started_at = time.perf_counter()
         self._started = True
 
@@ -265,7 +265,7 @@ class Distillation:
         record = {"epoch": self._epochs_done, "step": self._global_step,
                   **self._adapter.read_running_losses(self._running),
                   "time_s": round(time.perf_counter() - self._epoch_started_at, 3)}
-        self._running = self._adapter.new_running_losses()
+        self._running = self._fresh_running_losses()
         frequency = self.conf.distillation.train.frequency
         if self._epochs_done % frequency == 0:
             record.update(self._evaluate())
@@ -412,6 +412,14 @@ class Distillation:
         random.seed(seed)
         np.random.seed(seed % (2 ** 32))
         self._adapter.seed(seed)
+
+    def _fresh_running_losses(self):
+        # An adapter whose sums live in variables (TensorFlow) zeroes them in place: a user's
+        # compiled step keeps updating the ones it captured when it was traced.
+        reset = getattr(self._adapter, "reset_running_losses", None)
+        if reset is not None and self._running is not None:
+            return reset(self._running)
+        return self._adapter.new_running_losses()
 
     # ------------------------------------------------------------------ progress
     def running_losses(self):

@@ -32,6 +32,8 @@ class Workspace:
             yaml.safe_dump(to_plain(config), handle, sort_keys=False)
 
     def log_metrics(self, record):
+        # Recreated if someone cleaned the workspace mid-run: losing a log line is worse.
+        os.makedirs(self.path, exist_ok=True)
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
 

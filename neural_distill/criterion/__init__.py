@@ -13,6 +13,12 @@ _LAZY = {
     "PyTorchIntermediateLayersKnowledgeDistillationLoss": (
         "neural_distill.adapters.torch.criteria", "torch"),
     "PyTorchSelfKnowledgeDistillationLoss": ("neural_distill.adapters.torch.criteria", "torch"),
+    "TensorflowKnowledgeDistillationLoss": (
+        "neural_distill.adapters.tensorflow.criteria", "tensorflow"),
+    "TensorflowIntermediateLayersKnowledgeDistillationLoss": (
+        "neural_distill.adapters.tensorflow.criteria", "tensorflow"),
+    "TensorflowSelfKnowledgeDistillationLoss": (
+        "neural_distill.adapters.tensorflow.criteria", "tensorflow"),
 }
 
 

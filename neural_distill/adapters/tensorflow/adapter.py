@@ -1,0 +1,357 @@
+"""The TensorFlow adapter: how the framework-neutral experiment talks to Keras 3 models.
+
+Keras models have no train/eval mode: every call says ``training=...``. The teacher is always
+called with ``training=False`` (BatchNorm uses its moving statistics and never updates them,
+dropout is off), outside the gradient tape where we own it, and behind ``tf.stop_gradient``
+everywhere, so its variables are never read by a gradient and never written.
+"""
+
+import contextlib
+import os
+import sys
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ...errors import DataError, ModelError
+from . import data, features, loop
+from .criteria import build_criterion
+from .outputs import is_tensor, logits_of, model_input, to_tensor
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
+    raise ModelError(
+        f"Keras is running on the '{keras.backend.backend()}' backend, but neural_distill's "
+        f"Keras support runs on TensorFlow. Set the environment variable "
+        f"KERAS_BACKEND=tensorflow before importing keras.")
+
+try:
+    # Stops every active gradient tape from recording the teacher's forward, so a user's tape
+    # does not keep the teacher's activations alive. Private API: when it moves, stop_gradient
+    # (always applied) still guarantees that no gradient reaches the teacher.
+    from tensorflow.python.eager.record import stop_recording as _stop_recording
+except ImportError:  # pragma: no cover - depends on the TensorFlow version
+    _stop_recording = contextlib.nullcontext
+
+
+def _stop_gradients(structure):
+    return tf.nest.map_structure(lambda v: tf.stop_gradient(v) if is_tensor(v) else v,
+                                 structure)
+
+
+class RunningLosses:
+    """Per-epoch loss sums in TensorFlow variables.
+
+    Variables, not Python floats, because ``on_after_compute_loss`` may run inside a user's
+    ``tf.function`` (or our compiled step): the Python body runs once per trace, but the
+    ``assign_add`` ops it records run at every step. For the same reason they are zeroed in
+    place at each epoch (a traced function keeps updating the variables it captured).
+    """
+
+    KEYS = ("count", "loss", "student_loss", "distillation_loss", "student_count")
+
+    def __init__(self):
+        with tf.init_scope():  # created eagerly even when the first hook runs in a trace
+            self.values = {key: tf.Variable(0.0, trainable=False, dtype=tf.float32,
+                                            name=f"nd_running_{key}") for key in self.KEYS}
+
+    def add(self, loss, student_loss, kd_loss):
+        v = self.values
+        v["count"].assign_add(1.0)
+        v["loss"].assign_add(tf.cast(tf.stop_gradient(loss), tf.float32))
+        v["distillation_loss"].assign_add(tf.cast(tf.stop_gradient(kd_loss), tf.float32))
+        if student_loss is not None:
+            v["student_loss"].assign_add(tf.cast(tf.stop_gradient(student_loss), tf.float32))
+            v["student_count"].assign_add(1.0)
+
+    def reset(self):
+        with tf.init_scope():
+            for variable in self.values.values():
+                variable.assign(0.0)
+        return self
+
+    def read(self):
+        with tf.init_scope():
+            numbers = {key: float(variable.numpy()) for key, variable in self.values.items()}
+        count = numbers["count"]
+        if not count:
+            return {}
+        result = {"loss": numbers["loss"] / count,
+                  "distillation_loss": numbers["distillation_loss"] / count}
+        if numbers["student_count"]:
+            result["student_loss"] = numbers["student_loss"] / numbers["student_count"]
+        return result
+
+
+class TensorflowAdapter:
+    name = "tensorflow"
+    # Keras 3 saves weights only to files with this suffix.
+    checkpoint_suffix = ".weights.h5"
+
+    # ---------------------------------------------------------------- devices
+    @staticmethod
+    def model_device(model):
+        for variable in getattr(model, "variables", []):
+            device = getattr(getattr(variable, "value", variable), "device", None)
+            if device:
+                return device
+        return "/CPU:0"
+
+    @staticmethod
+    def resolve_device(spec, where):
+        gpus = tf.config.list_physical_devices("GPU")
+        if spec in ("gpu", "cuda", "mps") or spec.startswith("cuda:"):
+            if not gpus:
+                raise ModelError(f"{where}: device '{spec}' was asked for but TensorFlow sees no "
+                                 f"GPU (tensorflow-cpu is CPU-only). Use device: cpu (or auto).")
+            index = int(spec.split(":")[1]) if spec.startswith("cuda:") else 0
+            if index >= len(gpus):
+                raise ModelError(f"{where}: device '{spec}' does not exist; TensorFlow sees "
+                                 f"{len(gpus)} GPU(s)")
+            return f"/GPU:{index}"
+        if spec == "auto":
+            return "/GPU:0" if gpus else "/CPU:0"
+        return "/CPU:0"
+
+    @staticmethod
+    def move_to_device(module, device):
+        """Nothing to move: TensorFlow places each op on the device scope it runs under."""
+
+    # ---------------------------------------------------------------- teacher
+    def enter_teacher_mode(self, teacher, device):
+        """Nothing to switch: the teacher is called with training=False at every forward.
+
+        In particular ``teacher.trainable`` is left as the user set it (setting it to False
+        would also change how the user's own code runs the model afterwards).
+        """
+        return None
+
+    def exit_teacher_mode(self, teacher, state):
+        """Nothing was changed on the teacher, so nothing is restored."""
+
+    @staticmethod
+    def teacher_forward(teacher, inputs):
+        with _stop_recording():
+            output = features.forward(teacher, to_tensor(inputs), training=False)
+        return _stop_gradients(output)
+
+    def teachers_forward(self, teachers, inputs, weights=None):
+        """The teacher's output; with several teachers, their (weighted) mean logits."""
+        if len(teachers) == 1:
+            return self.teacher_forward(teachers[0], inputs)
+        logits = [logits_of(self.teacher_forward(t, inputs), f"teacher[{i}] output")
+                  for i, t in enumerate(teachers)]
+        if weights is None:
+            return tf.add_n(logits) / float(len(logits))
+        if len(weights) != len(teachers):
+            raise ModelError(f"teacher_weights: expected {len(teachers)} weights (one per "
+                             f"teacher), got {len(weights)}")
+        total = float(sum(weights))
+        return tf.add_n([w / total * z for w, z in zip(weights, logits)])
+
+    def dry_run(self, student, teachers, dataloader, criterion):
+        """Run every model once on the first batch (training=False) and let the criterion
+        build what depends on feature shapes. Nothing is updated: no BatchNorm statistics
+        move, no variable is written."""
+        try:
+            batch = next(iter(dataloader))
+        except StopIteration:
+            raise DataError("train_dataloader is empty") from None
+        inputs, _ = self.split_batch(batch)
+        inputs = to_tensor(inputs)
+        features.forward(student, inputs, training=False)
+        for teacher in teachers:
+            self.teacher_forward(teacher, inputs)
+        criterion.prepare()
+
+    @staticmethod
+    def has_parameters(module):
+        if isinstance(module, keras.Model):
+            return bool(module.weights)
+        return bool(getattr(module, "trainable_variables", None))
+
+    @staticmethod
+    def as_teacher_output(teacher_output, student_output):
+        """Cached teacher outputs (tensors, NumPy or torch arrays) as constant tensors."""
+        return _stop_gradients(to_tensor(teacher_output))
+
+    # ---------------------------------------------------------------- criterion
+    @staticmethod
+    def build_criterion(name, args):
+        return build_criterion(name, args)
+
+    @staticmethod
+    def check_criterion(criterion):
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(criterion, torch.nn.Module):
+            raise ModelError(
+                f"distiller.criterion is a PyTorch criterion ({type(criterion).__name__}) but "
+                f"the student is a Keras/TensorFlow model. Use the TensorFlow criterion of the "
+                f"same name, e.g. neural_distill.criterion.TensorflowKnowledgeDistillationLoss.")
+        for method in ("distillation_loss", "combine"):
+            if not callable(getattr(criterion, method, None)):
+                raise ModelError(
+                    f"distiller.criterion: expected a neural_distill criterion such as "
+                    f"TensorflowKnowledgeDistillationLoss (with .{method}), got "
+                    f"{type(criterion).__name__}")
+
+    # ---------------------------------------------------------------- running losses
+    @staticmethod
+    def new_running_losses():
+        return RunningLosses()
+
+    @staticmethod
+    def reset_running_losses(running):
+        """Zero ``running`` in place (see RunningLosses); a foreign object gets a new one."""
+        return running.reset() if isinstance(running, RunningLosses) else RunningLosses()
+
+    @staticmethod
+    def accumulate_losses(running, loss, student_loss, kd_loss):
+        running.add(loss, student_loss, kd_loss)
+
+    @staticmethod
+    def read_running_losses(running):
+        return running.read()
+
+    # ---------------------------------------------------------------- batches
+    @staticmethod
+    def split_batch(batch, where="train_dataloader"):
+        """(inputs, labels) of a batch; labels is None for an unlabeled batch.
+
+        A tensor or array is inputs alone; (x,) too; (x, y) is inputs and labels;
+        (a, b, ..., y) is several inputs (given to the model as one list, the Keras way) and
+        labels; a dict gives its "labels"/"label" entry as labels and the rest as inputs.
+        """
+        if is_tensor(batch) or isinstance(batch, np.ndarray) or hasattr(batch, "detach"):
+            return batch, None
+        if isinstance(batch, dict):
+            inputs = dict(batch)
+            labels = inputs.pop("labels", None)
+            if labels is None:
+                labels = inputs.pop("label", None)
+            return inputs, labels
+        if isinstance(batch, (tuple, list)):
+            if len(batch) == 1:
+                return batch[0], None
+            if len(batch) == 2:
+                return batch[0], batch[1]
+            if len(batch) > 2:
+                return tuple(batch[:-1]), batch[-1]
+        raise DataError(f"{where}: cannot read a batch of type {type(batch).__name__}; expected a "
+                        f"tensor, an (inputs, labels) tuple, or a dict of tensors")
+
+    to_tensor = staticmethod(to_tensor)
+    logits_of = staticmethod(logits_of)
+
+    # ---------------------------------------------------------------- weights
+    @staticmethod
+    def snapshot(model):
+        return [np.array(w, copy=True) for w in model.get_weights()]
+
+    @staticmethod
+    def copy_with_state(model, state):
+        """A new model of the user's class holding ``state`` (the current weights if None).
+
+        Functional and Sequential models are cloned with ``keras.models.clone_model``. A
+        subclassed model is re-instantiated from ``get_config()``; that copy is only trusted
+        when every layer's configuration equals the original's (Keras' automatic config of a
+        subclassed Model can silently miss constructor arguments). When no faithful copy can
+        be built, the weights go into the user's own model object, which is returned.
+        """
+        weights = state if state is not None else model.get_weights()
+        clone = _clone(model)
+        if clone is None:
+            warnings.warn(
+                f"{type(model).__name__} cannot be rebuilt from its config, so the best weights "
+                f"were loaded into your student object itself. Implement get_config() "
+                f"(returning the constructor arguments) to get a separate copy.", stacklevel=3)
+            clone = model
+        clone.set_weights(weights)
+        return clone
+
+    @staticmethod
+    def save_weights(model, path):
+        model.save_weights(path)
+
+    @staticmethod
+    def load_weights(model, path, where):
+        """Load weights saved by Keras (``.weights.h5`` or a ``.keras`` archive)."""
+        if not os.path.isfile(path):
+            raise ModelError(f"{where}: checkpoint {path} not found")
+        try:
+            model.load_weights(path)
+        except (ValueError, KeyError, OSError) as exc:
+            raise ModelError(f"{where}: checkpoint {path} does not match "
+                             f"{type(model).__name__}: {exc}") from None
+
+    @staticmethod
+    def to_numpy(value):
+        if is_tensor(value):
+            return value.numpy()
+        if hasattr(value, "detach"):
+            return value.detach().cpu().numpy()
+        return np.asarray(value)
+
+    # ---------------------------------------------------------------- training
+    @staticmethod
+    def seed(seed):
+        # Python, NumPy, TensorFlow and Keras' own seed generators (dropout, initializers).
+        keras.utils.set_random_seed(seed % (2 ** 32))
+
+    @staticmethod
+    def build_dataloader(loader_config, where, seed, base_dir):
+        return data.build_dataloader(loader_config, where, seed, base_dir)
+
+    def evaluate(self, model, dataloader, metric):
+        """``metric`` over ``dataloader``, with the model called in inference mode."""
+        metric.reset()
+        for batch in dataloader:
+            inputs, labels = self.split_batch(batch, "eval_dataloader")
+            if labels is None:
+                raise DataError("eval_dataloader: batches need labels to compute the "
+                                "metric; got inputs only")
+            output = model(model_input(to_tensor(inputs)), training=False)
+            metric.update(self.to_numpy(logits_of(output, "student output")),
+                          self.to_numpy(labels))
+        return metric.result()
+
+    def run_builtin_loop(self, distiller):
+        loop.run(self, distiller)
+
+
+def _layer_configs(model):
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = list(flatten(include_self=False)) if flatten is not None else list(model.layers)
+    configs = []
+    for layer in layers:
+        config = dict(layer.get_config())
+        config.pop("name", None)
+        configs.append((type(layer), config))
+    return configs
+
+
+def _clone(model):
+    """A faithful copy of ``model``'s architecture (fresh variables), or None."""
+    if isinstance(model, keras.Sequential) or getattr(model, "inputs", None) is not None:
+        try:
+            return keras.models.clone_model(model)
+        except Exception:  # noqa: BLE001 - e.g. a custom layer without get_config
+            return None
+    try:
+        clone = type(model).from_config(model.get_config())
+        build_config = model.get_build_config()
+        if build_config:
+            clone.build_from_config(build_config)
+    except Exception:  # noqa: BLE001 - the class cannot be rebuilt from its config
+        return None
+    if _layer_configs(clone) != _layer_configs(model) or [
+            tuple(w.shape) for w in clone.weights] != [tuple(w.shape) for w in model.weights]:
+        return None
+    # build_from_config creates every variable of a subclassed model (checked just above) but
+    # leaves it marked unbuilt, which Keras' saving refuses.
+    clone.built = True
+    return clone
+
+
+ADAPTER = TensorflowAdapter()

@@ -1,0 +1,469 @@
+"""TensorFlow distillation criteria, with the protocol of the PyTorch ones.
+
+Every criterion has ``student_loss(output, labels)``, ``distillation_loss(student_output,
+teacher_output)``, ``combine(student_loss, kd_loss)``, ``__call__(student_output,
+teacher_output, labels=None)`` and ``trainable_variables`` (its feature matchers: a user's
+own loop adds them to what its optimizer updates; the built-in loop and the Keras wrapper do
+it themselves). Feature criteria also have ``attach`` / ``detach`` / ``prepare`` /
+``needs_preparation`` like their PyTorch twins.
+
+They are plain Python objects (not Keras layers) so that calling one never goes through Keras'
+layer machinery; the matchers inside are Keras layers.
+"""
+
+import difflib
+import warnings
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from ...config.layer_mappings import parse_layer_mappings
+from ...criterion.specs import validated_criterion_args
+from ...errors import ModelError
+from . import losses
+from .features import FeatureCapture, build_matcher, model_kind, select, symbolic_shape
+from .outputs import logits_of, static_shape
+
+
+def _check_same_shape(student, teacher):
+    """Shapes that are known and differ are a user error, reported before any math."""
+    s, t = static_shape(student), static_shape(teacher)
+    differ = len(s) != len(t) or any(a is not None and b is not None and a != b
+                                     for a, b in zip(s, t))
+    if differ:
+        raise ModelError(
+            f"student output shape {s} and teacher output shape {t} disagree: logit "
+            f"distillation needs both models to predict the same classes. Check the models' "
+            f"last layers (or pass the right teacher_output to on_after_compute_loss).")
+
+
+class _Criterion:
+    """What every TensorFlow criterion shares: weights I/O and the trainable variables."""
+
+    framework = "tensorflow"
+    needs_teacher = True
+
+    @property
+    def trainable_variables(self):
+        return []
+
+    def save_weights(self, path):
+        """The trainable state (matchers) as HDF5, one dataset per variable path."""
+        with h5py.File(path, "w") as handle:
+            for variable in self.trainable_variables:
+                handle.create_dataset(variable.path, data=np.asarray(variable.numpy()))
+
+    def load_weights(self, path):
+        with h5py.File(path, "r") as handle:
+            for variable in self.trainable_variables:
+                if variable.path not in handle:
+                    raise ModelError(f"{path}: no weights for criterion variable "
+                                     f"'{variable.path}' (it holds {sorted(handle)})")
+                variable.assign(handle[variable.path][()])
+
+
+class TensorflowKnowledgeDistillationLoss(_Criterion):
+    """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (DESIGN.md section 2).
+
+    Args:
+        temperature: softens both distributions; the KL and CE terms are scaled by T^2 so
+            their gradients keep the same magnitude as T changes.
+        loss_types: ``[student_type, kd_type]``: student_type in {CE, MSE} compares the student
+            with the labels, kd_type in {CE, KL, MSE} compares it with the teacher.
+        loss_weights: ``[w0, w1]``.
+        from_logits: False when the models output probabilities (temperature is then applied
+            as p^(1/T) renormalised).
+    """
+
+    yaml_name = "KnowledgeDistillationLoss"
+
+    def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
+                 from_logits=True):
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, temperature=temperature,
+            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits)
+        self.temperature = float(args["temperature"])
+        self.loss_types = list(args["loss_types"])
+        self.loss_weights = [float(w) for w in args["loss_weights"]]
+        self.from_logits = args["from_logits"]
+        self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
+        self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
+
+    def student_loss(self, student_output, labels):
+        """The student's own loss against ``labels``; None when the batch has no labels."""
+        if labels is None:
+            return None
+        logits = logits_of(student_output, "student output")
+        return self._student_fn(logits, tf.convert_to_tensor(labels),
+                                from_logits=self.from_logits)
+
+    def distillation_loss(self, student_output, teacher_output):
+        student = logits_of(student_output, "student output")
+        teacher = logits_of(teacher_output, "teacher output")
+        _check_same_shape(student, teacher)
+        return self._kd_fn(student, tf.stop_gradient(teacher), self.temperature,
+                           self.from_logits)
+
+    def combine(self, student_loss, distillation_loss):
+        """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
+        weighted = self.loss_weights[1] * distillation_loss
+        if student_loss is None:
+            return weighted
+        return self.loss_weights[0] * student_loss + weighted
+
+    def __call__(self, student_output, teacher_output, labels=None):
+        return self.combine(self.student_loss(student_output, labels),
+                            self.distillation_loss(student_output, teacher_output))
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(temperature={self.temperature}, "
+                f"loss_types={self.loss_types}, loss_weights={self.loss_weights}, "
+                f"from_logits={self.from_logits})")
+
+
+class _FeatureCriterionBase(_Criterion):
+    """Shared parts of the criteria that read intermediate features (not logits alone)."""
+
+    def student_loss(self, student_output, labels):
+        """Cross-entropy of the student's logits with the labels (used by add_origin_loss)."""
+        if labels is None:
+            return None
+        return losses.label_cross_entropy(logits_of(student_output, "student output"),
+                                          tf.convert_to_tensor(labels))
+
+    def combine(self, student_loss, distillation_loss):
+        """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
+        if self.add_origin_loss and student_loss is not None:
+            return student_loss + distillation_loss
+        return distillation_loss
+
+    @staticmethod
+    def _per_item(values, count, default):
+        if values is None:
+            return [default] * count
+        return list(values) * count if len(values) == 1 else list(values)
+
+    def _student_features_now(self, capture, inputs, what):
+        """Run the student through its capture when this step's forward did not record.
+
+        A user's loop calls ``student(x)`` itself, which records nothing (Keras has no forward
+        hooks). The student's layers are then run once more on the step's inputs, inside the
+        user's gradient tape, so the feature terms still train the student.
+        """
+        if inputs is None:
+            raise ModelError(
+                f"{type(self).__name__}: the student's layer outputs were not recorded in this "
+                f"step ({what}). In your own loop, get the student's output with "
+                f"`distiller.criterion.student_forward(x, training=True)` instead of "
+                f"`student(x)`: it returns the same output and records the features.")
+        if not self._warned_rerun:
+            self._warned_rerun = True
+            warnings.warn(
+                f"{type(self).__name__}: the student's features were not recorded by its forward "
+                f"pass, so its layers run a second time on the inputs. Use "
+                f"`out = distiller.criterion.student_forward(x, training=True)` instead of "
+                f"`out = student(x)` in your loop to do it in one pass.", stacklevel=4)
+        capture.forward(inputs, training=True)
+
+    def student_forward(self, inputs, training=True):
+        """The student's output for ``inputs``, recording the features this criterion needs.
+
+        Use it in place of ``student(inputs, training=...)`` inside your own loop.
+        """
+        if self._student_capture is None:
+            raise ModelError(f"{type(self).__name__}: not attached to the models; call "
+                             f"distiller.on_train_begin() first")
+        return self._student_capture.forward(inputs, training)
+
+
+class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBase):
+    """Intermediate-layer distillation: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``.
+
+    Layers are Keras layer names of Functional or Sequential models (``""`` is the whole
+    model's output, for any model). ``M_i`` are feature matchers: identity for equal shapes,
+    else a Dense / 1x1 Conv2D built from the models' graphs (or from the first batch) and
+    trained with the student; they are this criterion's ``trainable_variables``, not the
+    student's.
+    """
+
+    yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
+
+    def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
+                 add_origin_loss=False):
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
+            loss_types=loss_types, loss_weights=loss_weights, add_origin_loss=add_origin_loss)
+        self.mappings = parse_layer_mappings(args["layer_mappings"])
+        count = len(self.mappings)
+        self.loss_types = self._per_item(args.get("loss_types"), count, "MSE")
+        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
+                                                              1.0 / count)]
+        self.add_origin_loss = args["add_origin_loss"]
+        self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
+        self.matchers = []
+        self._student_capture = None
+        self._teacher_captures = {}
+        self._teacher_index = {}
+        self._warned_rerun = False
+
+    @property
+    def trainable_variables(self):
+        return [v for matcher in self.matchers for v in matcher.trainable_variables]
+
+    # -- lifecycle, called by the Distillation hooks
+    def attach(self, student, teachers, teacher_keys=None):
+        """Reach the mapped layers; raises one ModelError listing every unusable layer."""
+        self.detach()
+        keys = list(teacher_keys) if teacher_keys is not None else list(range(len(teachers)))
+        problems = []
+        self._teacher_index = {}
+        for i, pair in enumerate(self.mappings):
+            which = pair.teacher.teacher
+            if isinstance(which, int) and 0 <= which < len(teachers):
+                self._teacher_index[i] = which
+            elif which in keys:
+                self._teacher_index[i] = keys.index(which)
+            else:
+                problems.append(f"layer_mappings[{i}]: teacher {which!r} does not exist "
+                                f"(teachers: {keys})")
+        self._student_capture = FeatureCapture(
+            student, [p.student.layer for p in self.mappings], "student")
+        problems += self._student_capture.missing_problems()
+        for t_index, teacher in enumerate(teachers):
+            names = [p.teacher.layer for i, p in enumerate(self.mappings)
+                     if self._teacher_index.get(i) == t_index]
+            if names:
+                role = "teacher" if len(teachers) == 1 else f"teacher {keys[t_index]!r}"
+                capture = FeatureCapture(teacher, names, role)
+                self._teacher_captures[t_index] = capture
+                problems += capture.missing_problems()
+        if problems:
+            names = self._student_capture.available
+            self.detach()
+            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: layer mappings do not "
+                             "resolve:\n  " + "\n  ".join(problems) +
+                             f"\n  (student layers: {', '.join(names[:40])}"
+                             f"{' ...' if len(names) > 40 else ''})")
+        for capture in [self._student_capture, *self._teacher_captures.values()]:
+            capture.register()
+        if self.needs_preparation:
+            self._build_matchers_from_graphs()
+
+    def detach(self):
+        for capture in [self._student_capture, *self._teacher_captures.values()]:
+            if capture is not None:
+                capture.remove()
+        self._student_capture = None
+        self._teacher_captures = {}
+
+    @property
+    def needs_preparation(self):
+        return len(self.matchers) != len(self.mappings)
+
+    def prepare(self):
+        """Build the matchers from the features recorded by one forward of every model.
+
+        Called after a dry run on the first batch; raises one ModelError listing every pair
+        that cannot be selected or matched.
+        """
+        try:
+            self._build_matchers(self._pair_shapes_from_data)
+        finally:
+            self.clear_features()
+
+    def _build_matchers_from_graphs(self):
+        """Matchers from the models' static graphs, when every pair's shapes are known."""
+        shapes = []
+        for i, pair in enumerate(self.mappings):
+            s = self._symbolic_shape(self._student_capture, pair.student)
+            t = self._symbolic_shape(self._teacher_captures[self._teacher_index[i]],
+                                     pair.teacher)
+            if s is None or t is None:
+                return  # learned from the first batch instead (prepare)
+            shapes.append((s, t))
+        self._build_matchers(lambda i, pair: shapes[i])
+
+    @staticmethod
+    def _symbolic_shape(capture, ref):
+        feature = capture.symbolic_feature(ref.layer)
+        return None if feature is None else symbolic_shape(feature, ref.process)
+
+    def _build_matchers(self, shapes_of):
+        problems, matchers = [], []
+        for i, pair in enumerate(self.mappings):
+            where = f"layer_mappings[{i}] ({pair.student.label()} -> {pair.teacher.label()})"
+            try:
+                s, t = shapes_of(i, pair)
+                matchers.append(build_matcher(s, t, where, name=f"nd_matcher_{i}"))
+            except ModelError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: features cannot be "
+                             "matched:\n  " + "\n  ".join(problems))
+        self.matchers = matchers
+
+    def _pair_shapes_from_data(self, i, pair):
+        s, t = self._pair_features(i, pair)
+        return static_shape(s), static_shape(t)
+
+    def clear_features(self):
+        for capture in [self._student_capture, *self._teacher_captures.values()]:
+            if capture is not None:
+                capture.clear()
+
+    def _pair_features(self, i, pair):
+        where = f"layer_mappings[{i}]"
+        if self._student_capture is None:
+            raise ModelError(f"{type(self).__name__}: not attached to the models; call "
+                             f"distiller.on_train_begin() first")
+        s = select(self._student_capture.get(pair.student.layer), pair.student.process,
+                   f"{where} student '{pair.student.label()}'")
+        capture = self._teacher_captures[self._teacher_index[i]]
+        t = select(capture.get(pair.teacher.layer), pair.teacher.process,
+                   f"{where} teacher '{pair.teacher.label()}'")
+        return s, t
+
+    def distillation_loss(self, student_output=None, teacher_output=None):
+        student = self._student_capture
+        if student is not None and student.layer_names and not student.outputs:
+            inputs = next((c.last_inputs for c in self._teacher_captures.values()
+                           if c.last_inputs is not None), None)
+            self._student_features_now(student, inputs, "the student was called directly")
+        if student is not None and "" not in student.outputs and student_output is not None:
+            student.outputs[""] = student_output
+        if self.needs_preparation:
+            if not tf.executing_eagerly():
+                raise ModelError(
+                    f"{type(self).__name__}: the feature matchers must exist before a compiled "
+                    f"step is traced (they are variables). Pass your dataloader to "
+                    f"distiller.on_train_begin(dataloader) so they are built from its first "
+                    f"batch.")
+            # A user loop that gave on_train_begin no dataloader: build matchers now.
+            self._build_matchers(self._pair_shapes_from_data)
+            warnings.warn("feature matchers were created at the first training step, after "
+                          "your optimizer was built: add criterion.trainable_variables to "
+                          "what it updates, or pass a dataloader to on_train_begin() so they "
+                          "exist before", stacklevel=3)
+        total = 0.0
+        try:
+            for i, pair in enumerate(self.mappings):
+                s, t = self._pair_features(i, pair)
+                term = self._loss_fns[i](self.matchers[i](s), tf.stop_gradient(t))
+                total = total + self.loss_weights[i] * term
+        finally:
+            self.clear_features()
+        return total
+
+    def __call__(self, student_output=None, teacher_output=None, labels=None):
+        return self.combine(self.student_loss(student_output, labels),
+                            self.distillation_loss(student_output, teacher_output))
+
+
+class TensorflowSelfKnowledgeDistillationLoss(_FeatureCriterionBase):
+    """Self-distillation: the student's deepest head teaches its shallower heads.
+
+    ``layer_mappings`` is a list of groups; each group a list of ``[student_key, teacher_key]``
+    pairs naming outputs of the student itself: keys of its dict output, or layer names (of a
+    Functional or Sequential student). Group g uses ``loss_types[g]`` (KL/CE on logits with
+    temperature and T^2, L2/MSE on features) and ``loss_weights[g]``. The teacher side is
+    held constant (stop_gradient): the deep head is not pulled towards the shallow ones.
+    """
+
+    yaml_name = "SelfKnowledgeDistillationLoss"
+    needs_teacher = False
+
+    def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
+                 add_origin_loss=False):
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
+            temperature=temperature, loss_types=loss_types, loss_weights=loss_weights,
+            add_origin_loss=add_origin_loss)
+        self.groups = args["layer_mappings"]
+        count = len(self.groups)
+        self.temperature = float(args["temperature"])
+        self.loss_types = self._per_item(args.get("loss_types"), count, "KL")
+        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
+                                                              1.0 / count)]
+        self.add_origin_loss = args["add_origin_loss"]
+        self._student_capture = None
+        self._warned_rerun = False
+
+    def attach(self, student, teachers=(), teacher_keys=None):
+        """Reach the keys that are layer names of the student (others are output keys)."""
+        self.detach()
+        names = []
+        kind = model_kind(student)
+        if kind != "subclassed":  # a subclassed model's keys can only be keys of its output
+            output_keys = set()
+            if kind == "functional" and isinstance(student.output, dict):
+                output_keys = set(student.output)
+            layers = {layer.name for layer in student.layers}
+            names = [k for group in self.groups for pair in group for k in pair
+                     if k in layers and k not in output_keys]
+        self._student_capture = FeatureCapture(student, names, "student")
+        problems = self._student_capture.missing_problems()
+        if problems:
+            self._student_capture = None
+            raise ModelError("SelfKnowledgeDistillationLoss: " + "\n  ".join(problems))
+        if names:
+            self._student_capture.register()
+
+    def detach(self):
+        if self._student_capture is not None:
+            self._student_capture.remove()
+        self._student_capture = None
+
+    def _fetch(self, student_output, key):
+        capture = self._student_capture
+        if isinstance(student_output, dict) and key in student_output:
+            value = student_output[key]
+        elif capture is not None and key in capture.layer_names:
+            if key not in capture.outputs:
+                self._student_features_now(capture, capture.last_inputs,
+                                           "the student was called directly")
+            value = capture.outputs[key]
+        else:
+            keys = sorted(student_output) if isinstance(student_output, dict) else []
+            close = difflib.get_close_matches(key, keys, 1)
+            hint = (f" Did you mean '{close[0]}'?" if close else
+                    " A subclassed model's layer outputs cannot be reached: return the tensor "
+                    "from call() under that key." if capture is None
+                    or capture.kind == "subclassed" else "")
+            raise ModelError(f"SelfKnowledgeDistillationLoss: '{key}' is neither a key of the "
+                             f"student's output {keys} nor a layer of the student.{hint}")
+        return logits_of(value, f"student output '{key}'")
+
+    def distillation_loss(self, student_output, teacher_output=None):
+        total = 0.0
+        try:
+            for group, loss_type, weight in zip(self.groups, self.loss_types,
+                                                self.loss_weights):
+                group_loss = 0.0
+                for student_key, teacher_key in group:
+                    s = self._fetch(student_output, student_key)
+                    t = tf.stop_gradient(self._fetch(student_output, teacher_key))
+                    if loss_type in ("KL", "CE"):
+                        fn = (losses.kl_divergence if loss_type == "KL"
+                              else losses.soft_cross_entropy)
+                        group_loss = group_loss + fn(s, t, self.temperature)
+                    else:  # L2 / MSE on features
+                        group_loss = group_loss + losses.feature_mse(s, t)
+                total = total + weight * group_loss
+        finally:
+            if self._student_capture is not None:
+                self._student_capture.clear()
+        return total
+
+    def __call__(self, student_output, teacher_output=None, labels=None):
+        return self.combine(self.student_loss(student_output, labels),
+                            self.distillation_loss(student_output))
+
+
+CRITERION_CLASSES = {cls.yaml_name: cls for cls in (
+    TensorflowKnowledgeDistillationLoss, TensorflowIntermediateLayersKnowledgeDistillationLoss,
+    TensorflowSelfKnowledgeDistillationLoss)}
+
+
+def build_criterion(name, args):
+    return CRITERION_CLASSES[name](**args)

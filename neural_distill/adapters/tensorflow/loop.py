@@ -1,0 +1,182 @@
+"""The built-in TensorFlow training loop.
+
+It fires the experiment's hooks in the documented order (``neural_distill.events``), like the
+PyTorch loop, around two compiled functions per step::
+
+    on_step_begin(batch_id)
+    grads = compute(inputs, labels)    # tf.function: teacher forward (training=False, no tape),
+                                       # student forward + loss under the tape, gradients
+    on_before_optimizer_step()
+    apply(grads)                       # tf.function: optimizer update
+    on_after_optimizer_step()
+    on_step_end()
+
+``on_after_compute_loss`` is called inside ``compute``: its Python body (and the criterion's)
+runs when ``compute`` is traced, its TensorFlow ops at every step, including the running-loss
+sums (variables, see ``adapter.RunningLosses``). Losses are read back from the variables only
+when the progress bar is refreshed.
+"""
+
+import math
+
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from ...errors import DataError
+from . import features
+from .optim import LearningRateSchedule, build_optimizer
+from .outputs import to_tensor
+
+# How often (in steps) the progress bar shows fresh losses; reading them syncs the device.
+REFRESH_EVERY = 20
+
+
+def _epoch_range(train):
+    start = train["start_epoch"]
+    if "end_epoch" in train:
+        return range(start, train["end_epoch"])
+    return range(start, start + train.get("epoch", 1))
+
+
+def _steps_per_epoch(loader, iteration):
+    steps = None
+    if isinstance(loader, tf.data.Dataset):
+        cardinality = int(loader.cardinality())
+        steps = cardinality if cardinality >= 0 else None
+    else:
+        try:
+            steps = len(loader)
+        except TypeError:  # an iterable without a length
+            steps = None
+    if iteration:
+        steps = iteration if steps is None else min(steps, iteration)
+    return steps
+
+
+def _trainable_variables(student, criterion):
+    """The student's trainable variables, then the criterion's own (feature matchers)."""
+    student_variables = list(student.trainable_variables)
+    seen = {id(v) for v in student_variables}
+    extra = [v for v in getattr(criterion, "trainable_variables", []) if id(v) not in seen]
+    return student_variables, extra
+
+
+def make_step(distiller, adapter, student, criterion, optimizer, variables, n_student,
+              coupled_weight_decay, max_grad_norm):
+    """The two compiled halves of a training step (see the module docstring)."""
+    teachers = distiller._teachers
+    weights = distiller.teacher_weights
+    run_teacher = bool(teachers) and getattr(criterion, "needs_teacher", True)
+
+    def compute(inputs, labels):
+        teacher_output = (adapter.teachers_forward(teachers, inputs, weights)
+                          if run_teacher else None)
+        with tf.GradientTape() as tape:
+            output = features.forward(student, inputs, training=True)
+            student_loss = criterion.student_loss(output, labels)
+            loss = distiller.on_after_compute_loss(inputs, output, student_loss, teacher_output)
+            # Regularization losses of the student's layers (kernel_regularizer, ...), as
+            # Keras' own fit() adds them.
+            total = loss + tf.add_n(student.losses) if student.losses else loss
+        grads = tape.gradient(total, variables)
+        student_grads, extra_grads = grads[:n_student], grads[n_student:]
+        if max_grad_norm:
+            # Clips the student's gradients only, like the PyTorch loop's clip_grad_norm_.
+            student_grads, _ = tf.clip_by_global_norm(student_grads, max_grad_norm)
+        grads = list(student_grads) + list(extra_grads)
+        if coupled_weight_decay:
+            grads = [None if g is None else g + coupled_weight_decay * tf.convert_to_tensor(v)
+                     for g, v in zip(grads, variables)]
+        return grads
+
+    def apply(grads):
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+
+    # No AutoGraph: nothing here branches on tensor values, and converting the hooks and
+    # criteria it would walk into costs seconds per trace.
+    return (tf.function(compute, reduce_retracing=True, autograph=False),
+            tf.function(apply, reduce_retracing=True, autograph=False))
+
+
+def _build_models(adapter, models, loader):
+    """Give unbuilt models (subclassed ones before their first call) their variables now.
+
+    Variables have to exist before the step is traced: the optimizer is built for them, and
+    a variable created inside a traced function would belong to that trace. One eager
+    inference-mode call on the first batch builds them without updating anything.
+    """
+    unbuilt = [m for m in models if not m.built]
+    if not unbuilt:
+        return
+    try:
+        batch = next(iter(loader))
+    except StopIteration:
+        raise DataError("train_dataloader is empty") from None
+    inputs = to_tensor(adapter.split_batch(batch)[0])
+    for model in unbuilt:
+        features.forward(model, inputs, training=False)
+
+
+def run(adapter, distiller):
+    conf = distiller.conf
+    device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
+    with tf.device(device):
+        _run(adapter, distiller, conf.distillation.train)
+
+
+def _run(adapter, distiller, train):
+    student = distiller.student_model
+    loader = distiller.train_dataloader
+
+    distiller.on_train_begin(loader)
+    criterion = distiller.criterion
+    _build_models(adapter, [student, *distiller._teachers], loader)
+    optimizer, coupled_weight_decay = distiller.optimizer, 0.0
+    if optimizer is None:
+        optimizer, coupled_weight_decay = build_optimizer(train.optimizer)
+    student_variables, extra = _trainable_variables(student, criterion)
+    variables = student_variables + extra
+    if not optimizer.built:
+        optimizer.build(variables)
+    epochs = _epoch_range(train)
+    iteration = train.get("iteration")
+    steps = _steps_per_epoch(loader, iteration)
+    schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
+    show_bar = train.progress_bar
+    compute, apply = make_step(distiller, adapter, student, criterion, optimizer, variables,
+                               len(student_variables), coupled_weight_decay,
+                               train.get("max_grad_norm"))
+
+    for epoch_index, epoch in enumerate(epochs):
+        distiller.on_epoch_begin(epoch)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
+                   leave=False, dynamic_ncols=True)
+        for batch_id, batch in enumerate(loader):
+            if iteration and batch_id >= iteration:
+                break
+            schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
+            distiller.on_step_begin(batch_id)
+            inputs, labels = adapter.split_batch(batch)
+            inputs = to_tensor(inputs)
+            labels = None if labels is None else to_tensor(labels)
+            grads = compute(inputs, labels)
+            distiller.on_before_optimizer_step()
+            apply(grads)
+            distiller.on_after_optimizer_step()
+            distiller.on_step_end()
+            if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
+                _refresh(bar, distiller, schedule, epoch, batch_id)
+            bar.update()
+        bar.close()
+        distiller.on_epoch_end()
+    distiller.on_train_end()
+
+
+def _refresh(bar, distiller, schedule, epoch, batch_id):
+    losses = distiller.running_losses()
+    if not math.isfinite(losses.get("loss", 0.0)):
+        raise DataError(f"the training loss became {losses['loss']} at epoch {epoch}, step "
+                        f"{batch_id}. Lower the learning rate, check the inputs for NaN/inf, or "
+                        f"set distillation.train.max_grad_norm.")
+    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} | {"lr": f"{schedule.current:.2e}"},
+                    refresh=False)

@@ -1,0 +1,160 @@
+"""Distillation inside Keras' own ``model.fit()``: add a teacher without writing a loop.
+
+::
+
+    from neural_distill.integrations.keras import DistillationModel
+    from neural_distill.criterion import TensorflowKnowledgeDistillationLoss
+
+    model = DistillationModel(student, teacher,
+                              TensorflowKnowledgeDistillationLoss(temperature=4.0,
+                                                                  loss_types=["CE", "KL"]))
+    model.compile(optimizer="adam", metrics=["accuracy"])
+    model.fit(train_ds, validation_data=val_ds, epochs=10)
+    model.student.save("student.keras")      # the trained student, a model of your own class
+
+``DistillationModel`` is a ``keras.Model`` whose forward is the student's, and whose loss is the
+criterion's: ``w0 * student_loss + w1 * D(student, teacher)`` with exactly the math of the
+built-in loop. Everything Keras offers around ``fit`` (callbacks, metrics, ``evaluate``,
+``predict``, distribution strategies) works unchanged.
+"""
+
+import keras
+import tensorflow as tf
+
+from ..adapters.tensorflow import features
+from ..adapters.tensorflow.adapter import ADAPTER
+from ..adapters.tensorflow.criteria import CRITERION_CLASSES
+from ..config.loader import validate
+from ..config.nodes import OneOf, Section
+from ..config.schema import CRITERIA
+from ..errors import ModelError
+
+_CRITERION_SECTION = Section({"criterion": OneOf(CRITERIA, "criterion")})
+
+
+class _Untracked:
+    """Keeps the teachers out of Keras' attribute tracking.
+
+    A tracked teacher's variables would become the wrapper's weights: handed to its optimizer
+    (Keras warns about missing gradients), saved with it and counted in its summary.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _criterion_from(criterion):
+    if criterion is None:
+        return CRITERION_CLASSES["KnowledgeDistillationLoss"]()
+    if isinstance(criterion, dict):
+        checked = validate({"criterion": criterion}, "DistillationModel(criterion=...)",
+                           node=_CRITERION_SECTION)
+        (name, args), = checked["criterion"].items()
+        return CRITERION_CLASSES[name](**dict(args))
+    ADAPTER.check_criterion(criterion)
+    return criterion
+
+
+class DistillationModel(keras.Model):
+    """A Keras model that trains ``student`` against ``teacher`` inside ``fit()``.
+
+    Args:
+        student: the ``keras.Model`` to train (available as ``.student``).
+        teacher: a ``keras.Model``, or a list of them (their weighted mean logits teach), or
+            None for a criterion that needs no teacher (self-distillation). Never modified:
+            called with ``training=False``, outside the gradient, not tracked by this model.
+        criterion: a TensorFlow criterion (``neural_distill.criterion.Tensorflow...``), the
+            same settings as a config dict (``{"KnowledgeDistillationLoss": {...}}``), or None
+            for the default ``KnowledgeDistillationLoss``.
+        teacher_weights: one weight per teacher when several are given.
+
+    The student term is the criterion's own (``loss_types[0]`` against the labels), or, when
+    ``compile()`` is given a ``loss``, that loss. Unlabeled batches (``x`` only, or labels of
+    -100) get the distillation term alone. The student's regularization losses are added as
+    Keras adds them. ``student_loss`` and ``distillation_loss`` are reported as metrics.
+    """
+
+    def __init__(self, student, teacher=None, criterion=None, teacher_weights=None,
+                 name="distillation_model", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not isinstance(student, keras.Model):
+            raise ModelError(f"DistillationModel: student must be a keras.Model, got "
+                             f"{type(student).__module__}.{type(student).__qualname__}")
+        teachers = [] if teacher is None else (
+            list(teacher) if isinstance(teacher, (list, tuple)) else [teacher])
+        for i, model in enumerate(teachers):
+            if not isinstance(model, keras.Model):
+                raise ModelError(
+                    f"DistillationModel: teacher{'' if len(teachers) == 1 else f'[{i}]'} must "
+                    f"be a keras.Model, got {type(model).__module__}."
+                    f"{type(model).__qualname__}. A teacher of another framework cannot run "
+                    f"inside Keras' fit(); cache its outputs and use the hooks instead.")
+        self.criterion = _criterion_from(criterion)
+        if not teachers and getattr(self.criterion, "needs_teacher", True):
+            raise ModelError(f"DistillationModel: {type(self.criterion).__name__} needs a "
+                             f"teacher; pass teacher=...")
+        self.student = student
+        self._teachers = _Untracked(teachers)
+        self.teacher_weights = list(teacher_weights) if teacher_weights is not None else None
+        if hasattr(self.criterion, "attach"):
+            self.criterion.attach(student, teachers)
+        self._track_matchers()
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+
+    @property
+    def teachers(self):
+        return list(self._teachers.value)
+
+    def _track_matchers(self):
+        """Matchers become this model's layers, so Keras' optimizer trains them."""
+        self.matchers = [m for m in getattr(self.criterion, "matchers", [])
+                         if isinstance(m, keras.layers.Layer)]
+
+    def prepare(self, x):
+        """Build the criterion's feature matchers from one batch of inputs ``x``.
+
+        Only needed when a feature shape cannot be read from the models' graphs (e.g. the
+        output of a subclassed model); do it before ``compile()``.
+        """
+        if not getattr(self.criterion, "needs_preparation", False):
+            return
+        features.forward(self.student, ADAPTER.to_tensor(x), training=False)
+        for teacher in self.teachers:
+            ADAPTER.teacher_forward(teacher, x)
+        self.criterion.prepare()
+        self._track_matchers()
+
+    def call(self, inputs, training=None):
+        if getattr(self.criterion, "needs_preparation", False):
+            raise ModelError(
+                "DistillationModel: the criterion's feature matchers need one batch to learn "
+                "the feature shapes. Call model.prepare(x_batch) before compile()/fit().")
+        return features.forward(self.student, inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        teacher_output = None
+        if self.teachers and getattr(self.criterion, "needs_teacher", True):
+            teacher_output = ADAPTER.teachers_forward(self.teachers, x, self.teacher_weights)
+        kd_loss = self.criterion.distillation_loss(y_pred, teacher_output)
+        compiled = getattr(self, "_compile_loss", None)
+        if y is None:
+            student_loss = None
+        elif compiled is not None:
+            student_loss = compiled(y, y_pred, sample_weight)
+        else:
+            student_loss = self.criterion.student_loss(y_pred, y)
+        total = self.criterion.combine(student_loss, kd_loss)
+        if self.losses:
+            total = total + tf.add_n(self.losses)
+        if student_loss is not None:
+            self.student_loss_tracker.update_state(student_loss)
+        self.distillation_loss_tracker.update_state(kd_loss)
+        return total
+
+    def get_config(self):
+        raise NotImplementedError(
+            "DistillationModel is a training wrapper and is not serialized; save "
+            "model.student (model.student.save('student.keras')).")

@@ -1,0 +1,399 @@
+"""``prepare_compression``: distillation and quantization-aware training in your own loop.
+
+::
+
+    from neural_distill.config import (DistillationConfig, KnowledgeDistillationLossConfig,
+                                       QuantizationAwareTrainingConfig)
+    from neural_distill.training import prepare_compression
+
+    manager = prepare_compression(model, [
+        QuantizationAwareTrainingConfig(example_inputs=x_batch),
+        DistillationConfig(criterion=KnowledgeDistillationLossConfig(temperature=2.0)),
+    ])
+    model = manager.model                      # the model to train (prepared for QAT)
+    manager.callbacks.on_train_begin()         # ... the hooks of neural_distill.events
+    loss = manager.on_after_compute_loss(x, model(x), loss)   # one scalar tensor
+    ...
+    manager.on_train_end()
+    manager.export("model_int8.pt2")           # a real int8 model
+
+Several configs make one manager. The model is prepared first (QAT, whatever its position in the
+list, because distillation has to see the model that is trained); then every hook calls each
+config's part in list order, and ``on_after_compute_loss`` passes the loss from one part to the
+next and returns one scalar tensor.
+
+The distillation part is a :class:`neural_distill.Distillation` driven through its own hooks, so
+it behaves exactly like ``Distillation`` in a user loop (workspace, history, ``best_model``).
+This module imports no framework.
+"""
+
+import contextlib
+import os
+
+import yaml
+
+from .adapters import adapter_for_model, detect_framework, import_framework_module
+from .config.python_api import (DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
+                                QuantizationAwareTrainingConfig,
+                                SelfKnowledgeDistillationLossConfig)
+from .distillation import Distillation
+from .errors import ConfigError, ModelError
+
+_BACKENDS = {"torch": "neural_distill.adapters.torch.compression"}
+
+_TENSORFLOW_QAT = (
+    "QuantizationAwareTrainingConfig: quantization-aware training is implemented for PyTorch "
+    "models only. For Keras 3 there is no clean path: Keras 3 has no int8 QAT "
+    "(model.quantize('int8') is post-training, covers Dense/EinsumDense/Embedding only, and "
+    "makes the int8 kernels non-trainable), and tensorflow-model-optimization only accepts "
+    "tf_keras (Keras 2) models, which means rebuilding the model in legacy Keras. See "
+    "docs/quantization.md. Distillation alone (DistillationConfig) does not need QAT.")
+
+
+def _backend(framework):
+    if framework not in _BACKENDS:
+        return None
+    return import_framework_module(_BACKENDS[framework], framework)
+
+
+def prepare_compression(model, configs):
+    """A :class:`CompressionManager` for ``model`` and one config or a list of them."""
+    if isinstance(configs, (DistillationConfig, QuantizationAwareTrainingConfig)):
+        configs = [configs]
+    if not isinstance(configs, (list, tuple)) or not configs:
+        raise ConfigError(f"prepare_compression: configs: expected a DistillationConfig, a "
+                          f"QuantizationAwareTrainingConfig or a non-empty list of them, got "
+                          f"{configs!r}")
+    for index, config in enumerate(configs):
+        if not isinstance(config, (DistillationConfig, QuantizationAwareTrainingConfig)):
+            raise ConfigError(f"prepare_compression: configs[{index}]: expected a "
+                              f"DistillationConfig or a QuantizationAwareTrainingConfig, got "
+                              f"{type(config).__name__}. Build configs with "
+                              f"neural_distill.config.")
+    if sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs) > 1:
+        raise ConfigError("prepare_compression: configs: expected at most one "
+                          "QuantizationAwareTrainingConfig (a model is prepared for QAT once), "
+                          f"got {sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs)}")
+    if detect_framework(model) is None:
+        adapter_for_model(model, "model")  # raises a ModelError naming what was received
+    return CompressionManager(model, list(configs))
+
+
+class Callbacks:
+    """The hooks of a CompressionManager (``manager.callbacks.on_train_begin()``)."""
+
+    def __init__(self, manager):
+        self._manager = manager
+
+    def on_train_begin(self, dataloader=None):
+        return self._manager.on_train_begin(dataloader)
+
+    def on_epoch_begin(self, epoch):
+        return self._manager.on_epoch_begin(epoch)
+
+    def on_step_begin(self, batch_id):
+        return self._manager.on_step_begin(batch_id)
+
+    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
+        return self._manager.on_after_compute_loss(input, student_output, student_loss,
+                                                   teacher_output)
+
+    def on_before_optimizer_step(self):
+        return self._manager.on_before_optimizer_step()
+
+    def on_after_optimizer_step(self):
+        return self._manager.on_after_optimizer_step()
+
+    def on_step_end(self):
+        return self._manager.on_step_end()
+
+    def on_epoch_end(self):
+        return self._manager.on_epoch_end()
+
+    def on_train_end(self):
+        return self._manager.on_train_end()
+
+
+class _Part:
+    """One config's behaviour in the manager: every hook, doing nothing by default."""
+
+    config = None
+
+    def on_train_begin(self, dataloader=None):
+        pass
+
+    def on_epoch_begin(self, epoch):
+        pass
+
+    def on_step_begin(self, batch_id):
+        pass
+
+    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
+        return student_loss
+
+    def on_before_optimizer_step(self):
+        pass
+
+    def on_after_optimizer_step(self):
+        pass
+
+    def on_step_end(self):
+        pass
+
+    def on_epoch_end(self):
+        pass
+
+    def on_train_end(self):
+        pass
+
+
+class _QuantizationPart(_Part):
+    def __init__(self, config, qat):
+        self.config = config
+        self.qat = qat
+
+    def on_epoch_begin(self, epoch):
+        freeze_at = self.config.freeze_observers_epoch
+        if freeze_at is not None and epoch >= freeze_at:
+            self.qat.freeze_observers()
+
+
+class _DistillationPart(_Part):
+    """Drives one ``Distillation`` object with the manager's model as its student."""
+
+    def __init__(self, config, model, qat, backend):
+        self.config = config
+        self.qat = qat
+        self.backend = backend
+        teachers = config.teacher_model
+        needs_teacher = not isinstance(config.criterion, SelfKnowledgeDistillationLossConfig)
+        if teachers is None and needs_teacher and qat is not None:
+            teachers = qat.float_model  # QAT: the float model teaches its quantized copy
+        criterion = self._criterion(config.criterion, model, teachers, qat, backend)
+        train = {"criterion": criterion.to_dict(), "progress_bar": False}
+        if config.optimizer is not None:
+            train["optimizer"] = config.optimizer
+        document = {"distillation": {"train": train}}
+        if isinstance(config.metrics, dict):
+            document["evaluation"] = {"accuracy": {"metric": config.metrics}}
+        self.criterion_config = criterion
+        self.distiller = Distillation(document)
+        if config.metrics is not None and not isinstance(config.metrics, dict):
+            self.distiller.metric = config.metrics
+        self.distiller.student_model = model
+        self.distiller.teacher_model = teachers
+
+    @staticmethod
+    def _criterion(criterion, model, teachers, qat, backend):
+        """The criterion config with generated mappings filled in, checked against a QAT model."""
+        if isinstance(criterion, IntermediateLayersKnowledgeDistillationLossConfig):
+            if criterion.automatic_mappings:
+                if backend is None:
+                    raise ModelError("IntermediateLayersKnowledgeDistillationLossConfig: "
+                                     "generating layer_mappings is implemented for PyTorch "
+                                     "models; give layer_mappings explicitly")
+                listed = teachers if isinstance(teachers, (list, tuple)) else \
+                    list(teachers.values()) if isinstance(teachers, dict) else \
+                    [teachers] if teachers is not None else []
+                args = criterion.arguments()
+                args["layer_mappings"] = backend.auto_layer_mappings(model, listed, qat)
+                criterion = IntermediateLayersKnowledgeDistillationLossConfig(**args)
+            if qat is not None:
+                from .config.layer_mappings import parse_layer_mappings
+
+                names = [pair.student.layer for pair in parse_layer_mappings(
+                    criterion.layer_mappings)]
+                qat.check_layers(names, "IntermediateLayersKnowledgeDistillationLossConfig")
+        elif isinstance(criterion, SelfKnowledgeDistillationLossConfig) and qat is not None:
+            # Keys that are module paths of the float model must still be observable; other
+            # keys name entries of the model's dict output.
+            keys = [key for group in criterion.layer_mappings for pair in group for key in pair]
+            paths = backend.module_paths(qat.float_model)
+            qat.check_layers([k for k in keys if k in paths],
+                             "SelfKnowledgeDistillationLossConfig")
+        return criterion
+
+    def on_train_begin(self, dataloader=None):
+        if dataloader is None and self.qat is not None:
+            # One dry run on the example inputs builds the feature matchers before the first
+            # optimizer step (Distillation does it for a dataloader's first batch).
+            args, kwargs = self.qat.example_args, self.qat.example_kwargs
+            inputs = kwargs if kwargs else (args[0] if len(args) == 1 else args)
+            dataloader = [(inputs, None)]
+        self.distiller.on_train_begin(dataloader)
+
+    def on_epoch_begin(self, epoch):
+        self.distiller.on_epoch_begin(epoch)
+
+    def on_step_begin(self, batch_id):
+        self.distiller.on_step_begin(batch_id)
+
+    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
+        return self.distiller.on_after_compute_loss(input, student_output, student_loss,
+                                                    teacher_output)
+
+    def on_before_optimizer_step(self):
+        self.distiller.on_before_optimizer_step()
+
+    def on_after_optimizer_step(self):
+        self.distiller.on_after_optimizer_step()
+
+    def on_step_end(self):
+        self.distiller.on_step_end()
+
+    def on_epoch_end(self):
+        self.distiller.on_epoch_end()
+
+    def on_train_end(self):
+        # Builds best_model, a deep copy of the (possibly exported) student.
+        with self.backend.quiet_copies() if self.backend is not None else \
+                contextlib.nullcontext():
+            self.distiller.on_train_end()
+
+
+def _scalar(loss):
+    """One scalar loss tensor: a per-sample loss is averaged, anything else is an error."""
+    if loss is None:
+        raise ModelError("on_after_compute_loss: there is no loss to return: student_loss is "
+                         "None and no distillation config adds a term. Pass the student's loss.")
+    if isinstance(loss, (list, tuple)):
+        raise ModelError(f"on_after_compute_loss: student_loss: expected one scalar loss tensor "
+                         f"(or None for an unlabeled batch), got a {type(loss).__name__} of "
+                         f"{len(loss)}. Pass the loss itself, e.g. outputs.loss or sum(losses).")
+    if not hasattr(loss, "shape"):
+        raise ModelError(f"on_after_compute_loss: student_loss: expected a loss tensor of the "
+                         f"model's framework, got {type(loss).__name__}")
+    if len(loss.shape) == 0:
+        return loss
+    if hasattr(loss, "mean") and callable(loss.mean):  # torch
+        return loss.mean()
+    import tensorflow as tf
+
+    return tf.reduce_mean(loss)
+
+
+class CompressionManager:
+    """The model being trained, the hooks that compress it, and ``save`` / ``export``.
+
+    Attributes:
+        model: the model to train: the user's model, or its QAT-prepared graph.
+        callbacks: the hooks (also available directly on the manager).
+        configs: the configs, in the order given.
+        distillers: the ``Distillation`` object of each DistillationConfig.
+        qat: the QAT preparation (``neural_distill.adapters.torch.quantization.QATModel``) or
+            None: its ``float_model``, ``observable`` layers, ``convert()``.
+    """
+
+    def __init__(self, model, configs):
+        self.configs = configs
+        self.framework = detect_framework(model)
+        self._backend = _backend(self.framework)
+        self.qat = None
+        qat_config = next((c for c in configs if isinstance(c, QuantizationAwareTrainingConfig)),
+                          None)
+        if qat_config is not None:
+            if self._backend is None:
+                raise ModelError(_TENSORFLOW_QAT)
+            self.qat = self._backend.prepare_qat(model, qat_config)
+        self.model = self.qat.model if self.qat is not None else model
+        self._parts = []
+        for config in configs:
+            if isinstance(config, QuantizationAwareTrainingConfig):
+                self._parts.append(_QuantizationPart(config, self.qat))
+            else:
+                self._parts.append(_DistillationPart(config, self.model, self.qat, self._backend))
+        self.callbacks = Callbacks(self)
+
+    @property
+    def distillers(self):
+        return [p.distiller for p in self._parts if isinstance(p, _DistillationPart)]
+
+    def _quiet(self):
+        """Observers paused while set-up runs the model (a dry run is not training data)."""
+        return self.qat.observers_paused() if self.qat is not None else \
+            contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, dataloader=None):
+        with self._quiet():
+            for part in self._parts:
+                part.on_train_begin(dataloader)
+
+    def on_epoch_begin(self, epoch):
+        for part in self._parts:
+            part.on_epoch_begin(epoch)
+
+    def on_step_begin(self, batch_id):
+        for part in self._parts:
+            part.on_step_begin(batch_id)
+
+    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
+        """The loss after every config's term, in list order: one scalar tensor."""
+        if isinstance(student_loss, (list, tuple)):
+            _scalar(student_loss)  # raises: a list of losses is ambiguous
+        loss = student_loss
+        for part in self._parts:
+            loss = part.on_after_compute_loss(input, student_output, loss, teacher_output)
+        return _scalar(loss)
+
+    def on_before_optimizer_step(self):
+        for part in self._parts:
+            part.on_before_optimizer_step()
+
+    def on_after_optimizer_step(self):
+        for part in self._parts:
+            part.on_after_optimizer_step()
+
+    def on_step_end(self):
+        for part in self._parts:
+            part.on_step_end()
+
+    def on_epoch_end(self):
+        for part in self._parts:
+            part.on_epoch_end()
+
+    def on_train_end(self):
+        for part in self._parts:
+            part.on_train_end()
+
+    # ------------------------------------------------------------------ results
+    def to_dict(self):
+        """The YAML form of every config, merged into one document."""
+        document = {}
+        for config in self.configs:
+            for key, value in config.to_dict().items():
+                if key in document:
+                    raise ConfigError(f"CompressionManager.to_dict: two configs write '{key}'; "
+                                      f"save them separately with config.to_yaml()")
+                document[key] = value
+        return document
+
+    def save(self, path):
+        """Write ``path/model<suffix>`` (the trained model's weights, fake-quantization state
+        included) and ``path/compression.yaml`` (the configs). Returns ``path``."""
+        os.makedirs(path, exist_ok=True)
+        adapter = adapter_for_model(self.model, "model")
+        adapter.save_weights(self.model, os.path.join(path, "model" + adapter.checkpoint_suffix))
+        try:
+            document = self.to_dict()
+        except ConfigError:
+            document = [config.to_dict() for config in self.configs]
+        with open(os.path.join(path, "compression.yaml"), "w", encoding="utf-8") as handle:
+            yaml.safe_dump(document, handle, sort_keys=False)
+        return path
+
+    def export(self, path, example_inputs=None):
+        """The deployable model: with QAT, a real int8 program; otherwise the float model.
+
+        PyTorch writes a ``torch.export`` program (``.pt2``; load it with
+        ``neural_distill.adapters.torch.quantization.load_int8``). Returns an ExportInfo with the
+        file size and the bytes of the tensors it stores.
+        """
+        path = os.fspath(path)
+        if self.qat is not None:
+            return self.qat.export(path)
+        if self._backend is None:
+            raise ModelError(f"export: exporting a {self.framework} model is not implemented; "
+                             f"save its weights with manager.save(path)")
+        return self._backend.export_float(self.model, path, example_inputs)
+
