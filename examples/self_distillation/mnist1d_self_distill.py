@@ -113,6 +113,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--kl-weight", type=float, default=1.0)
+    parser.add_argument("--l2-weight", type=float, default=0.05)
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("neural_distill").setLevel(logging.WARNING)
@@ -123,7 +126,7 @@ def main():
     initial = MultiHeadCNN()
     results = {}
     for name, weights in (("deep supervision only", [0.0, 0.0]),
-                          ("+ self-distillation", [1.0, 0.05])):
+                          ("+ self-distillation", [args.kl_weight, args.l2_weight])):
         torch.manual_seed(args.seed)
         model = copy.deepcopy(initial)
         distiller = Distillation({"tuning": {"random_seed": args.seed}})
@@ -131,7 +134,7 @@ def main():
         distiller.criterion = self_distillation(weights)
         distiller.eval_dataloader = DataLoader(validation_set, batch_size=1000)
         distiller.train_func = lambda m: train(
-            m, distiller, DataLoader(train_set, batch_size=64, shuffle=True), args.epochs, 3e-3)
+            m, distiller, DataLoader(train_set, batch_size=64, shuffle=True), args.epochs, args.lr)
         best = distiller.fit()
         results[name] = head_accuracies(best, test_set)
 

@@ -13,6 +13,16 @@ from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
 from .outputs import logits_of
 
 
+def _student_term(loss_fn, student_output, labels, from_logits):
+    """``loss_fn(logits, labels)``, or None for a batch without labels."""
+    if labels is None:
+        return None
+    logits = logits_of(student_output, "student output")
+    if not labels.is_floating_point() and labels.dtype != torch.long:
+        labels = labels.long()  # cross_entropy wants int64 class indices
+    return loss_fn(logits, labels, from_logits=from_logits)
+
+
 class PyTorchKnowledgeDistillationLoss(torch.nn.Module):
     """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (DESIGN.md section 2).
 
@@ -42,12 +52,7 @@ class PyTorchKnowledgeDistillationLoss(torch.nn.Module):
 
     def student_loss(self, student_output, labels):
         """The student's own loss against ``labels``; None when the batch has no labels."""
-        if labels is None:
-            return None
-        logits = logits_of(student_output, "student output")
-        if not labels.is_floating_point() and labels.dtype != torch.long:
-            labels = labels.long()
-        return self._student_fn(logits, labels, from_logits=self.from_logits)
+        return _student_term(self._student_fn, student_output, labels, self.from_logits)
 
     def distillation_loss(self, student_output, teacher_output):
         student = logits_of(student_output, "student output")
@@ -88,12 +93,7 @@ class _FeatureCriterionBase(torch.nn.Module):
 
     def student_loss(self, student_output, labels):
         """Cross-entropy of the student's logits with the labels (used by add_origin_loss)."""
-        if labels is None:
-            return None
-        logits = logits_of(student_output, "student output")
-        if not labels.is_floating_point() and labels.dtype != torch.long:
-            labels = labels.long()
-        return losses.label_cross_entropy(logits, labels)
+        return _student_term(losses.label_cross_entropy, student_output, labels, True)
 
     def combine(self, student_loss, distillation_loss):
         """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
