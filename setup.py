@@ -3,6 +3,8 @@ from setuptools import find_packages, setup
 CORE = ["numpy>=1.24", "PyYAML>=6.0", "schema>=0.7.5", "tqdm>=4.60"]
 TORCH = ["torch>=2.1"]
 TENSORFLOW = ["tensorflow-cpu>=2.16"]
+# PT2E quantization-aware training; torchao 0.18 is built against torch >= 2.11.
+QUANTIZATION = ["torch>=2.11", "torchao>=0.18"]
 
 setup(
     name="neural_distill",
@@ -17,8 +19,9 @@ setup(
     extras_require={
         "torch": TORCH,
         "tensorflow": TENSORFLOW,
-        "all": TORCH + TENSORFLOW,
-        "dev": TORCH + TENSORFLOW + ["pytest>=7", "mnist1d>=0.0.2"],
+        "quantization": QUANTIZATION,
+        "all": QUANTIZATION + TENSORFLOW,
+        "dev": QUANTIZATION + TENSORFLOW + ["pytest>=7", "mnist1d>=0.0.2"],
     },
     entry_points={"console_scripts": ["neural-distill=neural_distill.cli:main"]},
     package_data={"neural_distill": ["py.typed"]},

@@ -33,7 +33,8 @@ import os
 import yaml
 
 from .adapters import adapter_for_model, detect_framework, import_framework_module
-from .config.python_api import (DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
+from .config.python_api import (DistillationConfig,
+                                IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
 from .distillation import Distillation
@@ -70,12 +71,15 @@ def prepare_compression(model, configs):
                               f"DistillationConfig or a QuantizationAwareTrainingConfig, got "
                               f"{type(config).__name__}. Build configs with "
                               f"neural_distill.config.")
-    if sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs) > 1:
-        raise ConfigError("prepare_compression: configs: expected at most one "
-                          "QuantizationAwareTrainingConfig (a model is prepared for QAT once), "
-                          f"got {sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs)}")
+    qat_count = sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs)
+    if qat_count > 1:
+        raise ConfigError(f"prepare_compression: configs: expected at most one "
+                          f"QuantizationAwareTrainingConfig (a model is prepared for QAT once), "
+                          f"got {qat_count}")
     if detect_framework(model) is None:
-        adapter_for_model(model, "model")  # raises a ModelError naming what was received
+        raise ModelError(f"prepare_compression: model: expected a torch.nn.Module or a "
+                         f"keras.Model, got {type(model).__module__}.{type(model).__qualname__}."
+                         f" Pass the model object itself (not a path or a state dict).")
     return CompressionManager(model, list(configs))
 
 
@@ -303,6 +307,11 @@ class CompressionManager:
             else:
                 self._parts.append(_DistillationPart(config, self.model, self.qat, self._backend))
         self.callbacks = Callbacks(self)
+
+    @property
+    def parts(self):
+        """One part per config, in the configs' order; each has every hook."""
+        return list(self._parts)
 
     @property
     def distillers(self):

@@ -20,7 +20,6 @@ import os
 import sys
 import tempfile
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,11 +30,10 @@ from data import load_mnist1d  # noqa: E402
 from teacher import train_teacher  # noqa: E402
 
 from neural_distill.adapters.torch.quantization import (  # noqa: E402
-    int8_kernels, load_int8, measure_latency, module_weight_bytes, quantize_post_training,
-    save_exported)
+    int8_kernels, load_int8, measure_latency, quantize_post_training, save_exported)
 from neural_distill.adapters.torch.compression import export_float  # noqa: E402
-from neural_distill.config import (DistillationConfig, KnowledgeDistillationLossConfig,  # noqa: E402
-                                   QuantizationAwareTrainingConfig)
+from neural_distill.config import (  # noqa: E402
+    DistillationConfig, KnowledgeDistillationLossConfig, QuantizationAwareTrainingConfig)
 from neural_distill.training import prepare_compression  # noqa: E402
 
 

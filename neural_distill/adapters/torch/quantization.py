@@ -48,17 +48,21 @@ def _torchao():
     """torchao's PT2E entry points, imported on first use.
 
     Importing torchao logs warnings about its CUDA-only kernels (they cannot load with a CPU
-    torch, and nothing here needs them) and a deprecation notice from torch's pytree registry;
-    both loggers are quieted for the import only.
+    torch, and nothing here needs them) and deprecation notices from torch's pytree registry and
+    torch.jit; they are quieted for the import only.
     """
     loggers = [logging.getLogger("torchao"), logging.getLogger("torch.utils._pytree")]
     levels = [logger.level for logger in loggers]
     try:
         for logger in loggers:
             logger.setLevel(logging.ERROR)
-        from torchao.quantization import pt2e
-        from torchao.quantization.pt2e import fake_quantize, lowering, quantize_pt2e
-        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
+        with warnings.catch_warnings():
+            # torchao still decorates a few modules with torch.jit.script_method.
+            warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                    message=r".*torch\.jit\.script_method")
+            from torchao.quantization import pt2e
+            from torchao.quantization.pt2e import fake_quantize, lowering, quantize_pt2e
+            from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
     except ImportError as exc:
         raise FrameworkNotInstalledError("torchao (PT2E quantization)", "quantization") from exc
     finally:
@@ -270,6 +274,31 @@ _MODE_OP_SETTINGS = {torch.ops.aten.dropout.default: (1,),
                      torch.ops.aten.batch_norm.default: (6, 7)}
 
 
+_MODE_META_KEY = "neural_distill_training"  # the graph's current form (train or eval)
+
+
+def _mode_op_settings(graph_module):
+    ops = _MODE_OP_SETTINGS
+    return [(n.target, [n.args[i] for i in ops[n.target] if i < len(n.args)])
+            for n in graph_module.graph.nodes if n.op == "call_function" and n.target in ops]
+
+
+def _restore_mode_op_settings(graph_module, settings):
+    """Put recorded settings back on the mode-dependent ops (matched by order and op)."""
+    ops = _MODE_OP_SETTINGS
+    nodes = [n for n in graph_module.graph.nodes if n.op == "call_function" and n.target in ops]
+    if [n.target for n in nodes] != [target for target, _ in settings]:
+        return False
+    for node, (target, values) in zip(nodes, settings):
+        args = list(node.args)
+        for index, value in zip(ops[target], values):
+            if index < len(args):
+                args[index] = value
+        node.args = tuple(args)
+    graph_module.recompile()
+    return True
+
+
 def _set_training(graph_module, mode):
     """Switch BatchNorm and Dropout of an exported graph, keeping their settings.
 
@@ -279,23 +308,14 @@ def _set_training(graph_module, mode):
     keep their order in the graph).
     """
     ao = _torchao()
-    ops = _MODE_OP_SETTINGS
-    before = [(n.target, [n.args[i] for i in ops[n.target] if i < len(n.args)])
-              for n in graph_module.graph.nodes if n.op == "call_function" and n.target in ops]
+    settings = _mode_op_settings(graph_module)
     nn.Module.train(graph_module, mode)  # the flag on every submodule
     if mode:
         ao.pt2e.move_exported_model_to_train(graph_module)
     else:
         ao.pt2e.move_exported_model_to_eval(graph_module)
-    after = [n for n in graph_module.graph.nodes if n.op == "call_function" and n.target in ops]
-    if [n.target for n in after] == [target for target, _ in before]:
-        for node, (target, settings) in zip(after, before):
-            args = list(node.args)
-            for index, value in zip(ops[target], settings):
-                if index < len(args):
-                    args[index] = value
-            node.args = tuple(args)
-        graph_module.recompile()
+    _restore_mode_op_settings(graph_module, settings)
+    graph_module.meta[_MODE_META_KEY] = mode
     return graph_module
 
 
@@ -307,10 +327,22 @@ def _eval(self):
     return _set_training(self, False)
 
 
+def _install_train_eval(graph_module):
+    object.__setattr__(graph_module, "train", types.MethodType(_train, graph_module))
+    object.__setattr__(graph_module, "eval", types.MethodType(_eval, graph_module))
+    hooks = graph_module.__dict__.setdefault("_deepcopy_hooks", [])
+    if _reinstall_after_deepcopy not in hooks:
+        hooks.append(_reinstall_after_deepcopy)
+
+
 def _reinstall_after_deepcopy(copied):
     # GraphModule.__deepcopy__ rebuilds the module from its graph: attributes set on the
-    # instance (train/eval below) are lost; its deepcopy hooks run on the copy.
-    enable_train_eval(copied, copied.training)
+    # instance (train/eval, the mode flags) are lost, its meta and deepcopy hooks are kept. The
+    # copied graph is in the original's form, so the mode is restored without a rewrite.
+    mode = copied.meta.get(_MODE_META_KEY, True)
+    _install_train_eval(copied)
+    nn.Module.train(copied, mode)
+    setattr(copied, "_exported_training", mode)  # torchao's own flag for its rewrites
 
 
 def enable_train_eval(graph_module, mode=True):
@@ -320,11 +352,7 @@ def enable_train_eval(graph_module, mode=True):
     they switch both (torchao's move_exported_model_to_train / _eval) and also set ``.training``,
     which training loops, ``Distillation`` and evaluation code read and restore.
     """
-    object.__setattr__(graph_module, "train", types.MethodType(_train, graph_module))
-    object.__setattr__(graph_module, "eval", types.MethodType(_eval, graph_module))
-    hooks = graph_module.__dict__.setdefault("_deepcopy_hooks", [])
-    if _reinstall_after_deepcopy not in hooks:
-        hooks.append(_reinstall_after_deepcopy)
+    _install_train_eval(graph_module)
     return _set_training(graph_module, mode)
 
 
@@ -501,7 +529,11 @@ def prepare_qat(model, config, where="QuantizationAwareTrainingConfig"):
         is_qat=True, reduce_range=config.reduce_range))
     for name in config.excluded_layers:
         quantizer.set_module_name_qconfig(name, None)
+    settings = _mode_op_settings(graph)
     prepared = ao.quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
+    # The Conv+BatchNorm fusion of QAT preparation rebuilds BatchNorm from a pattern too
+    # (momentum 0.1, eps 1e-5): the model's own settings go back, convert_pt2e folds with them.
+    _restore_mode_op_settings(prepared, settings)
     # Taps first: switching modes rewrites BatchNorm and Dropout nodes without the metadata
     # that says which module they came from.
     skipped = insert_taps(prepared, float_model, ao)
@@ -636,6 +668,11 @@ def save_exported(model, path, args, kwargs, dynamic_shapes, float_model=None, i
     # torch.export.save would also store the example inputs (a batch of the user's data, and
     # with a sliced batch the whole storage behind it): the file is for the model alone.
     program.example_inputs = None
+    # Per-node provenance (which pass created the node from which other node, source stack
+    # traces) is for debugging the capture; it is most of a small model's file.
+    for node in program.graph.nodes:
+        for key in ("from_node", "stack_trace", "source_fn_stack", "torch_fn"):
+            node.meta.pop(key, None)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     torch.export.save(program, path)
