@@ -65,13 +65,14 @@ class MultiHeadCNN(nn.Module):
                 "head1_hidden": h1, "head2_hidden": h2, "head3_hidden": h3}
 
 
-def self_distillation(weights):
+def self_distillation(weights, temperature):
     return PyTorchSelfKnowledgeDistillationLoss(
         layer_mappings=[
             [["head1_logits", "logits"], ["head2_logits", "logits"]],
             [["head1_hidden", "head3_hidden"], ["head2_hidden", "head3_hidden"]],
         ],
-        temperature=3.0, loss_types=["KL", "L2"], loss_weights=weights, add_origin_loss=True)
+        temperature=temperature, loss_types=["KL", "L2"], loss_weights=weights,
+        add_origin_loss=True)
 
 
 def train(model, distiller, loader, epochs, lr):
@@ -114,6 +115,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--temperature", type=float, default=3.0)
     parser.add_argument("--kl-weight", type=float, default=1.0)
     parser.add_argument("--l2-weight", type=float, default=0.05)
     args = parser.parse_args()
@@ -131,7 +133,7 @@ def main():
         model = copy.deepcopy(initial)
         distiller = Distillation({"tuning": {"random_seed": args.seed}})
         distiller.student_model = model
-        distiller.criterion = self_distillation(weights)
+        distiller.criterion = self_distillation(weights, args.temperature)
         distiller.eval_dataloader = DataLoader(validation_set, batch_size=1000)
         distiller.train_func = lambda m: train(
             m, distiller, DataLoader(train_set, batch_size=64, shuffle=True), args.epochs, args.lr)
