@@ -125,7 +125,20 @@ class DistillationModel(keras.Model):
         self.criterion.prepare()
         self._track_matchers()
 
+    def _ensure_attached(self):
+        """Re-attach when another run detached the criterion (it attaches per experiment)."""
+        if not hasattr(self.criterion, "attach"):
+            return
+        captures = [getattr(self.criterion, "_student_capture", None),
+                    *getattr(self.criterion, "_teacher_captures", {}).values()]
+        if captures[0] is None:
+            self.criterion.attach(self.student, self.teachers)
+        else:
+            for capture in captures:
+                capture.register()
+
     def call(self, inputs, training=None):
+        self._ensure_attached()
         if getattr(self.criterion, "needs_preparation", False):
             raise ModelError(
                 "DistillationModel: the criterion's feature matchers need one batch to learn "

@@ -41,39 +41,40 @@ def _stop_gradients(structure):
 
 
 class RunningLosses:
-    """Per-epoch loss sums in TensorFlow variables.
+    """Per-epoch loss sums in one TensorFlow variable.
 
-    Variables, not Python floats, because ``on_after_compute_loss`` may run inside a user's
+    A variable, not Python floats, because ``on_after_compute_loss`` may run inside a user's
     ``tf.function`` (or our compiled step): the Python body runs once per trace, but the
-    ``assign_add`` ops it records run at every step. For the same reason they are zeroed in
-    place at each epoch (a traced function keeps updating the variables it captured).
+    ``assign_add`` it records runs at every step. For the same reason it is zeroed in place at
+    each epoch (a traced function keeps updating the variable it captured). One vector, so a
+    step adds one op, not one per sum.
     """
 
     KEYS = ("count", "loss", "student_loss", "distillation_loss", "student_count")
 
     def __init__(self):
         with tf.init_scope():  # created eagerly even when the first hook runs in a trace
-            self.values = {key: tf.Variable(0.0, trainable=False, dtype=tf.float32,
-                                            name=f"nd_running_{key}") for key in self.KEYS}
+            self.sums = tf.Variable(tf.zeros([len(self.KEYS)]), trainable=False,
+                                    name="nd_running_losses")
 
     def add(self, loss, student_loss, kd_loss):
-        v = self.values
-        v["count"].assign_add(1.0)
-        v["loss"].assign_add(tf.cast(tf.stop_gradient(loss), tf.float32))
-        v["distillation_loss"].assign_add(tf.cast(tf.stop_gradient(kd_loss), tf.float32))
-        if student_loss is not None:
-            v["student_loss"].assign_add(tf.cast(tf.stop_gradient(student_loss), tf.float32))
-            v["student_count"].assign_add(1.0)
+        # Assignments are not differentiated: no stop_gradient needed on the values.
+        if student_loss is None:
+            student_loss, has_student = tf.zeros([]), 0.0
+        else:
+            has_student = 1.0
+        self.sums.assign_add(tf.stack([
+            tf.ones([]), tf.cast(loss, tf.float32), tf.cast(student_loss, tf.float32),
+            tf.cast(kd_loss, tf.float32), tf.constant(has_student)]))
 
     def reset(self):
         with tf.init_scope():
-            for variable in self.values.values():
-                variable.assign(0.0)
+            self.sums.assign(tf.zeros_like(self.sums))
         return self
 
     def read(self):
         with tf.init_scope():
-            numbers = {key: float(variable.numpy()) for key, variable in self.values.items()}
+            numbers = dict(zip(self.KEYS, (float(v) for v in self.sums.numpy())))
         count = numbers["count"]
         if not count:
             return {}

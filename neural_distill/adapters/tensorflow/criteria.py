@@ -295,7 +295,10 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBas
             where = f"layer_mappings[{i}] ({pair.student.label()} -> {pair.teacher.label()})"
             try:
                 s, t = shapes_of(i, pair)
-                matchers.append(build_matcher(s, t, where, name=f"nd_matcher_{i}"))
+                # Eager variables even when this runs while a user's tf.function is traced
+                # (only static shapes are needed).
+                with tf.init_scope():
+                    matchers.append(build_matcher(s, t, where, name=f"nd_matcher_{i}"))
             except ModelError as exc:
                 problems.append(str(exc))
         if problems:
@@ -333,12 +336,6 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBas
         if student is not None and "" not in student.outputs and student_output is not None:
             student.outputs[""] = student_output
         if self.needs_preparation:
-            if not tf.executing_eagerly():
-                raise ModelError(
-                    f"{type(self).__name__}: the feature matchers must exist before a compiled "
-                    f"step is traced (they are variables). Pass your dataloader to "
-                    f"distiller.on_train_begin(dataloader) so they are built from its first "
-                    f"batch.")
             # A user loop that gave on_train_begin no dataloader: build matchers now.
             self._build_matchers(self._pair_shapes_from_data)
             warnings.warn("feature matchers were created at the first training step, after "

@@ -12,12 +12,13 @@ would record), and every capture is removed when training ends.
 """
 
 import difflib
+import re
 
 import keras
 import tensorflow as tf
 
 from ...errors import ModelError
-from .outputs import call_model, is_tensor, model_input, static_shape
+from .outputs import call_model, is_tensor, model_input
 
 # id(model) -> the FeatureCapture a criterion attached to that model.
 _ACTIVE = {}
@@ -37,11 +38,9 @@ def forward(model, inputs, training):
 
 
 def layer_names(model):
-    """Names of the layers a capture can name, including those of nested models."""
-    names = []
-    for layer in getattr(model, "layers", []):
-        names.append(layer.name)
-    return names
+    """Names of the model's own layers, the names a capture can reach (not its inputs)."""
+    return [layer.name for layer in getattr(model, "layers", [])
+            if not isinstance(layer, keras.layers.InputLayer)]
 
 
 def model_kind(model):
@@ -50,6 +49,24 @@ def model_kind(model):
     if getattr(model, "inputs", None) is not None and hasattr(model, "output"):
         return "functional"
     return "subclassed"
+
+
+def _output_in_graph(model, layer):
+    """The symbolic output of ``layer`` where ``model``'s own graph calls it.
+
+    ``layer.output`` is the output of the layer's first call, which for a nested model (a
+    backbone) is its own graph's, not connected to the outer model's inputs. The call node that
+    belongs to the outer graph is found through Keras' node bookkeeping (private: when it is not
+    there, ``layer.output`` is used as before).
+    """
+    by_depth = getattr(model, "_nodes_by_depth", None)
+    if by_depth:
+        graph_nodes = {id(node) for nodes in by_depth.values() for node in nodes}
+        for node in getattr(layer, "_inbound_nodes", []):
+            if id(node) in graph_nodes:
+                outputs = list(node.output_tensors)
+                return outputs[0] if len(outputs) == 1 else outputs
+    return layer.output
 
 
 class FeatureCapture:
@@ -114,9 +131,8 @@ class FeatureCapture:
             return self._symbolic
         model = self.model
         if self.kind == "functional":
-            features = {}
-            for name in self.layer_names:
-                features[name] = model.get_layer(name).output
+            features = {name: _output_in_graph(model, model.get_layer(name))
+                        for name in self.layer_names}
             self._symbolic = (model.input, model.output, features)
         elif self.kind == "sequential":
             try:
@@ -155,7 +171,8 @@ class FeatureCapture:
         inputs_struct, output, features = graph
         try:
             self._extractor = keras.Model(inputs_struct, (output, features),
-                                          name=f"nd_{self.role.replace(' ', '_')}_features")
+                                          name=f"nd_{re.sub(r'[^0-9A-Za-z]+', '_', self.role)}"
+                                               f"_features")
         except ValueError as exc:  # e.g. a shared layer whose first call is in another graph
             raise ModelError(f"{self.role}: the outputs of layers {self.layer_names} cannot be "
                              f"reached from the model's inputs ({exc}). Map layers that the "
@@ -283,9 +300,12 @@ def build_matcher(student_shape, teacher_shape, where, name):
         return _Identity()
     rank = len(s) + 1
     differing = [i + 1 for i, (a, b) in enumerate(zip(s, t)) if a != b]
-    if any(a is None or b is None for a, b in zip(s, t)):
+    if any(s[i - 1] is None or t[i - 1] is None for i in differing):
+        # Unknown sizes are fine where both sides agree (e.g. a sequence length); where they
+        # differ nothing tells whether a pointwise map can match them.
         raise ModelError(f"{where}: student feature shape {shown_s} and teacher feature shape "
-                         f"{shown_t} have unknown dimensions; a matcher needs known sizes")
+                         f"{shown_t} differ in dimensions of unknown size; a matcher needs "
+                         f"known sizes where they differ")
     if differing == [rank - 1] and rank >= 2:
         if rank == 4:
             layer = keras.layers.Conv2D(t[-1], 1, name=name)

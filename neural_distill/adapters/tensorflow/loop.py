@@ -1,7 +1,7 @@
 """The built-in TensorFlow training loop.
 
 It fires the experiment's hooks in the documented order (``neural_distill.events``), like the
-PyTorch loop, around two compiled functions per step::
+PyTorch loop, around compiled functions::
 
     on_step_begin(batch_id)
     grads = compute(inputs, labels)    # tf.function: teacher forward (training=False, no tape),
@@ -11,9 +11,13 @@ PyTorch loop, around two compiled functions per step::
     on_after_optimizer_step()
     on_step_end()
 
+When neither optimizer hook is overridden (they do nothing by default), ``compute`` and
+``apply`` are one compiled function, which saves a call and lets TensorFlow use the gradients
+without handing them back to Python; both hooks are still called, in order, after it.
+
 ``on_after_compute_loss`` is called inside ``compute``: its Python body (and the criterion's)
 runs when ``compute`` is traced, its TensorFlow ops at every step, including the running-loss
-sums (variables, see ``adapter.RunningLosses``). Losses are read back from the variables only
+sums (a variable, see ``adapter.RunningLosses``). Losses are read back from the variable only
 when the progress bar is refreshed.
 """
 
@@ -63,7 +67,7 @@ def _trainable_variables(student, criterion):
 
 def make_step(distiller, adapter, student, criterion, optimizer, variables, n_student,
               coupled_weight_decay, max_grad_norm):
-    """The two compiled halves of a training step (see the module docstring)."""
+    """``(compute, apply)`` compiled; ``(step, None)`` when they can be fused (module doc)."""
     teachers = distiller._teachers
     weights = distiller.teacher_weights
     run_teacher = bool(teachers) and getattr(criterion, "needs_teacher", True)
@@ -92,10 +96,26 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
     def apply(grads):
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
-    # No AutoGraph: nothing here branches on tensor values, and converting the hooks and
-    # criteria it would walk into costs seconds per trace.
-    return (tf.function(compute, reduce_retracing=True, autograph=False),
-            tf.function(apply, reduce_retracing=True, autograph=False))
+    def compiled(fn):
+        # No AutoGraph: nothing here branches on tensor values, and converting the hooks and
+        # criteria it would walk into costs seconds per trace.
+        return tf.function(fn, reduce_retracing=True, autograph=False)
+
+    if _optimizer_hooks_overridden(distiller):
+        return compiled(compute), compiled(apply)
+
+    def step(inputs, labels):
+        apply(compute(inputs, labels))
+
+    return compiled(step), None
+
+
+def _optimizer_hooks_overridden(distiller):
+    from ...distillation import Distillation
+
+    names = ("on_before_optimizer_step", "on_after_optimizer_step")
+    return any(name in vars(distiller) or getattr(type(distiller), name)
+               is not getattr(Distillation, name) for name in names)
 
 
 def _build_models(adapter, models, loader):
@@ -161,7 +181,8 @@ def _run(adapter, distiller, train):
             labels = None if labels is None else to_tensor(labels)
             grads = compute(inputs, labels)
             distiller.on_before_optimizer_step()
-            apply(grads)
+            if apply is not None:
+                apply(grads)
             distiller.on_after_optimizer_step()
             distiller.on_step_end()
             if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):

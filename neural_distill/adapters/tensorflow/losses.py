@@ -17,11 +17,17 @@ def _float(x):
 
 
 def _rows(x):
-    return tf.reshape(x, [-1, tf.shape(x)[-1]])
+    """(positions, classes); static shapes are used where known, so a compiled step gets no
+    shape ops for the common (batch, classes) case."""
+    if x.shape.rank == 2:
+        return x
+    last = x.shape[-1]
+    return tf.reshape(x, [-1, last if last is not None else tf.shape(x)[-1]])
 
 
 def _count_rows(x):
-    return tf.cast(tf.shape(x)[0], tf.float32)
+    rows = x.shape[0]
+    return float(rows) if rows is not None else tf.cast(tf.shape(x)[0], tf.float32)
 
 
 def as_log_space(outputs, from_logits):

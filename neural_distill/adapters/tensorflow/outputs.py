@@ -45,6 +45,12 @@ def logits_of(output, what):
     Accepts a tensor, a NumPy array, an object with ``.logits``, a dict with a ``"logits"``
     key or a single tensor value, or a tuple/list whose first item is the logits.
     """
+    if _foreign_to_numpy(output) is not None:
+        # Converting would cut the PyTorch autograd graph: the student would silently not
+        # learn from this loss.
+        raise ModelError(f"{what}: got a PyTorch tensor, but this is a TensorFlow criterion. "
+                         f"With PyTorch models use the PyTorch criterion of the same name "
+                         f"(e.g. PyTorchKnowledgeDistillationLoss).")
     if is_tensor(output):
         return output
     if isinstance(output, np.ndarray):
@@ -62,9 +68,6 @@ def logits_of(output, what):
                          f"key or exactly one tensor. Return the logits under 'logits'.")
     if isinstance(output, (tuple, list)) and output:
         return logits_of(output[0], what)
-    foreign = _foreign_to_numpy(output)
-    if foreign is not None:
-        return tf.convert_to_tensor(foreign)
     raise ModelError(f"{what}: expected a tensor, a tuple/list starting with the logits, a dict "
                      f"with 'logits' or an object with .logits; got {type(output).__name__}")
 
