@@ -228,7 +228,8 @@ TRAIN = Section({
     "teacher_weights": _WEIGHT_LIST,
     "max_grad_norm": Leaf(number(0, exclusive=True), "a number > 0"),
     "progress_bar": _flag(True),
-    "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'", default="eager"),
+    # TensorFlow: the step is compiled (graph) unless `eager` is asked for; PyTorch runs eagerly.
+    "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'"),
 }, default={}, check=_check_epochs)
 
 TOP_LEVEL = Section({

@@ -183,6 +183,17 @@ def test_hooks_fire_in_the_documented_order(workspace, data, eager):
     assert calls == _expected(2, 3, loss_hook_every_step=eager)
 
 
+def test_execution_mode_eager_runs_the_step_in_python(workspace, data):
+    x, y, _, _ = data
+    distiller = make_distiller(workspace, data, mlp(hidden=8, seed=1),
+                               distillation={"train": {"epoch": 2, "execution_mode": "eager"}})
+    distiller.train_dataloader = dataset(x[:24], y[:24], batch_size=8)
+    calls = _record_hooks(distiller)
+    distiller.fit()
+    # Not traced: the loss hook's Python runs at every step, as in a PyTorch loop.
+    assert calls == _expected(2, 3, loss_hook_every_step=True)
+
+
 def test_iteration_and_step_schedule(workspace, data, monkeypatch):
     from neural_distill.adapters.tensorflow import loop
 

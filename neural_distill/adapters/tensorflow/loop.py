@@ -96,7 +96,11 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
     def apply(grads):
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
+    eager = distiller.conf.distillation.train.get("execution_mode") == "eager"
+
     def compiled(fn):
+        if eager:  # asked for explicitly: step by step in Python, for debugging
+            return fn
         # No AutoGraph: nothing here branches on tensor values, and converting the hooks and
         # criteria it would walk into costs seconds per trace.
         return tf.function(fn, reduce_retracing=True, autograph=False)
