@@ -22,6 +22,8 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/kd_step_overhead.py
+	$(PY) benchmarks/feature_kd_step_overhead.py
+	$(PY) benchmarks/tf_kd_step_overhead.py
 
 clean:
 	rm -rf $(VENV) nd_workspace
