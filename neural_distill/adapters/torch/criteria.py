@@ -5,8 +5,8 @@ import warnings
 
 import torch
 
-from ...config.layer_mappings import parse_layer_mappings
-from ...criterion.specs import validated_criterion_args
+from ...criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
+                              SelfDistillationSpec)
 from ...errors import ModelError
 from . import losses
 from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
@@ -23,7 +23,7 @@ def _student_term(loss_fn, student_output, labels, from_logits):
     return loss_fn(logits, labels, from_logits=from_logits)
 
 
-class PyTorchKnowledgeDistillationLoss(torch.nn.Module):
+class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Module):
     """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (DESIGN.md section 2).
 
     Args:
@@ -35,18 +35,10 @@ class PyTorchKnowledgeDistillationLoss(torch.nn.Module):
         from_logits: False when the models output probabilities.
     """
 
-    yaml_name = "KnowledgeDistillationLoss"
-
     def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
                  from_logits=True):
-        super().__init__()
-        args = validated_criterion_args(
-            self.yaml_name, type(self).__name__, temperature=temperature,
-            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits)
-        self.temperature = float(args["temperature"])
-        self.loss_types = list(args["loss_types"])
-        self.loss_weights = [float(w) for w in args["loss_weights"]]
-        self.from_logits = args["from_logits"]
+        torch.nn.Module.__init__(self)
+        self._configure(temperature, loss_types, loss_weights, from_logits)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
 
@@ -65,20 +57,12 @@ class PyTorchKnowledgeDistillationLoss(torch.nn.Module):
                 f"teacher_output to on_after_compute_loss).")
         return self._kd_fn(student, teacher.detach(), self.temperature, self.from_logits)
 
-    def combine(self, student_loss, distillation_loss):
-        """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
-        weighted = self.loss_weights[1] * distillation_loss
-        if student_loss is None:
-            return weighted
-        return self.loss_weights[0] * student_loss + weighted
-
     def forward(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),
                             self.distillation_loss(student_output, teacher_output))
 
     def extra_repr(self):
-        return (f"temperature={self.temperature}, loss_types={self.loss_types}, "
-                f"loss_weights={self.loss_weights}, from_logits={self.from_logits}")
+        return self._settings()
 
 
 CRITERION_CLASSES = {PyTorchKnowledgeDistillationLoss.yaml_name: PyTorchKnowledgeDistillationLoss}
@@ -88,27 +72,16 @@ def build_criterion(name, args):
     return CRITERION_CLASSES[name](**args)
 
 
-class _FeatureCriterionBase(torch.nn.Module):
-    """Shared parts of the criteria that read intermediate features (not logits alone)."""
+class _FeatureStudentLoss:
+    """The origin loss of the feature criteria: cross-entropy of the student's logits."""
 
     def student_loss(self, student_output, labels):
-        """Cross-entropy of the student's logits with the labels (used by add_origin_loss)."""
         return _student_term(losses.label_cross_entropy, student_output, labels, True)
 
-    def combine(self, student_loss, distillation_loss):
-        """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
-        if self.add_origin_loss and student_loss is not None:
-            return student_loss + distillation_loss
-        return distillation_loss
 
-    @staticmethod
-    def _per_item(values, count, default):
-        if values is None:
-            return [default] * count
-        return list(values) * count if len(values) == 1 else list(values)
-
-
-class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBase):
+class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureStudentLoss,
+                                                         IntermediateLayersSpec,
+                                                         torch.nn.Module):
     """Intermediate-layer distillation: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``.
 
     ``M_i`` are feature matchers, created on the first batch (identity, Linear or 1x1 conv)
@@ -116,71 +89,19 @@ class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBase):
     See ``neural_distill.config.layer_mappings`` for the mapping forms.
     """
 
-    yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
+    capture_class = FeatureCapture
+    select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
                  add_origin_loss=False):
-        super().__init__()
-        args = validated_criterion_args(
-            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
-            loss_types=loss_types, loss_weights=loss_weights, add_origin_loss=add_origin_loss)
-        self.mappings = parse_layer_mappings(args["layer_mappings"])
-        count = len(self.mappings)
-        self.loss_types = self._per_item(args.get("loss_types"), count, "MSE")
-        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
-                                                              1.0 / count)]
-        self.add_origin_loss = args["add_origin_loss"]
+        torch.nn.Module.__init__(self)
+        self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
         self._loss_fns = [FEATURE_LOSSES[t] for t in self.loss_types]
         self.matchers = torch.nn.ModuleList()
-        self._student_capture = None
-        self._teacher_captures = {}
-        self._teacher_index = {}
 
-    # -- lifecycle, called by the Distillation hooks
     def attach(self, student, teachers, teacher_keys=None):
         """Hook the mapped layers; raises one ModelError listing every unknown layer."""
-        self.detach()
-        keys = list(teacher_keys) if teacher_keys is not None else list(range(len(teachers)))
-        problems = []
-        self._teacher_index = {}
-        for i, pair in enumerate(self.mappings):
-            which = pair.teacher.teacher
-            if isinstance(which, int) and 0 <= which < len(teachers):
-                self._teacher_index[i] = which
-            elif which in keys:
-                self._teacher_index[i] = keys.index(which)
-            else:
-                problems.append(f"layer_mappings[{i}]: teacher {which!r} does not exist "
-                                f"(teachers: {keys})")
-        self._student_capture = FeatureCapture(
-            student, [p.student.layer for p in self.mappings], "student")
-        problems += self._student_capture.missing_problems()
-        for t_index, teacher in enumerate(teachers):
-            names = [p.teacher.layer for i, p in enumerate(self.mappings)
-                     if self._teacher_index.get(i) == t_index]
-            if names:
-                role = "teacher" if len(teachers) == 1 else f"teacher {keys[t_index]!r}"
-                capture = FeatureCapture(teacher, names, role)
-                self._teacher_captures[t_index] = capture
-                problems += capture.missing_problems()
-        if problems:
-            names = self._student_capture.available
-            self.detach()
-            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: layer mappings do not "
-                             "resolve:\n  " + "\n  ".join(problems) +
-                             f"\n  (student layers: {', '.join(names[:40])}"
-                             f"{' ...' if len(names) > 40 else ''})")
-
-    def detach(self):
-        for capture in [self._student_capture, *self._teacher_captures.values()]:
-            if capture is not None:
-                capture.remove()
-        self._student_capture = None
-        self._teacher_captures = {}
-
-    @property
-    def needs_preparation(self):
-        return len(self.matchers) != len(self.mappings)
+        self._capture_mapped_layers(student, teachers, teacher_keys)
 
     def prepare(self):
         """Build the matchers from the features captured by one forward of every model.
@@ -194,35 +115,14 @@ class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBase):
             self.clear_features()
 
     def _build_matchers(self):
-        problems, matchers = [], []
-        for i, pair in enumerate(self.mappings):
-            where = f"layer_mappings[{i}] ({pair.student.label()} -> {pair.teacher.label()})"
-            try:
-                s, t = self._pair_features(i, pair)
-                matchers.append(build_matcher(s.shape, t.shape, where).to(s.device))
-            except ModelError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: features cannot be "
-                             "matched:\n  " + "\n  ".join(problems))
-        self.matchers = torch.nn.ModuleList(matchers)
+        def shapes_of(i, pair):
+            s, t = self._pair_features(i, pair)
+            return s.shape, t.shape, s.device
 
-    def clear_features(self):
-        for capture in [self._student_capture, *self._teacher_captures.values()]:
-            if capture is not None:
-                capture.clear()
+        def build(i, s_shape, t_shape, device, where):
+            return build_matcher(s_shape, t_shape, where).to(device)
 
-    def _pair_features(self, i, pair):
-        where = f"layer_mappings[{i}]"
-        if self._student_capture is None:
-            raise ModelError(f"{type(self).__name__}: not attached to the models; call "
-                             f"distiller.on_train_begin() first")
-        s = select(self._student_capture.get(pair.student.layer), pair.student.process,
-                   f"{where} student '{pair.student.label()}'")
-        capture = self._teacher_captures[self._teacher_index[i]]
-        t = select(capture.get(pair.teacher.layer), pair.teacher.process,
-                   f"{where} teacher '{pair.teacher.label()}'")
-        return s, t
+        self.matchers = torch.nn.ModuleList(self._matchers_for(shapes_of, build))
 
     def distillation_loss(self, student_output=None, teacher_output=None):
         if self.needs_preparation:
@@ -244,7 +144,8 @@ class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBase):
                             self.distillation_loss(student_output, teacher_output))
 
 
-class PyTorchSelfKnowledgeDistillationLoss(_FeatureCriterionBase):
+class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillationSpec,
+                                           torch.nn.Module):
     """Self-distillation: the student's deepest head teaches its shallower heads.
 
     ``layer_mappings`` is a list of groups; each group a list of ``[student_key, teacher_key]``
@@ -254,30 +155,17 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureCriterionBase):
     pulled towards the shallow ones.
     """
 
-    yaml_name = "SelfKnowledgeDistillationLoss"
-    needs_teacher = False
-
     def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
                  add_origin_loss=False):
-        super().__init__()
-        args = validated_criterion_args(
-            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
-            temperature=temperature, loss_types=loss_types, loss_weights=loss_weights,
-            add_origin_loss=add_origin_loss)
-        self.groups = args["layer_mappings"]
-        count = len(self.groups)
-        self.temperature = float(args["temperature"])
-        self.loss_types = self._per_item(args.get("loss_types"), count, "KL")
-        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
-                                                              1.0 / count)]
-        self.add_origin_loss = args["add_origin_loss"]
+        torch.nn.Module.__init__(self)
+        self._configure(layer_mappings, temperature, loss_types, loss_weights, add_origin_loss)
         self._capture = None
 
     def attach(self, student, teachers=(), teacher_keys=None):
         """Hook the keys that are module paths of the student (others are output keys)."""
         self.detach()
         modules = dict(student.named_modules())
-        names = [k for group in self.groups for pair in group for k in pair if k in modules]
+        names = [k for k in self._keys() if k in modules]
         self._capture = FeatureCapture(student, names, "student") if names else None
 
     def detach(self):

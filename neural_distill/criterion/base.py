@@ -1,0 +1,187 @@
+"""What the criteria of every framework share: validated settings and the bookkeeping.
+
+A framework's criterion class mixes one of these in and adds only the tensor math (and, for
+feature criteria, how features are captured: forward hooks in PyTorch, a multi-output model in
+Keras). The settings are validated by the same schema node as the YAML section of the same
+name, so the same mistake gets the same message in every framework.
+"""
+
+from ..config.layer_mappings import parse_layer_mappings
+from ..errors import ModelError
+from .specs import validated_criterion_args
+
+
+def per_item(values, count, default):
+    """One value per mapping/group: None -> default each, a single value -> repeated."""
+    if values is None:
+        return [default] * count
+    return list(values) * count if len(values) == 1 else list(values)
+
+
+class KnowledgeDistillationSpec:
+    """``w0 * student_loss + w1 * D(z_s, z_t)`` settings (DESIGN.md section 2)."""
+
+    yaml_name = "KnowledgeDistillationLoss"
+    needs_teacher = True
+
+    def _configure(self, temperature, loss_types, loss_weights, from_logits):
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, temperature=temperature,
+            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits)
+        self.temperature = float(args["temperature"])
+        self.loss_types = list(args["loss_types"])
+        self.loss_weights = [float(w) for w in args["loss_weights"]]
+        self.from_logits = args["from_logits"]
+
+    def combine(self, student_loss, distillation_loss):
+        """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
+        weighted = self.loss_weights[1] * distillation_loss
+        if student_loss is None:
+            return weighted
+        return self.loss_weights[0] * student_loss + weighted
+
+    def _settings(self):
+        return (f"temperature={self.temperature}, loss_types={self.loss_types}, "
+                f"loss_weights={self.loss_weights}, from_logits={self.from_logits}")
+
+
+class FeatureCriterionSpec:
+    """Criteria that read intermediate features: the origin loss is added on request."""
+
+    needs_teacher = True
+
+    def combine(self, student_loss, distillation_loss):
+        """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
+        if self.add_origin_loss and student_loss is not None:
+            return student_loss + distillation_loss
+        return distillation_loss
+
+
+class IntermediateLayersSpec(FeatureCriterionSpec):
+    """Layer mappings, per-mapping losses and weights, and the feature captures' lifecycle.
+
+    The framework class sets ``capture_class`` (built as ``capture_class(model, layer_names,
+    role)``, with ``missing_problems()``, ``available``, ``get``, ``clear``, ``remove``) and
+    ``select`` (applies a mapping's output process).
+    """
+
+    yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
+    capture_class = None
+    select = None
+
+    def _configure(self, layer_mappings, loss_types, loss_weights, add_origin_loss):
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
+            loss_types=loss_types, loss_weights=loss_weights, add_origin_loss=add_origin_loss)
+        self.mappings = parse_layer_mappings(args["layer_mappings"])
+        count = len(self.mappings)
+        self.loss_types = per_item(args.get("loss_types"), count, "MSE")
+        self.loss_weights = [float(w) for w in per_item(args.get("loss_weights"), count,
+                                                        1.0 / count)]
+        self.add_origin_loss = args["add_origin_loss"]
+        self._student_capture = None
+        self._teacher_captures = {}
+        self._teacher_index = {}
+
+    def _capture_mapped_layers(self, student, teachers, teacher_keys=None):
+        """Create the captures; one ModelError lists every layer or teacher that is missing."""
+        self.detach()
+        keys = list(teacher_keys) if teacher_keys is not None else list(range(len(teachers)))
+        problems = []
+        self._teacher_index = {}
+        for i, pair in enumerate(self.mappings):
+            which = pair.teacher.teacher
+            if isinstance(which, int) and 0 <= which < len(teachers):
+                self._teacher_index[i] = which
+            elif which in keys:
+                self._teacher_index[i] = keys.index(which)
+            else:
+                problems.append(f"layer_mappings[{i}]: teacher {which!r} does not exist "
+                                f"(teachers: {keys})")
+        capture = self.capture_class
+        self._student_capture = capture(student, [p.student.layer for p in self.mappings],
+                                        "student")
+        problems += self._student_capture.missing_problems()
+        for t_index, teacher in enumerate(teachers):
+            names = [p.teacher.layer for i, p in enumerate(self.mappings)
+                     if self._teacher_index.get(i) == t_index]
+            if names:
+                role = "teacher" if len(teachers) == 1 else f"teacher {keys[t_index]!r}"
+                self._teacher_captures[t_index] = capture(teacher, names, role)
+                problems += self._teacher_captures[t_index].missing_problems()
+        if problems:
+            names = self._student_capture.available
+            self.detach()
+            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: layer mappings do not "
+                             "resolve:\n  " + "\n  ".join(problems) +
+                             f"\n  (student layers: {', '.join(names[:40])}"
+                             f"{' ...' if len(names) > 40 else ''})")
+
+    def _captures(self):
+        return [c for c in [self._student_capture, *self._teacher_captures.values()]
+                if c is not None]
+
+    def detach(self):
+        for capture in self._captures():
+            capture.remove()
+        self._student_capture = None
+        self._teacher_captures = {}
+
+    def clear_features(self):
+        for capture in self._captures():
+            capture.clear()
+
+    @property
+    def needs_preparation(self):
+        return len(self.matchers) != len(self.mappings)
+
+    def _pair_features(self, i, pair):
+        """The (student, teacher) features of mapping ``i`` recorded in this step."""
+        where = f"layer_mappings[{i}]"
+        if self._student_capture is None:
+            raise ModelError(f"{type(self).__name__}: not attached to the models; call "
+                             f"distiller.on_train_begin() first")
+        s = self.select(self._student_capture.get(pair.student.layer), pair.student.process,
+                        f"{where} student '{pair.student.label()}'")
+        capture = self._teacher_captures[self._teacher_index[i]]
+        t = self.select(capture.get(pair.teacher.layer), pair.teacher.process,
+                        f"{where} teacher '{pair.teacher.label()}'")
+        return s, t
+
+    def _matchers_for(self, shapes_of, build):
+        """One matcher per mapping from ``shapes_of(i, pair)``; every failure in one error."""
+        problems, matchers = [], []
+        for i, pair in enumerate(self.mappings):
+            where = f"layer_mappings[{i}] ({pair.student.label()} -> {pair.teacher.label()})"
+            try:
+                matchers.append(build(i, *shapes_of(i, pair), where))
+            except ModelError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: features cannot be "
+                             "matched:\n  " + "\n  ".join(problems))
+        return matchers
+
+
+class SelfDistillationSpec(FeatureCriterionSpec):
+    """Groups of [student_key, teacher_key] pairs, each group with one loss type and weight."""
+
+    yaml_name = "SelfKnowledgeDistillationLoss"
+    needs_teacher = False
+
+    def _configure(self, layer_mappings, temperature, loss_types, loss_weights,
+                   add_origin_loss):
+        args = validated_criterion_args(
+            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
+            temperature=temperature, loss_types=loss_types, loss_weights=loss_weights,
+            add_origin_loss=add_origin_loss)
+        self.groups = args["layer_mappings"]
+        count = len(self.groups)
+        self.temperature = float(args["temperature"])
+        self.loss_types = per_item(args.get("loss_types"), count, "KL")
+        self.loss_weights = [float(w) for w in per_item(args.get("loss_weights"), count,
+                                                        1.0 / count)]
+        self.add_origin_loss = args["add_origin_loss"]
+
+    def _keys(self):
+        return [key for group in self.groups for pair in group for key in pair]
