@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from ...config.layer_mappings import parse_layer_mappings
-from ...criterion.specs import validated_criterion_args
+from ...criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
+                              KnowledgeDistillationSpec, SelfDistillationSpec)
 from ...errors import ModelError
 from . import losses
 from .features import FeatureCapture, build_matcher, model_kind, select, symbolic_shape
@@ -63,7 +63,7 @@ class _Criterion:
                 variable.assign(handle[variable.path][()])
 
 
-class TensorflowKnowledgeDistillationLoss(_Criterion):
+class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion):
     """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (DESIGN.md section 2).
 
     Args:
@@ -76,17 +76,9 @@ class TensorflowKnowledgeDistillationLoss(_Criterion):
             as p^(1/T) renormalised).
     """
 
-    yaml_name = "KnowledgeDistillationLoss"
-
     def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
                  from_logits=True):
-        args = validated_criterion_args(
-            self.yaml_name, type(self).__name__, temperature=temperature,
-            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits)
-        self.temperature = float(args["temperature"])
-        self.loss_types = list(args["loss_types"])
-        self.loss_weights = [float(w) for w in args["loss_weights"]]
-        self.from_logits = args["from_logits"]
+        self._configure(temperature, loss_types, loss_weights, from_logits)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
 
@@ -105,24 +97,15 @@ class TensorflowKnowledgeDistillationLoss(_Criterion):
         return self._kd_fn(student, tf.stop_gradient(teacher), self.temperature,
                            self.from_logits)
 
-    def combine(self, student_loss, distillation_loss):
-        """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
-        weighted = self.loss_weights[1] * distillation_loss
-        if student_loss is None:
-            return weighted
-        return self.loss_weights[0] * student_loss + weighted
-
     def __call__(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),
                             self.distillation_loss(student_output, teacher_output))
 
     def __repr__(self):
-        return (f"{type(self).__name__}(temperature={self.temperature}, "
-                f"loss_types={self.loss_types}, loss_weights={self.loss_weights}, "
-                f"from_logits={self.from_logits})")
+        return f"{type(self).__name__}({self._settings()})"
 
 
-class _FeatureCriterionBase(_Criterion):
+class _FeatureCriterionBase(FeatureCriterionSpec, _Criterion):
     """Shared parts of the criteria that read intermediate features (not logits alone)."""
 
     def student_loss(self, student_output, labels):
@@ -131,18 +114,6 @@ class _FeatureCriterionBase(_Criterion):
             return None
         return losses.label_cross_entropy(logits_of(student_output, "student output"),
                                           tf.convert_to_tensor(labels))
-
-    def combine(self, student_loss, distillation_loss):
-        """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
-        if self.add_origin_loss and student_loss is not None:
-            return student_loss + distillation_loss
-        return distillation_loss
-
-    @staticmethod
-    def _per_item(values, count, default):
-        if values is None:
-            return [default] * count
-        return list(values) * count if len(values) == 1 else list(values)
 
     def _student_features_now(self, capture, inputs, what):
         """Run the student through its capture when this step's forward did not record.
@@ -177,7 +148,8 @@ class _FeatureCriterionBase(_Criterion):
         return self._student_capture.forward(inputs, training)
 
 
-class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBase):
+class TensorflowIntermediateLayersKnowledgeDistillationLoss(IntermediateLayersSpec,
+                                                             _FeatureCriterionBase):
     """Intermediate-layer distillation: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``.
 
     Layers are Keras layer names of Functional or Sequential models (``""`` is the whole
@@ -187,24 +159,14 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBas
     student's.
     """
 
-    yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
+    capture_class = FeatureCapture
+    select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
                  add_origin_loss=False):
-        args = validated_criterion_args(
-            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
-            loss_types=loss_types, loss_weights=loss_weights, add_origin_loss=add_origin_loss)
-        self.mappings = parse_layer_mappings(args["layer_mappings"])
-        count = len(self.mappings)
-        self.loss_types = self._per_item(args.get("loss_types"), count, "MSE")
-        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
-                                                              1.0 / count)]
-        self.add_origin_loss = args["add_origin_loss"]
+        self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
         self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
         self.matchers = []
-        self._student_capture = None
-        self._teacher_captures = {}
-        self._teacher_index = {}
         self._warned_rerun = False
 
     @property
@@ -214,52 +176,11 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBas
     # -- lifecycle, called by the Distillation hooks
     def attach(self, student, teachers, teacher_keys=None):
         """Reach the mapped layers; raises one ModelError listing every unusable layer."""
-        self.detach()
-        keys = list(teacher_keys) if teacher_keys is not None else list(range(len(teachers)))
-        problems = []
-        self._teacher_index = {}
-        for i, pair in enumerate(self.mappings):
-            which = pair.teacher.teacher
-            if isinstance(which, int) and 0 <= which < len(teachers):
-                self._teacher_index[i] = which
-            elif which in keys:
-                self._teacher_index[i] = keys.index(which)
-            else:
-                problems.append(f"layer_mappings[{i}]: teacher {which!r} does not exist "
-                                f"(teachers: {keys})")
-        self._student_capture = FeatureCapture(
-            student, [p.student.layer for p in self.mappings], "student")
-        problems += self._student_capture.missing_problems()
-        for t_index, teacher in enumerate(teachers):
-            names = [p.teacher.layer for i, p in enumerate(self.mappings)
-                     if self._teacher_index.get(i) == t_index]
-            if names:
-                role = "teacher" if len(teachers) == 1 else f"teacher {keys[t_index]!r}"
-                capture = FeatureCapture(teacher, names, role)
-                self._teacher_captures[t_index] = capture
-                problems += capture.missing_problems()
-        if problems:
-            names = self._student_capture.available
-            self.detach()
-            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: layer mappings do not "
-                             "resolve:\n  " + "\n  ".join(problems) +
-                             f"\n  (student layers: {', '.join(names[:40])}"
-                             f"{' ...' if len(names) > 40 else ''})")
-        for capture in [self._student_capture, *self._teacher_captures.values()]:
+        self._capture_mapped_layers(student, teachers, teacher_keys)
+        for capture in self._captures():
             capture.register()
         if self.needs_preparation:
             self._build_matchers_from_graphs()
-
-    def detach(self):
-        for capture in [self._student_capture, *self._teacher_captures.values()]:
-            if capture is not None:
-                capture.remove()
-        self._student_capture = None
-        self._teacher_captures = {}
-
-    @property
-    def needs_preparation(self):
-        return len(self.matchers) != len(self.mappings)
 
     def prepare(self):
         """Build the matchers from the features recorded by one forward of every model.
@@ -290,42 +211,17 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBas
         return None if feature is None else symbolic_shape(feature, ref.process)
 
     def _build_matchers(self, shapes_of):
-        problems, matchers = [], []
-        for i, pair in enumerate(self.mappings):
-            where = f"layer_mappings[{i}] ({pair.student.label()} -> {pair.teacher.label()})"
-            try:
-                s, t = shapes_of(i, pair)
-                # Eager variables even when this runs while a user's tf.function is traced
-                # (only static shapes are needed).
-                with tf.init_scope():
-                    matchers.append(build_matcher(s, t, where, name=f"nd_matcher_{i}"))
-            except ModelError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise ModelError("IntermediateLayersKnowledgeDistillationLoss: features cannot be "
-                             "matched:\n  " + "\n  ".join(problems))
-        self.matchers = matchers
+        def build(i, s_shape, t_shape, where):
+            # Eager variables even when this runs while a user's tf.function is traced (only
+            # static shapes are needed).
+            with tf.init_scope():
+                return build_matcher(s_shape, t_shape, where, name=f"nd_matcher_{i}")
+
+        self.matchers = self._matchers_for(shapes_of, build)
 
     def _pair_shapes_from_data(self, i, pair):
         s, t = self._pair_features(i, pair)
         return static_shape(s), static_shape(t)
-
-    def clear_features(self):
-        for capture in [self._student_capture, *self._teacher_captures.values()]:
-            if capture is not None:
-                capture.clear()
-
-    def _pair_features(self, i, pair):
-        where = f"layer_mappings[{i}]"
-        if self._student_capture is None:
-            raise ModelError(f"{type(self).__name__}: not attached to the models; call "
-                             f"distiller.on_train_begin() first")
-        s = select(self._student_capture.get(pair.student.layer), pair.student.process,
-                   f"{where} student '{pair.student.label()}'")
-        capture = self._teacher_captures[self._teacher_index[i]]
-        t = select(capture.get(pair.teacher.layer), pair.teacher.process,
-                   f"{where} teacher '{pair.teacher.label()}'")
-        return s, t
 
     def distillation_loss(self, student_output=None, teacher_output=None):
         student = self._student_capture
@@ -357,7 +253,7 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(_FeatureCriterionBas
                             self.distillation_loss(student_output, teacher_output))
 
 
-class TensorflowSelfKnowledgeDistillationLoss(_FeatureCriterionBase):
+class TensorflowSelfKnowledgeDistillationLoss(SelfDistillationSpec, _FeatureCriterionBase):
     """Self-distillation: the student's deepest head teaches its shallower heads.
 
     ``layer_mappings`` is a list of groups; each group a list of ``[student_key, teacher_key]``
@@ -367,22 +263,9 @@ class TensorflowSelfKnowledgeDistillationLoss(_FeatureCriterionBase):
     held constant (stop_gradient): the deep head is not pulled towards the shallow ones.
     """
 
-    yaml_name = "SelfKnowledgeDistillationLoss"
-    needs_teacher = False
-
     def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
                  add_origin_loss=False):
-        args = validated_criterion_args(
-            self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
-            temperature=temperature, loss_types=loss_types, loss_weights=loss_weights,
-            add_origin_loss=add_origin_loss)
-        self.groups = args["layer_mappings"]
-        count = len(self.groups)
-        self.temperature = float(args["temperature"])
-        self.loss_types = self._per_item(args.get("loss_types"), count, "KL")
-        self.loss_weights = [float(w) for w in self._per_item(args.get("loss_weights"), count,
-                                                              1.0 / count)]
-        self.add_origin_loss = args["add_origin_loss"]
+        self._configure(layer_mappings, temperature, loss_types, loss_weights, add_origin_loss)
         self._student_capture = None
         self._warned_rerun = False
 
@@ -396,8 +279,7 @@ class TensorflowSelfKnowledgeDistillationLoss(_FeatureCriterionBase):
             if kind == "functional" and isinstance(student.output, dict):
                 output_keys = set(student.output)
             layers = {layer.name for layer in student.layers}
-            names = [k for group in self.groups for pair in group for k in pair
-                     if k in layers and k not in output_keys]
+            names = [k for k in self._keys() if k in layers and k not in output_keys]
         self._student_capture = FeatureCapture(student, names, "student")
         problems = self._student_capture.missing_problems()
         if problems:
