@@ -18,7 +18,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from neural_distill import Distillation
 

@@ -4,7 +4,6 @@ Both take a float tensor of shape (batch, 40) and return logits (batch, 10),
 so they are interchangeable in any training or distillation loop.
 """
 
-import torch
 from torch import nn
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from ...errors import ConfigError
+from ...loop_common import check_dataloader_section
 from ...factories import resolve
 
 
@@ -96,20 +97,7 @@ def build_dataloader(config, where, seed, base_dir):
 
     Shuffling is seeded and reshuffles every epoch, like a seeded PyTorch DataLoader.
     """
-    for unsupported in ("transform", "filter"):
-        if config.get(unsupported):
-            raise ConfigError(f"{where}.{unsupported}: building {unsupported}s from the config "
-                              f"is not supported. Apply it in your dataset (dataset.factory) or "
-                              f"assign distiller.train_dataloader / eval_dataloader yourself.")
-    if config.get("distributed"):
-        raise ConfigError(f"{where}.distributed: distributed data loading is not supported; "
-                          f"set it to false")
-    (name, params), = config["dataset"].items()
-    if name not in DATASETS:
-        raise ConfigError(f"{where}.dataset.{name}: this dataset is not built in (built in: "
-                          f"{', '.join(DATASETS)}). Assign the dataloader in Python "
-                          f"(distiller.train_dataloader / eval_dataloader) or use "
-                          f"dataset: {{factory: {{name: 'module:attribute'}}}}.")
+    name, params = check_dataloader_section(config, where, DATASETS)
     dataset = as_dataset(DATASETS[name](params, where, base_dir), where)
     if config["shuffle"]:
         size = int(dataset.cardinality())

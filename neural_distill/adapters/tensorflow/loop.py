@@ -21,25 +21,14 @@ sums (a variable, see ``adapter.RunningLosses``). Losses are read back from the 
 when the progress bar is refreshed.
 """
 
-import math
-
 import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ...errors import DataError
+from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
 from . import features
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import to_tensor
-
-# How often (in steps) the progress bar shows fresh losses; reading them syncs the device.
-REFRESH_EVERY = 20
-
-
-def _epoch_range(train):
-    start = train["start_epoch"]
-    if "end_epoch" in train:
-        return range(start, train["end_epoch"])
-    return range(start, start + train.get("epoch", 1))
 
 
 def _steps_per_epoch(loader, iteration):
@@ -52,9 +41,7 @@ def _steps_per_epoch(loader, iteration):
             steps = len(loader)
         except TypeError:  # an iterable without a length
             steps = None
-    if iteration:
-        steps = iteration if steps is None else min(steps, iteration)
-    return steps
+    return limit_steps(steps, iteration)
 
 
 def _trainable_variables(student, criterion):
@@ -162,7 +149,7 @@ def _run(adapter, distiller, train):
     variables = student_variables + extra
     if not optimizer.built:
         optimizer.build(variables)
-    epochs = _epoch_range(train)
+    epochs = epoch_range(train)
     iteration = train.get("iteration")
     steps = _steps_per_epoch(loader, iteration)
     schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
@@ -190,18 +177,9 @@ def _run(adapter, distiller, train):
             distiller.on_after_optimizer_step()
             distiller.on_step_end()
             if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
-                _refresh(bar, distiller, schedule, epoch, batch_id)
+                refresh_progress(bar, distiller.running_losses(), schedule.current, epoch,
+                                 batch_id)
             bar.update()
         bar.close()
         distiller.on_epoch_end()
     distiller.on_train_end()
-
-
-def _refresh(bar, distiller, schedule, epoch, batch_id):
-    losses = distiller.running_losses()
-    if not math.isfinite(losses.get("loss", 0.0)):
-        raise DataError(f"the training loss became {losses['loss']} at epoch {epoch}, step "
-                        f"{batch_id}. Lower the learning rate, check the inputs for NaN/inf, or "
-                        f"set distillation.train.max_grad_norm.")
-    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} | {"lr": f"{schedule.current:.2e}"},
-                    refresh=False)

@@ -6,9 +6,9 @@ the weights directly (decoupled, Keras' and PyTorch's AdamW alike). Keras' own `
 argument is decoupled for every optimizer, so SGD and Adam get theirs from the loop instead.
 """
 
-import math
-
 import keras
+
+from ...loop_common import LearningRateSchedule as SharedSchedule
 
 
 def build_optimizer(optimizer_config):
@@ -28,39 +28,19 @@ def build_optimizer(optimizer_config):
 class LearningRateSchedule:
     """Sets the optimizer's learning rate from the training progress in epochs.
 
-    Cosine decays per step (smooth even over few epochs) after an optional linear warm-up,
-    down to ``min_learning_rate``; step multiplies by ``gamma`` every ``step_size`` epochs.
     The learning rate is a variable of the optimizer, so a compiled step reads the new value
     without being traced again.
     """
 
     def __init__(self, schedule_config, optimizer, total_epochs):
-        (self.name, self.params), = schedule_config.items()
+        self.schedule = SharedSchedule(schedule_config, total_epochs)
         self.optimizer = optimizer
-        self.total_epochs = total_epochs
         self.base_lr = float(optimizer.learning_rate)
 
-    def factor(self, progress):
-        p = self.params
-        if self.name == "step":
-            return p["gamma"] ** int(progress // p["step_size"])
-        if self.name == "cosine":
-            warmup = p["warmup_epochs"]
-            if warmup and progress < warmup:
-                return max(progress, 1e-3) / warmup
-            span = max(self.total_epochs - warmup, 1e-9)
-            done = min(max(progress - warmup, 0.0) / span, 1.0)
-            return 0.5 * (1 + math.cos(math.pi * done))
-        return 1.0
-
     def step(self, progress):
-        if self.name == "constant":
+        if self.schedule.constant:
             return
-        factor = self.factor(progress)
-        floor = self.params.get("min_learning_rate", 0.0) if self.name == "cosine" else 0.0
-        base = self.base_lr
-        self.optimizer.learning_rate = (floor + (base - floor) * factor if base > floor
-                                        else base * factor)
+        self.optimizer.learning_rate = self.schedule.learning_rate(self.base_lr, progress)
 
     @property
     def current(self):

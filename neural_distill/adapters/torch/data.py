@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ...errors import ConfigError
+from ...loop_common import check_dataloader_section
 from ...factories import resolve
 
 
@@ -66,20 +67,7 @@ DATASETS = {"dummy": _dummy, "npz": _npz, "factory": _factory}
 
 def build_dataloader(config, where, seed, base_dir):
     """A DataLoader from a validated ``dataloader`` section; shuffling is seeded."""
-    for unsupported in ("transform", "filter"):
-        if config.get(unsupported):
-            raise ConfigError(f"{where}.{unsupported}: building {unsupported}s from the config "
-                              f"is not supported. Apply it in your dataset (dataset.factory) or "
-                              f"assign distiller.train_dataloader / eval_dataloader yourself.")
-    if config.get("distributed"):
-        raise ConfigError(f"{where}.distributed: distributed data loading is not supported; "
-                          f"set it to false")
-    (name, params), = config["dataset"].items()
-    if name not in DATASETS:
-        raise ConfigError(f"{where}.dataset.{name}: this dataset is not built in (built in: "
-                          f"{', '.join(DATASETS)}). Assign the dataloader in Python "
-                          f"(distiller.train_dataloader / eval_dataloader) or use "
-                          f"dataset: {{factory: {{name: 'module:attribute'}}}}.")
+    name, params = check_dataloader_section(config, where, DATASETS)
     dataset = DATASETS[name](params, where, base_dir)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=config["batch_size"], shuffle=config["shuffle"],

@@ -6,34 +6,19 @@ Per-step work beyond the user's own math is kept to Python bookkeeping: losses a
 from the device only when the progress bar is refreshed.
 """
 
-import math
-
 import torch
 from tqdm.auto import tqdm
 
-from ...errors import DataError
+from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import call_model, to_device
-
-# How often (in steps) the progress bar shows fresh losses; reading them syncs the device.
-REFRESH_EVERY = 20
-
-
-def _epoch_range(train):
-    start = train["start_epoch"]
-    if "end_epoch" in train:
-        return range(start, train["end_epoch"])
-    return range(start, start + train.get("epoch", 1))
-
 
 def _steps_per_epoch(loader, iteration):
     try:
         steps = len(loader)
     except TypeError:  # an iterable dataset without a length
         steps = None
-    if iteration:
-        steps = iteration if steps is None else min(steps, iteration)
-    return steps
+    return limit_steps(steps, iteration)
 
 
 def _trainable_parameters(student, criterion):
@@ -70,7 +55,7 @@ def run(adapter, distiller):
         optimizer = build_optimizer(train.optimizer, _trainable_parameters(student, criterion))
     else:
         _add_criterion_parameters(optimizer, criterion)
-    epochs = _epoch_range(train)
+    epochs = epoch_range(train)
     iteration = train.get("iteration")
     steps = _steps_per_epoch(loader, iteration)
     schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
@@ -103,18 +88,9 @@ def run(adapter, distiller):
             distiller.on_after_optimizer_step()
             distiller.on_step_end()
             if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
-                _refresh(bar, distiller, schedule, epoch, batch_id)
+                refresh_progress(bar, distiller.running_losses(), schedule.current, epoch,
+                                 batch_id)
             bar.update()
         bar.close()
         distiller.on_epoch_end()
     distiller.on_train_end()
-
-
-def _refresh(bar, distiller, schedule, epoch, batch_id):
-    losses = distiller.running_losses()
-    if not math.isfinite(losses.get("loss", 0.0)):
-        raise DataError(f"the training loss became {losses['loss']} at epoch {epoch}, step "
-                        f"{batch_id}. Lower the learning rate, check the inputs for NaN/inf, or "
-                        f"set distillation.train.max_grad_norm.")
-    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} | {"lr": f"{schedule.current:.2e}"},
-                    refresh=False)

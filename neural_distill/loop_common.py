@@ -1,0 +1,88 @@
+"""What the built-in loops of every framework share: epochs, steps, the learning-rate
+schedule, the progress bar's refresh, and the checks on a config's dataloader section."""
+
+import math
+
+from .errors import ConfigError, DataError
+
+# How often (in steps) the progress bar shows fresh losses; reading them syncs the device.
+REFRESH_EVERY = 20
+
+
+def epoch_range(train):
+    """The epochs of a validated ``distillation.train`` section."""
+    start = train["start_epoch"]
+    if "end_epoch" in train:
+        return range(start, train["end_epoch"])
+    return range(start, start + train.get("epoch", 1))
+
+
+def limit_steps(steps, iteration):
+    """Steps per epoch: the loader's length (None if unknown), at most ``iteration``."""
+    if iteration:
+        return iteration if steps is None else min(steps, iteration)
+    return steps
+
+
+class LearningRateSchedule:
+    """The learning rate after ``progress`` epochs, for a base learning rate.
+
+    Cosine decays per step (smooth even over few epochs) after an optional linear warm-up,
+    down to ``min_learning_rate``; step multiplies by ``gamma`` every ``step_size`` epochs.
+    Progress is given explicitly, so stopping early or resuming never desynchronises it.
+    """
+
+    def __init__(self, schedule_config, total_epochs):
+        (self.name, self.params), = schedule_config.items()
+        self.total_epochs = total_epochs
+
+    @property
+    def constant(self):
+        return self.name == "constant"
+
+    def factor(self, progress):
+        p = self.params
+        if self.name == "step":
+            return p["gamma"] ** int(progress // p["step_size"])
+        if self.name == "cosine":
+            warmup = p["warmup_epochs"]
+            if warmup and progress < warmup:
+                return max(progress, 1e-3) / warmup
+            span = max(self.total_epochs - warmup, 1e-9)
+            done = min(max(progress - warmup, 0.0) / span, 1.0)
+            return 0.5 * (1 + math.cos(math.pi * done))
+        return 1.0
+
+    def learning_rate(self, base, progress):
+        factor = self.factor(progress)
+        floor = self.params.get("min_learning_rate", 0.0) if self.name == "cosine" else 0.0
+        return floor + (base - floor) * factor if base > floor else base * factor
+
+
+def refresh_progress(bar, losses, learning_rate, epoch, batch_id):
+    """Show the running losses; a non-finite loss stops training with what to try."""
+    if not math.isfinite(losses.get("loss", 0.0)):
+        raise DataError(f"the training loss became {losses['loss']} at epoch {epoch}, step "
+                        f"{batch_id}. Lower the learning rate, check the inputs for NaN/inf, or "
+                        f"set distillation.train.max_grad_norm.")
+    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} | {"lr": f"{learning_rate:.2e}"},
+                    refresh=False)
+
+
+def check_dataloader_section(config, where, built_in):
+    """The dataset name and parameters of a dataloader section we can build, or a ConfigError."""
+    for unsupported in ("transform", "filter"):
+        if config.get(unsupported):
+            raise ConfigError(f"{where}.{unsupported}: building {unsupported}s from the config "
+                              f"is not supported. Apply it in your dataset (dataset.factory) or "
+                              f"assign distiller.train_dataloader / eval_dataloader yourself.")
+    if config.get("distributed"):
+        raise ConfigError(f"{where}.distributed: distributed data loading is not supported; "
+                          f"set it to false")
+    (name, params), = config["dataset"].items()
+    if name not in built_in:
+        raise ConfigError(f"{where}.dataset.{name}: this dataset is not built in (built in: "
+                          f"{', '.join(built_in)}). Assign the dataloader in Python "
+                          f"(distiller.train_dataloader / eval_dataloader) or use "
+                          f"dataset: {{factory: {{name: 'module:attribute'}}}}.")
+    return name, params
