@@ -12,5 +12,28 @@ from .events import Event
 
 __version__ = "0.1.0"
 
+# The reference documents' top-level names (``from neural_distill import metric, objectives,
+# DistillationConfig, Criterion``), resolved on first use so that importing the package stays
+# light; none of them imports a framework.
+_LAZY = {
+    "DistillationConfig": ("neural_distill.config.python_api", "DistillationConfig"),
+    "Criterion": ("neural_distill.config.criterion", "Criterion"),
+    "metrics": ("neural_distill.metrics", None),
+    "metric": ("neural_distill.metrics", None),  # the documents import it under this name too
+    "objectives": ("neural_distill.objectives", None),
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'neural_distill' has no attribute '{name}'")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
+
 __all__ = ["Distillation", "DistillationConf", "Event", "ConfigError", "DataError",
-           "FrameworkNotInstalledError", "ModelError", "NeuralDistillError", "__version__"]
+           "FrameworkNotInstalledError", "ModelError", "NeuralDistillError", "__version__",
+           *_LAZY]

@@ -2,7 +2,13 @@
 
 Names follow the experiment files users bring: ``topk``, ``Accuracy``, ``Loss``, ``MSE``,
 ``RMSE``, ``MAE``, ``F1``. Labels equal to -100 mark unlabeled samples and are skipped.
+
+``Metric(name="eval_accuracy")`` (the reference documents' form) computes nothing itself: it names
+one value of a trainer's evaluation results (``NLPTrainer.evaluate()``), which a trainer
+integration reads with :meth:`Metric.value_from`.
 """
+
+import difflib
 
 import numpy as np
 
@@ -12,20 +18,86 @@ IGNORE_INDEX = -100
 
 
 class Metric:
-    """Accumulates predictions batch by batch; ``result()`` gives one float."""
+    """Accumulates predictions batch by batch; ``result()`` gives one float.
+
+    Subclasses implement ``update``. ``Metric(name=...)`` itself names a value of a trainer's
+    evaluation results instead (see :attr:`reads_results`).
+
+    Args:
+        name: the key of the evaluation results to read, e.g. ``"eval_accuracy"``
+            (``"accuracy"`` finds ``"eval_accuracy"`` too: trainers prefix their keys).
+        greater_is_better: whether a larger value is a better model (default True).
+    """
 
     name = "metric"
     higher_is_better = True
 
-    def __init__(self):
+    def __init__(self, name=None, greater_is_better=None):
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"Metric: name: expected a non-empty string naming a value of "
+                                  f"the evaluation results (e.g. 'eval_accuracy'), got {name!r}")
+            self.name = name
+        if greater_is_better is not None:
+            if not isinstance(greater_is_better, bool):
+                raise ConfigError(f"Metric: greater_is_better: expected True or False, got "
+                                  f"{greater_is_better!r}")
+            self.higher_is_better = greater_is_better
         self.reset()
+
+    @property
+    def greater_is_better(self):
+        """The reference documents' name for ``higher_is_better``."""
+        return self.higher_is_better
+
+    @greater_is_better.setter
+    def greater_is_better(self, value):
+        self.higher_is_better = value
+
+    @property
+    def reads_results(self):
+        """True when this metric only names a value of a trainer's evaluation results.
+
+        Decided by the class (no ``update`` of its own), not by whether a name was given: a
+        subclass that computes itself may still choose its own name.
+        """
+        return type(self).update is Metric.update
+
+    def value_from(self, results, where="evaluation results"):
+        """This metric's value in ``results`` (a dict such as ``trainer.evaluate()`` returns)."""
+        keys = [self.name, f"eval_{self.name}"]
+        key = next((k for k in keys if k in results), None)
+        if key is None:
+            close = difflib.get_close_matches(self.name, list(results), 1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise DataError(
+                f"metric '{self.name}': expected a key of the {where}, which has "
+                f"{sorted(results)}.{hint} Name one of them in Metric(name=...); a trainer "
+                f"reports the values of its compute_metrics with the prefix 'eval_'.")
+        value = results[key]
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"metric '{self.name}': expected a number in the {where}, got "
+                            f"{key}={value!r}") from None
 
     def reset(self):
         self._sum = 0.0
         self._count = 0
 
-    def update(self, preds, labels):  # pragma: no cover - interface
-        raise NotImplementedError
+    def update(self, preds, labels):
+        # Only reached by Metric(name=...) itself (or a subclass that forgot update): it names a
+        # trainer's result and has no formula to apply to predictions.
+        raise DataError(
+            f"metric '{self.name}': Metric(name=...) names a value of a trainer's evaluation "
+            f"results; it cannot be computed from predictions. Use it with "
+            f"neural_distill.integrations.transformers.NLPTrainer, or give a metric that "
+            f"computes itself, e.g. neural_distill.metrics.Accuracy() or {{'topk': 1}}.")
+
+    def __repr__(self):
+        if self.reads_results:
+            return f"Metric(name={self.name!r}, greater_is_better={self.higher_is_better})"
+        return super().__repr__()
 
     def result(self):
         if self._count == 0:

@@ -180,6 +180,9 @@ class _DistillationPart(_Part):
         document = {"distillation": {"train": train}}
         if isinstance(config.metrics, dict):
             document["evaluation"] = {"accuracy": {"metric": config.metrics}}
+        if config.framework is not None:
+            # Distillation checks the student and every teacher against it.
+            document["model"] = {"framework": config.framework}
         self.criterion_config = criterion
         self.distiller = Distillation(document)
         if config.metrics is not None and not isinstance(config.metrics, dict):

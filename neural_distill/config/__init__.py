@@ -2,6 +2,7 @@
 (``DistillationConfig``, the criterion configs, ``QuantizationAwareTrainingConfig``)."""
 
 from .conf import DistillationConf
+from .criterion import Criterion
 from .loader import DotDict, load_config, read_yaml, validate
 from .python_api import (DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
                          KnowledgeDistillationLossConfig, QuantizationAwareTrainingConfig,
@@ -10,4 +11,5 @@ from .python_api import (DistillationConfig, IntermediateLayersKnowledgeDistilla
 __all__ = ["DistillationConf", "DotDict", "load_config", "read_yaml", "validate",
            "DistillationConfig", "KnowledgeDistillationLossConfig",
            "IntermediateLayersKnowledgeDistillationLossConfig",
-           "SelfKnowledgeDistillationLossConfig", "QuantizationAwareTrainingConfig"]
+           "SelfKnowledgeDistillationLossConfig", "QuantizationAwareTrainingConfig",
+           "Criterion"]

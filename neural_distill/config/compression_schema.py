@@ -42,6 +42,7 @@ PYTHON_CRITERIA["IntermediateLayersKnowledgeDistillationLoss"] = INTERMEDIATE_LA
 CRITERION = OneOf(PYTHON_CRITERIA, "criterion")
 OPTIMIZER = OneOf(OPTIMIZERS, "optimizer")
 METRIC = OneOf(METRICS, "metric")
+FRAMEWORK = TOP_LEVEL.fields["model"].fields["framework"]
 
 # An experiment file as DistillationConfig reads it: the experiment schema, with the criterion
 # choices above.

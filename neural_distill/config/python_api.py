@@ -22,8 +22,9 @@ import os
 import yaml
 
 from ..errors import ConfigError, ModelError
-from .compression_schema import (CRITERION, EXPERIMENT, METRIC, OPTIMIZER, PYTHON_CRITERIA,
-                                 QUANTIZATION_AWARE_TRAINING, QUANTIZATION_DOCUMENT)
+from .compression_schema import (CRITERION, EXPERIMENT, FRAMEWORK, METRIC, OPTIMIZER,
+                                 PYTHON_CRITERIA, QUANTIZATION_AWARE_TRAINING,
+                                 QUANTIZATION_DOCUMENT)
 from .loader import read_yaml, to_plain, validate
 from .nodes import OneOf, Section, describe
 
@@ -304,18 +305,28 @@ class DistillationConfig(_YamlConfig):
             YAML section ``{"KnowledgeDistillationLoss": {...}}``.
         optimizer: an optimizer section ``{"SGD": {"learning_rate": 0.01}}`` (used by
             ``Distillation.fit``; a loop of your own keeps its own optimizer).
-        metrics: a ``neural_distill.metrics.Metric``, a metric name or ``{name: params}``.
+        metrics: a ``neural_distill.metrics.Metric`` (``Metric(name="eval_accuracy")`` names a
+            value of a trainer's evaluation results), a metric name or ``{name: params}``.
+        framework: the models' framework as the experiment file names it ("pytorch",
+            "tensorflow", ...); None: whichever framework the models are. Given, a model of
+            another framework is an error.
 
-    YAML form: the experiment file's ``distillation.train.criterion`` / ``optimizer`` and
-    ``evaluation.accuracy.metric``. ``teacher_model`` and Metric objects are runtime objects.
+    ``criterion`` may also be a ``neural_distill.Criterion`` (the reference documents'
+    ``Criterion(name="KnowledgeLoss", ...)``); it is stored as the criterion config it stands for.
+
+    YAML form: the experiment file's ``distillation.train.criterion`` / ``optimizer``,
+    ``evaluation.accuracy.metric`` and ``model.framework``. ``teacher_model`` and Metric objects
+    are runtime objects.
     """
 
-    _FIELDS = ("criterion", "optimizer", "metrics")
+    _FIELDS = ("criterion", "optimizer", "metrics", "framework")
     _RUNTIME = ("teacher_model",)
 
-    def __init__(self, teacher_model=None, criterion=None, optimizer=None, metrics=None):
+    def __init__(self, teacher_model=None, criterion=None, optimizer=None, metrics=None,
+                 framework=None):
         object.__setattr__(self, "teacher_model", _check_teacher(teacher_model))
-        self._store({"criterion": criterion, "optimizer": optimizer, "metrics": metrics})
+        self._store({"criterion": criterion, "optimizer": optimizer, "metrics": metrics,
+                     "framework": framework})
 
     def __setattr__(self, name, value):
         if name == "teacher_model":
@@ -331,12 +342,15 @@ class DistillationConfig(_YamlConfig):
             criterion = KnowledgeDistillationLossConfig()
         elif isinstance(criterion, dict):
             criterion = criterion_config_from_section(criterion, "DistillationConfig")
-        elif not isinstance(criterion, _CriterionConfig):
+        elif callable(getattr(criterion, "to_loss_config", None)):
+            criterion = criterion.to_loss_config()  # a neural_distill.Criterion
+        if not isinstance(criterion, _CriterionConfig):
             raise ConfigError(
                 f"DistillationConfig: criterion: expected one of "
-                f"{{{', '.join(cls.__name__ for cls in CRITERION_CONFIGS.values())}}} or a "
-                f"{{name: arguments}} section, got {type(criterion).__name__}. Build it with "
-                f"e.g. KnowledgeDistillationLossConfig(temperature=2.0).")
+                f"{{{', '.join(cls.__name__ for cls in CRITERION_CONFIGS.values())}}}, a "
+                f"neural_distill.Criterion or a {{name: arguments}} section, got "
+                f"{type(criterion).__name__}. Build it with e.g. "
+                f"KnowledgeDistillationLossConfig(temperature=2.0).")
         cleaned["criterion"] = criterion
         checks = {}
         if values.get("optimizer") is not None:
@@ -346,6 +360,8 @@ class DistillationConfig(_YamlConfig):
             checks["metrics"] = (_plain(metric), METRIC)
         elif metric is not None:
             cleaned["metrics"] = metric
+        if values.get("framework") is not None:
+            checks["framework"] = (values["framework"], FRAMEWORK)
         if checks:
             node = Section({key: node for key, (_, node) in checks.items()})
             result = validate({key: value for key, (value, _) in checks.items()},
@@ -361,6 +377,8 @@ class DistillationConfig(_YamlConfig):
         document = {"distillation": {"train": train}}
         if isinstance(self.metrics, dict):
             document["evaluation"] = {"accuracy": {"metric": copy.deepcopy(self.metrics)}}
+        if self.framework is not None:
+            document["model"] = {"framework": self.framework}
         return document
 
     @classmethod
@@ -379,8 +397,9 @@ class DistillationConfig(_YamlConfig):
         optimizer = to_plain(train["optimizer"]) if "optimizer" in raw_train else None
         if metrics is None and "metric" in raw_accuracy:
             metrics = to_plain(checked["evaluation"]["accuracy"]["metric"])
+        framework = checked["model"].get("framework")
         return cls(teacher_model=teacher_model, criterion=criterion, optimizer=optimizer,
-                   metrics=metrics)
+                   metrics=metrics, framework=framework)
 
 
 # ------------------------------------------------------------------------------ quantization

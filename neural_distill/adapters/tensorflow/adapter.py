@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ...batches import split_batch
 from ...errors import DataError, ModelError
 from . import data, features, loop
 from .criteria import build_criterion
@@ -83,6 +84,11 @@ class RunningLosses:
         if numbers["student_count"]:
             result["student_loss"] = numbers["student_loss"] / numbers["student_count"]
         return result
+
+
+def _single_input(batch):
+    # A TF tensor, a NumPy array, or a torch tensor (caught later with a clear error).
+    return is_tensor(batch) or isinstance(batch, np.ndarray) or hasattr(batch, "detach")
 
 
 class TensorflowAdapter:
@@ -218,29 +224,11 @@ class TensorflowAdapter:
     # ---------------------------------------------------------------- batches
     @staticmethod
     def split_batch(batch, where="train_dataloader"):
-        """(inputs, labels) of a batch; labels is None for an unlabeled batch.
+        """(inputs, labels) of a batch (``neural_distill.batches``); labels None if unlabeled.
 
-        A tensor or array is inputs alone; (x,) too; (x, y) is inputs and labels;
-        (a, b, ..., y) is several inputs (given to the model as one list, the Keras way) and
-        labels; a dict gives its "labels"/"label" entry as labels and the rest as inputs.
+        Several inputs (a, b, ..., y) reach the model as one list, the Keras way.
         """
-        if is_tensor(batch) or isinstance(batch, np.ndarray) or hasattr(batch, "detach"):
-            return batch, None
-        if isinstance(batch, dict):
-            inputs = dict(batch)
-            labels = inputs.pop("labels", None)
-            if labels is None:
-                labels = inputs.pop("label", None)
-            return inputs, labels
-        if isinstance(batch, (tuple, list)):
-            if len(batch) == 1:
-                return batch[0], None
-            if len(batch) == 2:
-                return batch[0], batch[1]
-            if len(batch) > 2:
-                return tuple(batch[:-1]), batch[-1]
-        raise DataError(f"{where}: cannot read a batch of type {type(batch).__name__}; expected a "
-                        f"tensor, an (inputs, labels) tuple, or a dict of tensors")
+        return split_batch(batch, _single_input, where)
 
     to_tensor = staticmethod(to_tensor)
     logits_of = staticmethod(logits_of)

@@ -17,6 +17,7 @@ import re
 import keras
 import tensorflow as tf
 
+from ...criterion.base import select_output
 from ...errors import ModelError
 from .outputs import call_model, is_tensor, model_input
 
@@ -207,38 +208,8 @@ class FeatureCapture:
 
 # ---------------------------------------------------------------------------- selection
 def select(output, process, where):
-    """Apply a layer-output process: None/'' as is, int index, str key/attribute, callable."""
-    if process is None or process == "":
-        result = output
-    elif callable(process):
-        result = process(output)
-    elif isinstance(process, int) or (isinstance(process, str) and process.isdigit()):
-        index = int(process)
-        if not isinstance(output, (tuple, list)):
-            raise ModelError(f"{where}: process index {index} needs a tuple/list output, but the "
-                             f"layer returned {type(output).__name__}")
-        if not -len(output) <= index < len(output):
-            raise ModelError(f"{where}: process index {index} is out of range: the layer returned "
-                             f"{len(output)} outputs (valid: 0..{len(output) - 1})")
-        result = output[index]
-    elif isinstance(output, dict):
-        if process not in output:
-            raise ModelError(f"{where}: process key '{process}' not in the layer's output keys "
-                             f"{sorted(output)}")
-        result = output[process]
-    elif hasattr(output, process):
-        result = getattr(output, process)
-    else:
-        raise ModelError(f"{where}: the layer's output ({type(output).__name__}) has no key or "
-                         f"attribute '{process}'")
-    if not is_tensor(result):
-        if isinstance(result, (tuple, list)) and result and is_tensor(result[0]):
-            hint = " (it returns several outputs: pick one with a process index such as 0)"
-        else:
-            hint = ""
-        raise ModelError(f"{where}: expected a tensor after the process, got "
-                         f"{type(result).__name__}{hint}")
-    return result
+    """Apply a mapping's output process; the result must be a tensor."""
+    return select_output(output, process, where, is_tensor)
 
 
 def symbolic_shape(feature, process):

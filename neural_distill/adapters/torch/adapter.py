@@ -7,6 +7,7 @@ import random
 import numpy as np
 import torch
 
+from ...batches import split_batch
 from ...errors import DataError, ModelError
 from . import data, loop
 from .criteria import build_criterion
@@ -171,29 +172,8 @@ class TorchAdapter:
     # ---------------------------------------------------------------- batches
     @staticmethod
     def split_batch(batch, where="train_dataloader"):
-        """(inputs, labels) of a batch; labels is None for an unlabeled batch.
-
-        A tensor is inputs alone; (x,) too; (x, y) is inputs and labels; (a, b, ..., y) is
-        positional inputs and labels; a dict gives its "labels"/"label" entry as labels and
-        the rest as keyword inputs.
-        """
-        if isinstance(batch, torch.Tensor):
-            return batch, None
-        if isinstance(batch, dict):
-            inputs = dict(batch)
-            labels = inputs.pop("labels", None)
-            if labels is None:
-                labels = inputs.pop("label", None)
-            return inputs, labels
-        if isinstance(batch, (tuple, list)):
-            if len(batch) == 1:
-                return batch[0], None
-            if len(batch) == 2:
-                return batch[0], batch[1]
-            if len(batch) > 2:
-                return tuple(batch[:-1]), batch[-1]
-        raise DataError(f"{where}: cannot read a batch of type {type(batch).__name__}; expected a "
-                        f"tensor, an (inputs, labels) tuple, or a dict of tensors")
+        """(inputs, labels) of a batch (``neural_distill.batches``); labels None if unlabeled."""
+        return split_batch(batch, lambda b: isinstance(b, torch.Tensor), where)
 
     to_device = staticmethod(to_device)
     call_model = staticmethod(call_model)
