@@ -59,7 +59,6 @@ class Distillation:
         self._global_step = 0
         self._best_state = None
         self._last_eval_epoch = None
-        self._last_terms = {}
         self._running = None
         self.logger = get_logger()
 

@@ -26,7 +26,8 @@ class Metric:
     Args:
         name: the key of the evaluation results to read, e.g. ``"eval_accuracy"``
             (``"accuracy"`` finds ``"eval_accuracy"`` too: trainers prefix their keys).
-        greater_is_better: whether a larger value is a better model (default True).
+        greater_is_better: whether a larger value is a better model. Default: True, except for
+            a name ending in "loss" (``"eval_loss"``), as ``transformers`` decides it too.
     """
 
     name = "metric"
@@ -43,6 +44,8 @@ class Metric:
                 raise ConfigError(f"Metric: greater_is_better: expected True or False, got "
                                   f"{greater_is_better!r}")
             self.higher_is_better = greater_is_better
+        elif name is not None and self.reads_results and name.endswith("loss"):
+            self.higher_is_better = False
         self.reset()
 
     @property

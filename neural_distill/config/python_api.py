@@ -347,10 +347,10 @@ class DistillationConfig(_YamlConfig):
         if not isinstance(criterion, _CriterionConfig):
             raise ConfigError(
                 f"DistillationConfig: criterion: expected one of "
-                f"{{{', '.join(cls.__name__ for cls in CRITERION_CONFIGS.values())}}}, a "
-                f"neural_distill.Criterion or a {{name: arguments}} section, got "
-                f"{type(criterion).__name__}. Build it with e.g. "
-                f"KnowledgeDistillationLossConfig(temperature=2.0).")
+                f"{{{', '.join(cls.__name__ for cls in CRITERION_CONFIGS.values())}}} or a "
+                f"{{name: arguments}} section, got {type(criterion).__name__}. Build it with "
+                f"e.g. KnowledgeDistillationLossConfig(temperature=2.0) or "
+                f"neural_distill.Criterion(name='KnowledgeLoss', temperature=2.0).")
         cleaned["criterion"] = criterion
         checks = {}
         if values.get("optimizer") is not None:
