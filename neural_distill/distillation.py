@@ -243,8 +243,6 @@ class Distillation:
         kd_loss = self.criterion.distillation_loss(student_output, teacher_output)
         loss = self.criterion.combine(student_loss, kd_loss)
         adapter.accumulate_losses(self._running, loss, student_loss, kd_loss)
-        self._last_terms = {"loss": loss, "student_loss": student_loss,
-                            "distillation_loss": kd_loss}
         return loss
 
     def on_before_optimizer_step(self):
