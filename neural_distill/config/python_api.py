@@ -29,15 +29,6 @@ from .loader import read_yaml, to_plain, validate
 from .nodes import OneOf, Section, describe
 
 
-def _plain(value):
-    """Tuples to lists, recursively: the schema (like YAML) knows lists only."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def _read_yaml_source(source, who):
     """A YAML document from a file path or from YAML text."""
     if isinstance(source, os.PathLike) or (
@@ -128,19 +119,19 @@ class _CriterionConfig(_YamlConfig):
             # The reference documents call loss_weights "loss_weight_ratio"; both are accepted,
             # but two different values cannot both be meant.
             given = values.get("loss_weights")
-            if given is not None and _plain(given) != _plain(self._DEFAULT_WEIGHTS) \
-                    and _plain(given) != _plain(loss_weight_ratio):
+            if given is not None and to_plain(given) != to_plain(self._DEFAULT_WEIGHTS) \
+                    and to_plain(given) != to_plain(loss_weight_ratio):
                 raise ConfigError(
                     f"{type(self).__name__}: loss_weight_ratio: is another name for loss_weights;"
-                    f" got loss_weights={_plain(given)!r} and loss_weight_ratio="
-                    f"{_plain(loss_weight_ratio)!r}. Give only one of them.")
+                    f" got loss_weights={to_plain(given)!r} and loss_weight_ratio="
+                    f"{to_plain(loss_weight_ratio)!r}. Give only one of them.")
             values["loss_weights"] = loss_weight_ratio
         self._store(values)
 
     _DEFAULT_WEIGHTS = None
 
     def _validated(self, values):
-        given = {k: _plain(v) for k, v in values.items() if v is not None}
+        given = {k: to_plain(v) for k, v in values.items() if v is not None}
         return dict(validate(given, type(self).__name__, PYTHON_CRITERIA[self.yaml_name]))
 
     @property
@@ -354,10 +345,10 @@ class DistillationConfig(_YamlConfig):
         cleaned["criterion"] = criterion
         checks = {}
         if values.get("optimizer") is not None:
-            checks["optimizer"] = (_plain(values["optimizer"]), OPTIMIZER)
+            checks["optimizer"] = (to_plain(values["optimizer"]), OPTIMIZER)
         metric = values.get("metrics")
         if metric is not None and not isinstance(metric, Metric):
-            checks["metrics"] = (_plain(metric), METRIC)
+            checks["metrics"] = (to_plain(metric), METRIC)
         elif metric is not None:
             cleaned["metrics"] = metric
         if values.get("framework") is not None:
@@ -436,7 +427,7 @@ class QuantizationAwareTrainingConfig(_YamlConfig):
                      "freeze_observers_epoch": freeze_observers_epoch})
 
     def _validated(self, values):
-        given = {k: _plain(v) for k, v in values.items()}
+        given = {k: to_plain(v) for k, v in values.items()}
         return to_plain(validate(given, "QuantizationAwareTrainingConfig",
                                  QUANTIZATION_AWARE_TRAINING))
 
