@@ -1,7 +1,8 @@
 """Golden tests of PyTorchKnowledgeDistillationLoss against an independent NumPy reference.
 
-The reference below is written from the formulas of DESIGN.md section 2 alone, in float64,
-without looking at (or calling) the library's implementation.
+The reference (tests/np_reference.py) is written from the formulas of DESIGN.md section 2 alone,
+in float64, without looking at (or calling) the library's implementation; the TensorFlow parity
+tests check against the same reference.
 """
 
 import itertools
@@ -11,66 +12,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import np_reference as ref  # noqa: E402
 from neural_distill import ConfigError  # noqa: E402
 from neural_distill.criterion import PyTorchKnowledgeDistillationLoss  # noqa: E402
 
 RTOL = 1e-5
 ATOL = 1e-7
-
-
-# ---------------------------------------------------------------------------- NumPy reference
-def np_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def np_tempered(outputs, temperature, from_logits):
-    """p = softmax(z / T) for logits; p^(1/T) renormalised for probabilities."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if from_logits:
-        return np_softmax(outputs / temperature)
-    powered = outputs ** (1.0 / temperature)
-    return powered / powered.sum(axis=-1, keepdims=True)
-
-
-def np_rows(a):
-    a = np.asarray(a, dtype=np.float64)
-    return a.reshape(-1, a.shape[-1])
-
-
-def np_kd(kd_type, student, teacher, temperature, from_logits=True):
-    if kd_type == "MSE":
-        return np.mean((np.asarray(student, np.float64) - np.asarray(teacher, np.float64)) ** 2)
-    p_s = np_rows(np_tempered(student, temperature, from_logits))
-    p_t = np_rows(np_tempered(teacher, temperature, from_logits))
-    if kd_type == "KL":
-        per_sample = np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=-1)
-    elif kd_type == "CE":
-        per_sample = np.sum(-p_t * np.log(p_s), axis=-1)
-    else:  # pragma: no cover
-        raise ValueError(kd_type)
-    return temperature ** 2 * per_sample.mean()
-
-
-def np_student(student_type, outputs, labels, from_logits=True):
-    if student_type == "MSE":
-        return np.mean((np.asarray(outputs, np.float64) - np.asarray(labels, np.float64)) ** 2)
-    probs = np_rows(np_softmax(np.asarray(outputs, np.float64)) if from_logits
-                    else np.asarray(outputs, np.float64))
-    labels = np.asarray(labels).reshape(-1)
-    keep = labels != -100
-    if not keep.any():
-        return 0.0
-    return float(np.mean(-np.log(probs[keep, labels[keep]])))
-
-
-def np_total(student_type, kd_type, weights, student, teacher, labels, temperature,
-             from_logits=True):
-    kd = np_kd(kd_type, student, teacher, temperature, from_logits)
-    if labels is None:
-        return weights[1] * kd
-    return weights[0] * np_student(student_type, student, labels, from_logits) + weights[1] * kd
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -111,7 +58,7 @@ def test_combined_loss_matches_reference(student_type, kd_type, temperature, wei
 
     got = criterion(t(student), t(teacher), t(labels))
 
-    expected = np_total(student_type, kd_type, weights, student, teacher, labels, temperature)
+    expected = ref.total(student_type, kd_type, weights, student, teacher, labels, temperature)
     np.testing.assert_allclose(value(got), expected, rtol=RTOL, atol=ATOL)
 
 
@@ -122,7 +69,7 @@ def test_distillation_term_matches_reference(kd_type, temperature):
     criterion = PyTorchKnowledgeDistillationLoss(temperature=temperature,
                                                  loss_types=["CE", kd_type])
     got = criterion.distillation_loss(t(student), t(teacher))
-    np.testing.assert_allclose(value(got), np_kd(kd_type, student, teacher, temperature),
+    np.testing.assert_allclose(value(got), ref.kd(kd_type, student, teacher, temperature),
                                rtol=RTOL, atol=ATOL)
 
 
@@ -132,7 +79,7 @@ def test_student_term_matches_reference(student_type):
     labels = labels_for(student_type, student.shape, seed=5)
     criterion = PyTorchKnowledgeDistillationLoss(loss_types=[student_type, "KL"])
     got = criterion.student_loss(t(student), t(labels))
-    np.testing.assert_allclose(value(got), np_student(student_type, student, labels),
+    np.testing.assert_allclose(value(got), ref.student_term(student_type, student, labels),
                                rtol=RTOL, atol=ATOL)
 
 
@@ -146,8 +93,8 @@ def test_kd_gradient_matches_analytic(kd_type, temperature):
     criterion = PyTorchKnowledgeDistillationLoss(temperature=temperature,
                                                  loss_types=["CE", kd_type])
     criterion.distillation_loss(z_s, t(teacher)).backward()
-    expected = temperature * (np_tempered(student, temperature, True)
-                              - np_tempered(teacher, temperature, True)) / student.shape[0]
+    expected = temperature * (ref.tempered(student, temperature, True)
+                              - ref.tempered(teacher, temperature, True)) / student.shape[0]
     np.testing.assert_allclose(z_s.grad.numpy(), expected, rtol=1e-4, atol=1e-7)
 
 
@@ -164,8 +111,8 @@ def test_kl_is_zero_for_identical_outputs_and_positive_otherwise():
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
 def test_probability_outputs_match_reference(student_type, kd_type, temperature):
     z_s, z_t = logits_pair(shape=(6, 5), seed=9, scale=1.5)
-    p_s = np_softmax(z_s.astype(np.float64)).astype(np.float32)
-    p_t = np_softmax(z_t.astype(np.float64)).astype(np.float32)
+    p_s = ref.softmax(z_s.astype(np.float64)).astype(np.float32)
+    p_t = ref.softmax(z_t.astype(np.float64)).astype(np.float32)
     labels = labels_for(student_type, p_s.shape, seed=10)
     weights = (0.4, 0.6)
     criterion = PyTorchKnowledgeDistillationLoss(
@@ -174,7 +121,7 @@ def test_probability_outputs_match_reference(student_type, kd_type, temperature)
 
     got = criterion(t(p_s), t(p_t), t(labels))
 
-    expected = np_total(student_type, kd_type, weights, p_s, p_t, labels, temperature,
+    expected = ref.total(student_type, kd_type, weights, p_s, p_t, labels, temperature,
                         from_logits=False)
     np.testing.assert_allclose(value(got), expected, rtol=RTOL, atol=ATOL)
 
@@ -182,7 +129,7 @@ def test_probability_outputs_match_reference(student_type, kd_type, temperature)
 @pytest.mark.parametrize("temperature", [2.0, 4.0])
 def test_probability_temperature_is_a_power_never_a_division(temperature):
     z_s, z_t = logits_pair(shape=(6, 5), seed=11, scale=1.5)
-    p_s, p_t = np_softmax(z_s.astype(np.float64)), np_softmax(z_t.astype(np.float64))
+    p_s, p_t = ref.softmax(z_s.astype(np.float64)), ref.softmax(z_t.astype(np.float64))
     criterion = PyTorchKnowledgeDistillationLoss(temperature=temperature,
                                                  loss_types=["CE", "KL"], from_logits=False)
     got = value(criterion.distillation_loss(t(p_s.astype(np.float32)),
@@ -196,7 +143,7 @@ def test_probability_temperature_is_a_power_never_a_division(temperature):
     np.testing.assert_allclose(got, via_logits, rtol=1e-5)
 
     # The wrong recipe, softmax(p / T), gives a clearly different number.
-    wrong = np_kd("KL", p_s, p_t, temperature, from_logits=True)
+    wrong = ref.kd("KL", p_s, p_t, temperature, from_logits=True)
     assert abs(got - wrong) > 10 * RTOL * abs(got)
 
 
@@ -220,9 +167,9 @@ def test_ignored_labels_are_left_out_of_the_student_term():
     criterion = PyTorchKnowledgeDistillationLoss(temperature=2.0, loss_types=["CE", "KL"],
                                                  loss_weights=[0.3, 0.7])
     np.testing.assert_allclose(value(criterion.student_loss(t(student), t(labels))),
-                               np_student("CE", student, labels), rtol=RTOL)
+                               ref.student_term("CE", student, labels), rtol=RTOL)
     got = criterion(t(student), t(teacher), t(labels))
-    np.testing.assert_allclose(value(got), np_total("CE", "KL", (0.3, 0.7), student, teacher,
+    np.testing.assert_allclose(value(got), ref.total("CE", "KL", (0.3, 0.7), student, teacher,
                                                     labels, 2.0), rtol=RTOL, atol=ATOL)
 
 
@@ -235,7 +182,7 @@ def test_all_ignored_labels_give_a_zero_student_term_not_nan():
     student_term = criterion.student_loss(z, t(labels))
     assert value(student_term) == 0.0
     total = criterion(z, t(teacher), t(labels))
-    np.testing.assert_allclose(value(total), 0.7 * np_kd("KL", student, teacher, 2.0),
+    np.testing.assert_allclose(value(total), 0.7 * ref.kd("KL", student, teacher, 2.0),
                                rtol=RTOL, atol=ATOL)
     total.backward()
     assert torch.isfinite(z.grad).all()
@@ -248,7 +195,7 @@ def test_no_labels_gives_the_weighted_distillation_term_alone(kd_type):
                                                  loss_weights=[0.25, 0.6])
     assert criterion.student_loss(t(student), None) is None
     got = criterion(t(student), t(teacher), None)
-    np.testing.assert_allclose(value(got), 0.6 * np_kd(kd_type, student, teacher, 4.0),
+    np.testing.assert_allclose(value(got), 0.6 * ref.kd(kd_type, student, teacher, 4.0),
                                rtol=RTOL, atol=ATOL)
 
 
@@ -264,7 +211,7 @@ def test_sequence_logits_are_batch_times_seq_samples(kd_type, temperature):
                                                  loss_types=["CE", kd_type],
                                                  loss_weights=[0.5, 0.5])
     got = criterion(t(student), t(teacher), t(labels))
-    expected = np_total("CE", kd_type, (0.5, 0.5), student.reshape(12, 5),
+    expected = ref.total("CE", kd_type, (0.5, 0.5), student.reshape(12, 5),
                         teacher.reshape(12, 5), labels.reshape(12), temperature)
     np.testing.assert_allclose(value(got), expected, rtol=RTOL, atol=ATOL)
 
