@@ -5,6 +5,8 @@ TORCH = ["torch>=2.1"]
 TENSORFLOW = ["tensorflow-cpu>=2.16"]
 # PT2E quantization-aware training; torchao 0.18 is built against torch >= 2.11.
 QUANTIZATION = ["torch>=2.11", "torchao>=0.18"]
+# Hugging Face Trainer integration; tested with transformers 5.23 (Trainer needs accelerate).
+TRANSFORMERS = ["torch>=2.1", "transformers>=5.0", "accelerate>=1.1"]
 
 setup(
     name="neural_distill",
@@ -20,8 +22,9 @@ setup(
         "torch": TORCH,
         "tensorflow": TENSORFLOW,
         "quantization": QUANTIZATION,
-        "all": QUANTIZATION + TENSORFLOW,
-        "dev": QUANTIZATION + TENSORFLOW + ["pytest>=7", "mnist1d>=0.0.2"],
+        "transformers": TRANSFORMERS,
+        "all": QUANTIZATION + TENSORFLOW + TRANSFORMERS,
+        "dev": QUANTIZATION + TENSORFLOW + TRANSFORMERS + ["pytest>=7", "mnist1d>=0.0.2"],
     },
     entry_points={"console_scripts": ["neural-distill=neural_distill.cli:main"]},
     package_data={"neural_distill": ["py.typed"]},

@@ -1,0 +1,373 @@
+"""Distillation inside Hugging Face ``transformers.Trainer``'s own training loop.
+
+::
+
+    from neural_distill import Criterion, DistillationConfig, metrics
+    from neural_distill.integrations.transformers import NLPTrainer
+
+    # Replace transformers.Trainer with NLPTrainer: same arguments.
+    trainer = NLPTrainer(model=student, args=args, train_dataset=train_set,
+                         eval_dataset=dev_set, compute_metrics=compute_metrics)
+    metric = metrics.Metric(name="eval_accuracy")          # a key of trainer.evaluate()
+    criterion = Criterion(name="KnowledgeLoss", temperature=2.0, loss_types=["CE", "KL"])
+    d_conf = DistillationConfig(metrics=metric, criterion=criterion)
+    model = trainer.distill(distillation_config=d_conf, teacher_model=teacher)
+
+``distill()`` runs ``trainer.train()``: the Trainer's optimizer, scheduler, gradient accumulation,
+mixed precision, logging and checkpoints all stay its own. What changes is the training loss:
+the student's ``outputs.loss`` (its labels, with -100 ignored) goes through the distillation
+hooks of :func:`neural_distill.training.prepare_compression`, which run the teacher (eval mode,
+no gradient, never modified) and add its term with the math of ``docs/criteria.md``. The
+hooks' other events are driven by :class:`DistillationCallback`. Evaluation is untouched: the
+Trainer's ``eval_loss`` is the student's own loss.
+
+With a metric, the student is evaluated at the end of every epoch (reusing the Trainer's own
+evaluation when it evaluates at that step anyway) and ``distill()`` returns the best one;
+without, the final one (or the one the Trainer itself loaded with ``load_best_model_at_end``).
+The returned model is ``trainer.model`` itself, so ``trainer.save_model()`` saves it.
+
+A trainer class of your own (``Seq2SeqTrainer``, a subclass of your own) gets ``distill()`` from
+:class:`DistillationMixin`: ``class MyTrainer(DistillationMixin, Seq2SeqTrainer)``. A callback
+alone cannot do it: ``transformers`` gives callbacks no way to change the loss, and its
+``compute_loss_func`` never sees the inputs the teacher needs.
+"""
+
+import logging
+import math
+import os
+
+from ..errors import FrameworkNotInstalledError
+
+try:
+    import torch
+    import transformers
+    from transformers import TrainerCallback
+except ImportError as exc:  # pragma: no cover - exercised only without transformers installed
+    raise FrameworkNotInstalledError("Hugging Face transformers (with PyTorch)",
+                                     "transformers") from exc
+
+from ..adapters import framework_of_config_name
+from ..config.python_api import DistillationConfig, SelfKnowledgeDistillationLossConfig
+from ..errors import ConfigError, DataError, ModelError
+from ..metrics import Metric
+from ..training import prepare_compression
+
+logger = logging.getLogger("neural_distill")
+
+IGNORE_INDEX = -100
+
+
+class DistillationCallback(TrainerCallback):
+    """Drives a :class:`~neural_distill.training.CompressionManager`'s hooks from Trainer events.
+
+    ``on_after_compute_loss`` is not an event a callback can act on: the trainer's
+    ``compute_loss`` calls it (see :class:`DistillationMixin`). Installed and removed by
+    ``distill()``; ``begin()`` must have run before training starts, because feature matchers
+    have to exist before the Trainer builds its optimizer.
+    """
+
+    def __init__(self, manager, uses_metric=False):
+        self.manager = manager
+        self.uses_metric = uses_metric
+        self.begun = False
+        self.results = None  # (global_step, metrics) of the trainer's latest evaluation
+        self._epoch_end_pending = False
+
+    def begin(self, dataloader=None):
+        self.manager.on_train_begin(dataloader)
+        self.begun = True
+
+    def fresh_results(self, global_step):
+        """The trainer's evaluation results if it evaluated at ``global_step``, else None."""
+        if self.results is not None and self.results[0] == global_step:
+            return self.results[1]
+        return None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.begun:
+            self.begin()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the fraction of epochs done (1.0 after the first); a resumed run may
+        # start mid-epoch, which still belongs to the epoch below it.
+        self.manager.on_epoch_begin(int(math.floor((state.epoch or 0.0) + 1e-9)))
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.manager.on_step_begin(state.global_step)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.manager.on_before_optimizer_step()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.manager.on_after_optimizer_step()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # The Trainer zeroes the model's gradients only (model.zero_grad()); trained feature
+        # matchers belong to the criterion, and their gradients would pile up across steps.
+        for distiller in self.manager.distillers:
+            if isinstance(distiller.criterion, torch.nn.Module):
+                distiller.criterion.zero_grad(set_to_none=True)
+        self.manager.on_step_end()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.uses_metric and control.should_evaluate:
+            # The Trainer evaluates right after this event (its own eval_strategy): judge the
+            # epoch on those results instead of evaluating the student a second time.
+            self._epoch_end_pending = True
+        else:
+            self.manager.on_epoch_end()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.results = (state.global_step, dict(metrics or {}))
+        if self._epoch_end_pending:
+            self._epoch_end_pending = False
+            self.manager.on_epoch_end()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._epoch_end_pending:  # the evaluation the epoch waited for never came
+            self._epoch_end_pending = False
+            self.manager.on_epoch_end()
+        self.manager.on_train_end()
+
+
+class _FirstBatch:
+    """The first batch of the trainer's training data, fetched only if a criterion asks.
+
+    Feature criteria build their matchers from one dry run before the optimizer exists. The
+    batch is drawn with the global RNG forked, so the training run shuffles exactly as it
+    would have without the dry run.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def __iter__(self):
+        with torch.random.fork_rng(devices=[]):
+            loader = self.trainer.get_train_dataloader()
+            try:
+                batch = next(iter(loader))
+            except StopIteration:
+                raise DataError("NLPTrainer.distill: the training dataset is empty") from None
+        return iter([batch])
+
+
+class _Run:
+    """What one ``distill()`` call set up on the trainer."""
+
+    def __init__(self, manager, callback, metric):
+        self.manager = manager
+        self.callback = callback
+        self.metric = metric
+
+
+class DistillationMixin:
+    """Adds ``distill()`` to a ``transformers.Trainer`` class (put it first in the bases)."""
+
+    # The reference documents set the metric on the trainer (``trainer.metrics = metric``);
+    # DistillationConfig(metrics=...) takes precedence.
+    metrics = None
+
+    _nd_run = None
+
+    # ------------------------------------------------------------------ public
+    def distill(self, distillation_config, teacher_model=None, resume_from_checkpoint=None):
+        """Train ``self.model`` with the teacher's knowledge; returns the trained student.
+
+        Args:
+            distillation_config: a :class:`neural_distill.DistillationConfig`: the criterion
+                (a criterion config or a ``neural_distill.Criterion``), the metric that picks
+                the best student (``metrics``, or ``trainer.metrics``), optionally the teacher.
+            teacher_model: the teacher, unless the config holds it: a ``torch.nn.Module``
+                (a list of them: their mean logits teach) taking the same inputs as the student.
+            resume_from_checkpoint: passed to ``train()``.
+
+        Returns:
+            ``trainer.model``, holding the best student by the metric (final one without).
+        """
+        config = self._nd_checked_config(distillation_config, teacher_model)
+        metric = config.metrics
+        if metric is not None and self.eval_dataset is None:
+            raise DataError(
+                "NLPTrainer.distill: a metric was given to pick the best student, but the "
+                "trainer has no eval_dataset to evaluate it on. Pass eval_dataset= to the "
+                "trainer, or leave the metric out to keep the final student.")
+        manager = prepare_compression(self.model, config)
+        distiller = manager.distillers[0]
+        # The run's records (config, per-epoch losses and scores, best student) go with the
+        # trainer's own outputs instead of the current directory.
+        distiller.conf.tuning.workspace.path = os.path.join(
+            self.args.output_dir or ".", "nd_workspace")
+        if metric is not None:
+            metric = distiller._resolve_metric()
+            distiller.eval_func = self._nd_evaluator(metric)
+        callback = DistillationCallback(manager, uses_metric=metric is not None)
+        saved = {name: getattr(self, name, None)
+                 for name in ("model_accepts_loss_kwargs", "loss_is_scaled_for_ga")}
+        self._nd_run = _Run(manager, callback, metric)
+        # Both loss terms are per-batch means, so the Trainer must divide by the number of
+        # accumulation steps itself (the model is not told num_items_in_batch).
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self.add_callback(callback)
+        try:
+            callback.begin(_FirstBatch(self))
+            self.train(resume_from_checkpoint=resume_from_checkpoint)
+        except BaseException:
+            # A failed or interrupted run leaves neither the teacher in eval mode nor our
+            # forward hooks on either model.
+            distiller._release_models()
+            distiller._started = False
+            raise
+        finally:
+            self.remove_callback(callback)
+            self._nd_run = None
+            for name, value in saved.items():
+                setattr(self, name, value)
+        self.distillation_history = distiller.history
+        self.distiller = distiller
+        if metric is not None and distiller.best_model is not None:
+            self.model.load_state_dict(distiller.best_model.state_dict())
+        self.model.eval()
+        return self.model
+
+    @property
+    def compression_manager(self):
+        """The hooks of the running ``distill()`` (a CompressionManager); None outside it.
+
+        For a trainer whose own ``compute_loss`` hides the mixin's: call
+        ``self.compression_manager.on_after_compute_loss(inputs_without_labels, outputs, loss)``
+        from it.
+        """
+        run = self._nd_run
+        return None if run is None else run.manager
+
+    # ------------------------------------------------------------------ Trainer overrides
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        run = self._nd_run
+        if run is None or not model.training:
+            # Not distilling, or evaluating: the student's own loss, exactly as the Trainer.
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        label_names = list(self.label_names or ["labels"])
+        labeled = [name for name in label_names if inputs.get(name) is not None]
+        teacher_inputs = {k: v for k, v in inputs.items() if k not in label_names}
+        if labeled:
+            # A copy: the Trainer pops the labels when a label smoother or compute_loss_func
+            # is set, and the teacher inputs above must not depend on that.
+            student_loss, outputs = super().compute_loss(model, dict(inputs),
+                                                         return_outputs=True)
+            if isinstance(outputs, (tuple, list)):
+                outputs = outputs[1:]  # (loss, logits, ...) of a return_dict=False model
+            if self._nd_all_ignored(inputs, labeled):
+                # Every label is -100: the model's mean is 0/0. The batch still teaches.
+                student_loss = None
+        else:
+            outputs = model(**inputs)
+            student_loss = None
+        loss = run.manager.on_after_compute_loss(teacher_inputs, outputs, student_loss)
+        return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        run = self._nd_run
+        if run is not None:
+            self._nd_add_criterion_parameters(run.manager)
+        return optimizer
+
+    # ------------------------------------------------------------------ helpers
+    def _nd_checked_config(self, config, teacher_model):
+        """A DistillationConfig with the teacher and metric this run uses, checked."""
+        if not isinstance(config, DistillationConfig):
+            raise ConfigError(
+                f"{type(self).__name__}.distill: distillation_config: expected a "
+                f"neural_distill.DistillationConfig, got {type(config).__name__}. Build one with "
+                f"DistillationConfig(criterion=..., metrics=...).")
+        if config.framework is not None and framework_of_config_name(config.framework) != "torch":
+            raise ConfigError(
+                f"{type(self).__name__}.distill: DistillationConfig.framework is "
+                f"'{config.framework}', but a transformers Trainer trains PyTorch models. Use "
+                f"framework='pytorch' (or leave it out); for Keras models see "
+                f"neural_distill.integrations.keras.")
+        teacher = config.teacher_model
+        if teacher_model is not None:
+            if teacher is not None and teacher is not teacher_model:
+                raise ConfigError(
+                    f"{type(self).__name__}.distill: got a teacher both in teacher_model= and "
+                    f"in DistillationConfig(teacher_model=...), and they differ. Give it once.")
+            teacher = teacher_model
+        needs_teacher = not isinstance(config.criterion, SelfKnowledgeDistillationLossConfig)
+        if teacher is None and needs_teacher:
+            raise ModelError(
+                f"{type(self).__name__}.distill: no teacher model. Pass "
+                f"distill(distillation_config, teacher_model=teacher) or "
+                f"DistillationConfig(teacher_model=teacher, ...).")
+        if teacher is self.model:
+            raise ModelError(f"{type(self).__name__}.distill: the teacher is the student itself "
+                             f"(trainer.model). Pass a separate teacher model.")
+        if config.optimizer is not None:
+            logger.warning("DistillationConfig.optimizer is not used by %s: the Trainer's "
+                           "TrainingArguments choose the optimizer", type(self).__name__)
+        metric = config.metrics if config.metrics is not None else self.metrics
+        if metric is not None and not isinstance(metric, (Metric, str, dict)):
+            raise ConfigError(
+                f"{type(self).__name__}.metrics: expected a neural_distill.metrics.Metric "
+                f"(e.g. metrics.Metric(name='eval_accuracy')), a metric name or a "
+                f"{{name: params}} dict, got {type(metric).__name__}")
+        # A new config: the user's is not modified, and everything in it is validated again.
+        return DistillationConfig(teacher_model=teacher, criterion=config.criterion,
+                                  metrics=metric, framework=config.framework)
+
+    def _nd_evaluator(self, metric):
+        """The distiller's eval_func: the student's score by ``metric`` on eval_dataset."""
+
+        def evaluate(_model):
+            if metric.reads_results:
+                results = self._nd_run.callback.fresh_results(self.state.global_step)
+                results = results or self.evaluate()
+                return metric.value_from(results, f"{type(self).__name__}.evaluate() results")
+            # A metric that computes itself (Accuracy, topk, F1, ...) gets the predictions.
+            prediction = self.predict(self.eval_dataset)
+            predictions = prediction.predictions
+            if isinstance(predictions, (tuple, list)):
+                predictions = predictions[0]
+            if prediction.label_ids is None:
+                raise DataError(f"metric {metric.name}: eval_dataset has no labels; give it "
+                                f"labels, or use Metric(name=...) on a compute_metrics value")
+            metric.reset()
+            metric.update(predictions, prediction.label_ids)
+            return metric.result()
+
+        return evaluate
+
+    @staticmethod
+    def _nd_all_ignored(inputs, labeled):
+        if len(labeled) != 1:
+            return False
+        labels = inputs[labeled[0]]
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+            return False
+        return not bool((labels != IGNORE_INDEX).any())
+
+    def _nd_add_criterion_parameters(self, manager):
+        """Trained feature matchers join the Trainer's optimizer (they are not the model's)."""
+        present = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        extra = []
+        for distiller in manager.distillers:
+            criterion = distiller.criterion
+            if isinstance(criterion, torch.nn.Module):
+                extra += [p for p in criterion.parameters()
+                          if p.requires_grad and id(p) not in present]
+        if extra:
+            self.optimizer.add_param_group({"params": extra,
+                                            "weight_decay": self.args.weight_decay})
+
+
+class NLPTrainer(DistillationMixin, transformers.Trainer):
+    """``transformers.Trainer`` with :meth:`distill` (the reference documents' name).
+
+    Every argument and method of ``Trainer`` works unchanged; ``train()`` without ``distill()``
+    trains exactly as ``Trainer`` does.
+    """
+
+
+__all__ = ["NLPTrainer", "DistillationMixin", "DistillationCallback"]
