@@ -10,9 +10,7 @@ Runs alternate and the median of the repeats is reported.
     python benchmarks/feature_kd_step_overhead.py [--steps 200] [--repeats 5]
 """
 
-import argparse
 import copy
-import logging
 import tempfile
 
 import torch
@@ -20,9 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from neural_distill import Distillation
-
-from _timing import alternate_medians
+from _timing import alternate_medians, fit_one_epoch, torch_benchmark_args
 
 LENGTH, CLASSES = 64, 10
 
@@ -71,32 +67,17 @@ def hand_written(student, teacher, loader, lr):
     return student
 
 
+CRITERION = {"IntermediateLayersKnowledgeDistillationLoss": {
+        "layer_mappings": [["conv1"], ["conv2"]], "loss_types": ["MSE", "MSE"],
+        "loss_weights": [0.5, 0.5], "add_origin_loss": True}}
+
+
 def ours(student, teacher, loader, lr, workspace):
-    distiller = Distillation({
-        "distillation": {"train": {
-            "epoch": 1, "progress_bar": False,
-            "optimizer": {"SGD": {"learning_rate": lr, "momentum": 0.9}},
-            "criterion": {"IntermediateLayersKnowledgeDistillationLoss": {
-                "layer_mappings": [["conv1"], ["conv2"]], "loss_types": ["MSE", "MSE"],
-                "loss_weights": [0.5, 0.5], "add_origin_loss": True}}}},
-        "tuning": {"workspace": {"path": workspace}}})
-    distiller.student_model = student
-    distiller.teacher_model = teacher
-    distiller.train_dataloader = loader
-    return distiller.fit()
+    return fit_one_epoch(CRITERION, student, teacher, loader, lr, workspace)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0: torch's default); 1 is steadier on a busy machine")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.getLogger("neural_distill").setLevel(logging.WARNING)
+    args = torch_benchmark_args(__doc__.split("\n")[0], steps=200, batch_size=64)
 
     torch.manual_seed(0)
     teacher, student0 = ConvNet(64), ConvNet(16)

@@ -10,9 +10,7 @@ including its fixed per-fit costs (workspace, best-model copy, checkpoint).
     python benchmarks/kd_step_overhead.py [--steps 300] [--repeats 5]
 """
 
-import argparse
 import copy
-import logging
 import tempfile
 
 import torch
@@ -20,9 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from neural_distill import Distillation
-
-from _timing import alternate_medians
+from _timing import alternate_medians, fit_one_epoch, torch_benchmark_args
 
 TEMPERATURE = 4.0
 
@@ -54,32 +50,16 @@ def hand_written(student, teacher, loader, lr):
     return student
 
 
+CRITERION = {"KnowledgeDistillationLoss": {
+        "temperature": TEMPERATURE, "loss_types": ["CE", "KL"], "loss_weights": [0.5, 0.5]}}
+
+
 def ours(student, teacher, loader, lr, workspace):
-    distiller = Distillation({
-        "distillation": {"train": {
-            "epoch": 1, "progress_bar": False,
-            "optimizer": {"SGD": {"learning_rate": lr, "momentum": 0.9}},
-            "criterion": {"KnowledgeDistillationLoss": {
-                "temperature": TEMPERATURE, "loss_types": ["CE", "KL"],
-                "loss_weights": [0.5, 0.5]}}}},
-        "tuning": {"workspace": {"path": workspace}}})
-    distiller.student_model = student
-    distiller.teacher_model = teacher
-    distiller.train_dataloader = loader
-    return distiller.fit()
+    return fit_one_epoch(CRITERION, student, teacher, loader, lr, workspace)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (0: torch's default); 1 is steadier on a busy machine")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.getLogger("neural_distill").setLevel(logging.WARNING)
+    args = torch_benchmark_args(__doc__.split("\n")[0], steps=300, batch_size=128)
 
     in_features, classes = 784, 10
     teacher, student0 = make_models(in_features, classes)
