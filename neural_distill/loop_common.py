@@ -1,9 +1,13 @@
 """What the built-in loops of every framework share: epochs, steps, the learning-rate
-schedule, the progress bar's refresh, and the checks on a config's dataloader section."""
+schedule, the progress bar's refresh, and reading a config's dataloader section."""
 
 import math
+import os
+
+import numpy as np
 
 from .errors import ConfigError, DataError
+from .factories import resolve
 
 # How often (in steps) the progress bar shows fresh losses; reading them syncs the device.
 REFRESH_EVERY = 20
@@ -86,3 +90,31 @@ def check_dataloader_section(config, where, built_in):
                           f"(distiller.train_dataloader / eval_dataloader) or use "
                           f"dataset: {{factory: {{name: 'module:attribute'}}}}.")
     return name, params
+
+
+def read_npz(params, where, base_dir):
+    """``inputs`` or ``(inputs, labels)`` NumPy arrays from a config's ``npz`` dataset."""
+    path = params["path"]
+    if not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where}.dataset.npz.path: file {path} not found")
+    with np.load(path, allow_pickle=False) as arrays:
+        for key in (params["input_key"], params["label_key"]):
+            if key is not None and key not in arrays.files:
+                raise ConfigError(f"{where}.dataset.npz: {path} has no array '{key}'; it holds "
+                                  f"{sorted(arrays.files)}")
+        inputs = np.ascontiguousarray(arrays[params["input_key"]])
+        if params["label_key"] is None:
+            return inputs
+        labels = np.ascontiguousarray(arrays[params["label_key"]])
+    if labels.shape[0] != inputs.shape[0]:
+        raise ConfigError(f"{where}.dataset.npz: {params['input_key']} has {inputs.shape[0]} "
+                          f"samples but {params['label_key']} has {labels.shape[0]}")
+    return inputs, labels
+
+
+def dataset_from_factory(params, where, base_dir):
+    """The dataset a config's ``factory`` entry builds (``module:attribute`` + kwargs)."""
+    factory = resolve(params["name"], f"{where}.dataset.factory.name", base_dir)
+    return factory(**params["kwargs"])

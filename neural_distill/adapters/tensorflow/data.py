@@ -4,14 +4,12 @@ The datasets are the ones the PyTorch adapter builds (``dummy``, ``npz``, ``fact
 the same batching settings, so one experiment file serves both frameworks.
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from ...errors import ConfigError
-from ...loop_common import check_dataloader_section
-from ...factories import resolve
+from ...loop_common import check_dataloader_section, dataset_from_factory, read_npz
 
 
 def _dummy(params, where, base_dir):
@@ -24,33 +22,7 @@ def _dummy(params, where, base_dir):
     return inputs, rng.integers(0, params["num_classes"], size=shape[0]).astype(np.int64)
 
 
-def _npz(params, where, base_dir):
-    path = params["path"]
-    if not os.path.isabs(path):
-        path = os.path.join(base_dir, path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"{where}.dataset.npz.path: file {path} not found")
-    with np.load(path, allow_pickle=False) as arrays:
-        for key in (params["input_key"], params["label_key"]):
-            if key is not None and key not in arrays.files:
-                raise ConfigError(f"{where}.dataset.npz: {path} has no array '{key}'; it holds "
-                                  f"{sorted(arrays.files)}")
-        inputs = np.ascontiguousarray(arrays[params["input_key"]])
-        if params["label_key"] is None:
-            return inputs
-        labels = np.ascontiguousarray(arrays[params["label_key"]])
-    if labels.shape[0] != inputs.shape[0]:
-        raise ConfigError(f"{where}.dataset.npz: {params['input_key']} has {inputs.shape[0]} "
-                          f"samples but {params['label_key']} has {labels.shape[0]}")
-    return inputs, labels
-
-
-def _factory(params, where, base_dir):
-    factory = resolve(params["name"], f"{where}.dataset.factory.name", base_dir)
-    return factory(**params["kwargs"])
-
-
-DATASETS = {"dummy": _dummy, "npz": _npz, "factory": _factory}
+DATASETS = {"dummy": _dummy, "npz": read_npz, "factory": dataset_from_factory}
 
 
 def _as_numpy(value):

@@ -1,14 +1,9 @@
 """Building PyTorch dataloaders from the ``dataloader`` section of a config."""
 
-import os
-
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ...errors import ConfigError
-from ...loop_common import check_dataloader_section
-from ...factories import resolve
+from ...loop_common import check_dataloader_section, dataset_from_factory, read_npz
 
 
 class _InputsOnly(Dataset):
@@ -37,32 +32,13 @@ def _dummy(params, where, base_dir):
 
 
 def _npz(params, where, base_dir):
-    path = params["path"]
-    if not os.path.isabs(path):
-        path = os.path.join(base_dir, path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"{where}.dataset.npz.path: file {path} not found")
-    with np.load(path, allow_pickle=False) as arrays:
-        for key in (params["input_key"], params["label_key"]):
-            if key is not None and key not in arrays.files:
-                raise ConfigError(f"{where}.dataset.npz: {path} has no array '{key}'; it holds "
-                                  f"{sorted(arrays.files)}")
-        inputs = torch.from_numpy(np.ascontiguousarray(arrays[params["input_key"]]))
-        if params["label_key"] is None:
-            return _InputsOnly(inputs)
-        labels = torch.from_numpy(np.ascontiguousarray(arrays[params["label_key"]]))
-    if labels.shape[0] != inputs.shape[0]:
-        raise ConfigError(f"{where}.dataset.npz: {params['input_key']} has {inputs.shape[0]} "
-                          f"samples but {params['label_key']} has {labels.shape[0]}")
-    return TensorDataset(inputs, labels)
+    arrays = read_npz(params, where, base_dir)
+    if not isinstance(arrays, tuple):
+        return _InputsOnly(torch.from_numpy(arrays))
+    return TensorDataset(*(torch.from_numpy(a) for a in arrays))
 
 
-def _factory(params, where, base_dir):
-    factory = resolve(params["name"], f"{where}.dataset.factory.name", base_dir)
-    return factory(**params["kwargs"])
-
-
-DATASETS = {"dummy": _dummy, "npz": _npz, "factory": _factory}
+DATASETS = {"dummy": _dummy, "npz": _npz, "factory": dataset_from_factory}
 
 
 def build_dataloader(config, where, seed, base_dir):
