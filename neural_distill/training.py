@@ -33,12 +33,15 @@ import os
 import yaml
 
 from .adapters import adapter_for_model, detect_framework, import_framework_module
+from .config.layer_mappings import parse_layer_mappings
 from .config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
+from .criterion.registry import needs_teacher
 from .distillation import Distillation
 from .errors import ConfigError, ModelError
+from .events import Dispatcher, Event, Hooks
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.compression"}
 
@@ -83,72 +86,20 @@ def prepare_compression(model, configs):
     return CompressionManager(model, list(configs))
 
 
-class Callbacks:
+class Callbacks(Dispatcher):
     """The hooks of a CompressionManager (``manager.callbacks.on_train_begin()``)."""
 
     def __init__(self, manager):
         self._manager = manager
 
-    def on_train_begin(self, dataloader=None):
-        return self._manager.on_train_begin(dataloader)
-
-    def on_epoch_begin(self, epoch):
-        return self._manager.on_epoch_begin(epoch)
-
-    def on_step_begin(self, batch_id):
-        return self._manager.on_step_begin(batch_id)
-
-    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
-        return self._manager.on_after_compute_loss(input, student_output, student_loss,
-                                                   teacher_output)
-
-    def on_before_optimizer_step(self):
-        return self._manager.on_before_optimizer_step()
-
-    def on_after_optimizer_step(self):
-        return self._manager.on_after_optimizer_step()
-
-    def on_step_end(self):
-        return self._manager.on_step_end()
-
-    def on_epoch_end(self):
-        return self._manager.on_epoch_end()
-
-    def on_train_end(self):
-        return self._manager.on_train_end()
+    def hook_targets(self):
+        return (self._manager,)
 
 
-class _Part:
+class _Part(Hooks):
     """One config's behaviour in the manager: every hook, doing nothing by default."""
 
     config = None
-
-    def on_train_begin(self, dataloader=None):
-        pass
-
-    def on_epoch_begin(self, epoch):
-        pass
-
-    def on_step_begin(self, batch_id):
-        pass
-
-    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
-        return student_loss
-
-    def on_before_optimizer_step(self):
-        pass
-
-    def on_after_optimizer_step(self):
-        pass
-
-    def on_step_end(self):
-        pass
-
-    def on_epoch_end(self):
-        pass
-
-    def on_train_end(self):
-        pass
 
 
 class _QuantizationPart(_Part):
@@ -162,16 +113,16 @@ class _QuantizationPart(_Part):
             self.qat.freeze_observers()
 
 
-class _DistillationPart(_Part):
-    """Drives one ``Distillation`` object with the manager's model as its student."""
+class _DistillationPart(Dispatcher):
+    """Drives one ``Distillation`` object with the manager's model as its student: every hook
+    is the distiller's, with the set-up below around on_train_begin and on_train_end."""
 
     def __init__(self, config, model, qat, backend):
         self.config = config
         self.qat = qat
         self.backend = backend
         teachers = config.teacher_model
-        needs_teacher = not isinstance(config.criterion, SelfKnowledgeDistillationLossConfig)
-        if teachers is None and needs_teacher and qat is not None:
+        if teachers is None and needs_teacher(config.criterion) and qat is not None:
             teachers = qat.float_model  # QAT: the float model teaches its quantized copy
         criterion = self._criterion(config.criterion, model, teachers, qat, backend)
         train = {"criterion": criterion.to_dict(), "progress_bar": False}
@@ -206,8 +157,6 @@ class _DistillationPart(_Part):
                 args["layer_mappings"] = backend.auto_layer_mappings(model, listed, qat)
                 criterion = IntermediateLayersKnowledgeDistillationLossConfig(**args)
             if qat is not None:
-                from .config.layer_mappings import parse_layer_mappings
-
                 names = [pair.student.layer for pair in parse_layer_mappings(
                     criterion.layer_mappings)]
                 qat.check_layers(names, "IntermediateLayersKnowledgeDistillationLossConfig")
@@ -229,27 +178,8 @@ class _DistillationPart(_Part):
             dataloader = [(inputs, None)]
         self.distiller.on_train_begin(dataloader)
 
-    def on_epoch_begin(self, epoch):
-        self.distiller.on_epoch_begin(epoch)
-
-    def on_step_begin(self, batch_id):
-        self.distiller.on_step_begin(batch_id)
-
-    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
-        return self.distiller.on_after_compute_loss(input, student_output, student_loss,
-                                                    teacher_output)
-
-    def on_before_optimizer_step(self):
-        self.distiller.on_before_optimizer_step()
-
-    def on_after_optimizer_step(self):
-        self.distiller.on_after_optimizer_step()
-
-    def on_step_end(self):
-        self.distiller.on_step_end()
-
-    def on_epoch_end(self):
-        self.distiller.on_epoch_end()
+    def hook_targets(self):
+        return (self.distiller,)
 
     def on_train_end(self):
         # Builds best_model, a deep copy of the (possibly exported) student.
@@ -258,7 +188,7 @@ class _DistillationPart(_Part):
             self.distiller.on_train_end()
 
 
-def _scalar(loss):
+def _scalar(loss, adapter):
     """One scalar loss tensor: a per-sample loss is averaged, anything else is an error."""
     if loss is None:
         raise ModelError("on_after_compute_loss: there is no loss to return: student_loss is "
@@ -272,14 +202,10 @@ def _scalar(loss):
                          f"model's framework, got {type(loss).__name__}")
     if len(loss.shape) == 0:
         return loss
-    if hasattr(loss, "mean") and callable(loss.mean):  # torch
-        return loss.mean()
-    import tensorflow as tf
-
-    return tf.reduce_mean(loss)
+    return adapter.reduce_mean(loss)
 
 
-class CompressionManager:
+class CompressionManager(Dispatcher):
     """The model being trained, the hooks that compress it, and ``save`` / ``export``.
 
     Attributes:
@@ -303,6 +229,7 @@ class CompressionManager:
                 raise ModelError(_TENSORFLOW_QAT)
             self.qat = self._backend.prepare_qat(model, qat_config)
         self.model = self.qat.model if self.qat is not None else model
+        self._adapter = adapter_for_model(self.model, "model")
         self._parts = []
         for config in configs:
             if isinstance(config, QuantizationAwareTrainingConfig):
@@ -326,47 +253,21 @@ class CompressionManager:
             contextlib.nullcontext()
 
     # ------------------------------------------------------------------ hooks
-    def on_train_begin(self, dataloader=None):
-        with self._quiet():
-            for part in self._parts:
-                part.on_train_begin(dataloader)
+    def hook_targets(self):
+        return self._parts
 
-    def on_epoch_begin(self, epoch):
-        for part in self._parts:
-            part.on_epoch_begin(epoch)
-
-    def on_step_begin(self, batch_id):
-        for part in self._parts:
-            part.on_step_begin(batch_id)
-
-    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
-        """The loss after every config's term, in list order: one scalar tensor."""
-        if isinstance(student_loss, (list, tuple)):
-            _scalar(student_loss)  # raises: a list of losses is ambiguous
-        loss = student_loss
-        for part in self._parts:
-            loss = part.on_after_compute_loss(input, student_output, loss, teacher_output)
-        return _scalar(loss)
-
-    def on_before_optimizer_step(self):
-        for part in self._parts:
-            part.on_before_optimizer_step()
-
-    def on_after_optimizer_step(self):
-        for part in self._parts:
-            part.on_after_optimizer_step()
-
-    def on_step_end(self):
-        for part in self._parts:
-            part.on_step_end()
-
-    def on_epoch_end(self):
-        for part in self._parts:
-            part.on_epoch_end()
-
-    def on_train_end(self):
-        for part in self._parts:
-            part.on_train_end()
+    def dispatch(self, event, *args):
+        """Every hook calls each part's in list order; set-up runs with the observers paused,
+        and the loss that went through every part comes back as one scalar tensor."""
+        if event is Event.TRAIN_BEGIN:
+            with self._quiet():
+                return super().dispatch(event, *args)
+        if event is Event.AFTER_COMPUTE_LOSS:
+            student_loss = args[event.chain_index]
+            if isinstance(student_loss, (list, tuple)):
+                _scalar(student_loss, self._adapter)  # raises: a list of losses is ambiguous
+            return _scalar(super().dispatch(event, *args), self._adapter)
+        return super().dispatch(event, *args)
 
     # ------------------------------------------------------------------ results
     def to_dict(self):
@@ -384,7 +285,7 @@ class CompressionManager:
         """Write ``path/model<suffix>`` (the trained model's weights, fake-quantization state
         included) and ``path/compression.yaml`` (the configs). Returns ``path``."""
         os.makedirs(path, exist_ok=True)
-        adapter = adapter_for_model(self.model, "model")
+        adapter = self._adapter
         adapter.save_weights(self.model, os.path.join(path, "model" + adapter.checkpoint_suffix))
         try:
             document = self.to_dict()

@@ -5,45 +5,12 @@ a framework already has to be imported for one of its models to exist, so detect
 imports a framework itself.
 """
 
-import importlib
-import sys
+from ..errors import ModelError
+from ..frameworks import detect_framework, framework_of_config_name, import_framework_module
+from .base import BackendAdapter
 
-from ..errors import FrameworkNotInstalledError, ModelError
-
-_FRAMEWORK_PACKAGES = {"torch": ("torch", "PyTorch"), "tensorflow": ("tensorflow", "TensorFlow")}
 _ADAPTER_MODULES = {"torch": "neural_distill.adapters.torch.adapter",
                     "tensorflow": "neural_distill.adapters.tensorflow.adapter"}
-_CONFIG_FRAMEWORKS = {"pytorch": "torch", "pytorch_fx": "torch", "pytorch_ipex": "torch",
-                      "tensorflow": "tensorflow", "keras": "tensorflow"}
-
-
-def import_framework_module(module_name, framework):
-    """Import one of our framework-specific modules, naming the pip extra if it is missing."""
-    package, pretty = _FRAMEWORK_PACKAGES[framework]
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name is not None and exc.name.split(".")[0] in (package, "keras"):
-            raise FrameworkNotInstalledError(pretty, framework) from exc
-        raise
-
-
-def detect_framework(model):
-    """'torch' or 'tensorflow' for a model object; None if it belongs to neither."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return "torch"
-    keras = sys.modules.get("keras")
-    if keras is not None and isinstance(model, keras.Model):
-        return "tensorflow"
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and isinstance(model, tf.Module):
-        return "tensorflow"
-    return None
-
-
-def framework_of_config_name(name):
-    return _CONFIG_FRAMEWORKS.get(name)
 
 
 def adapter_for_framework(framework):
@@ -64,3 +31,7 @@ def adapter_for_model(model, role):
             f"{role}: expected a torch.nn.Module or a keras.Model, got "
             f"{type(model).__module__}.{type(model).__qualname__}. {hint}")
     return adapter_for_framework(framework)
+
+
+__all__ = ["BackendAdapter", "adapter_for_framework", "adapter_for_model", "detect_framework",
+           "framework_of_config_name", "import_framework_module"]

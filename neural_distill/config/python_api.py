@@ -261,7 +261,7 @@ def criterion_config_from_section(section, source, path="criterion"):
 
 # ------------------------------------------------------------------------------ distillation
 def _is_model(value):
-    from ..adapters import detect_framework
+    from ..frameworks import detect_framework
 
     return detect_framework(value) is not None
 

@@ -5,28 +5,18 @@ framework: ``from neural_distill.criterion import PyTorchKnowledgeDistillationLo
 and only then.
 """
 
+from .registry import backend_class_names
 from .specs import criterion_name_and_args, validated_criterion_args
 
-# Public name -> (module that defines it, framework needed, pip extra that installs it).
-_LAZY = {
-    "PyTorchKnowledgeDistillationLoss": ("neural_distill.adapters.torch.criteria", "torch"),
-    "PyTorchIntermediateLayersKnowledgeDistillationLoss": (
-        "neural_distill.adapters.torch.criteria", "torch"),
-    "PyTorchSelfKnowledgeDistillationLoss": ("neural_distill.adapters.torch.criteria", "torch"),
-    "TensorflowKnowledgeDistillationLoss": (
-        "neural_distill.adapters.tensorflow.criteria", "tensorflow"),
-    "TensorflowIntermediateLayersKnowledgeDistillationLoss": (
-        "neural_distill.adapters.tensorflow.criteria", "tensorflow"),
-    "TensorflowSelfKnowledgeDistillationLoss": (
-        "neural_distill.adapters.tensorflow.criteria", "tensorflow"),
-}
+# Public class name -> (module that defines it, framework needed), from the registry.
+_LAZY = backend_class_names()
 
 
 def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'neural_distill.criterion' has no attribute '{name}'")
     module_name, extra = _LAZY[name]
-    from ..adapters import import_framework_module
+    from ..frameworks import import_framework_module
 
     return getattr(import_framework_module(module_name, extra), name)
 

@@ -23,13 +23,14 @@ import tensorflow as tf
 
 from ..adapters.tensorflow import features
 from ..adapters.tensorflow.adapter import ADAPTER
-from ..adapters.tensorflow.criteria import CRITERION_CLASSES
 from ..config.loader import validate
 from ..config.nodes import OneOf, Section
-from ..config.schema import CRITERIA
+from ..criterion.registry import REGISTRY, needs_teacher
 from ..errors import ModelError
+from ..step import DistillationStep
 
-_CRITERION_SECTION = Section({"criterion": OneOf(CRITERIA, "criterion")})
+_CRITERION_SECTION = Section({"criterion": OneOf({name: entry.node for name, entry
+                                                   in REGISTRY.items()}, "criterion")})
 
 
 class _Untracked:
@@ -43,14 +44,26 @@ class _Untracked:
         self.value = value
 
 
+class _LossTrackers:
+    """The distillation step's running losses as Keras metrics (Keras resets them)."""
+
+    def __init__(self, student, distillation):
+        self.student, self.distillation = student, distillation
+
+    def add(self, loss, student_loss, kd_loss):
+        if student_loss is not None:
+            self.student.update_state(student_loss)
+        self.distillation.update_state(kd_loss)
+
+
 def _criterion_from(criterion):
     if criterion is None:
-        return CRITERION_CLASSES["KnowledgeDistillationLoss"]()
+        return ADAPTER.build_criterion("KnowledgeDistillationLoss", {})
     if isinstance(criterion, dict):
         checked = validate({"criterion": criterion}, "DistillationModel(criterion=...)",
                            node=_CRITERION_SECTION)
         (name, args), = checked["criterion"].items()
-        return CRITERION_CLASSES[name](**dict(args))
+        return ADAPTER.build_criterion(name, dict(args))
     ADAPTER.check_criterion(criterion)
     return criterion
 
@@ -90,7 +103,7 @@ class DistillationModel(keras.Model):
                     f"{type(model).__qualname__}. A teacher of another framework cannot run "
                     f"inside Keras' fit(); cache its outputs and use the hooks instead.")
         self.criterion = _criterion_from(criterion)
-        if not teachers and getattr(self.criterion, "needs_teacher", True):
+        if not teachers and needs_teacher(self.criterion):
             raise ModelError(f"DistillationModel: {type(self.criterion).__name__} needs a "
                              f"teacher; pass teacher=...")
         self.student = student
@@ -101,6 +114,10 @@ class DistillationModel(keras.Model):
         self._track_matchers()
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._step = _Untracked(DistillationStep(ADAPTER, self.criterion, teachers,
+                                                 self.teacher_weights))
+        self._trackers = _Untracked(_LossTrackers(self.student_loss_tracker,
+                                                  self.distillation_loss_tracker))
 
     @property
     def teachers(self):
@@ -127,15 +144,8 @@ class DistillationModel(keras.Model):
 
     def _ensure_attached(self):
         """Re-attach when another run detached the criterion (it attaches per experiment)."""
-        if not hasattr(self.criterion, "attach"):
-            return
-        captures = [getattr(self.criterion, "_student_capture", None),
-                    *getattr(self.criterion, "_teacher_captures", {}).values()]
-        if captures[0] is None:
-            self.criterion.attach(self.student, self.teachers)
-        else:
-            for capture in captures:
-                capture.register()
+        if hasattr(self.criterion, "ensure_attached"):
+            self.criterion.ensure_attached(self.student, self.teachers)
 
     def call(self, inputs, training=None):
         self._ensure_attached()
@@ -148,10 +158,6 @@ class DistillationModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y_pred is None:
             y_pred = self(x, training=training)
-        teacher_output = None
-        if self.teachers and getattr(self.criterion, "needs_teacher", True):
-            teacher_output = ADAPTER.teachers_forward(self.teachers, x, self.teacher_weights)
-        kd_loss = self.criterion.distillation_loss(y_pred, teacher_output)
         compiled = getattr(self, "_compile_loss", None)
         if y is None:
             student_loss = None
@@ -159,12 +165,9 @@ class DistillationModel(keras.Model):
             student_loss = compiled(y, y_pred, sample_weight)
         else:
             student_loss = self.criterion.student_loss(y_pred, y)
-        total = self.criterion.combine(student_loss, kd_loss)
+        total = self._step.value(x, y_pred, student_loss, running=self._trackers.value)
         if self.losses:
             total = total + tf.add_n(self.losses)
-        if student_loss is not None:
-            self.student_loss_tracker.update_state(student_loss)
-        self.distillation_loss_tracker.update_state(kd_loss)
         return total
 
     def get_config(self):

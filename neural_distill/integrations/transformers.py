@@ -47,8 +47,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
                                      "transformers") from exc
 
 from ..adapters import framework_of_config_name
-from ..config.python_api import DistillationConfig, SelfKnowledgeDistillationLossConfig
+from ..config.python_api import DistillationConfig
+from ..criterion.registry import needs_teacher
 from ..errors import ConfigError, DataError, ModelError
+from ..evaluation import resolve_metric
+from ..events import Event
 from ..metrics import Metric
 from ..training import prepare_compression
 
@@ -87,20 +90,6 @@ class DistillationCallback(TrainerCallback):
         if not self.begun:
             self.begin()
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        # state.epoch is the fraction of epochs done (1.0 after the first); a resumed run may
-        # start mid-epoch, which still belongs to the epoch below it.
-        self.manager.on_epoch_begin(int(math.floor((state.epoch or 0.0) + 1e-9)))
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.manager.on_step_begin(state.global_step)
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self.manager.on_before_optimizer_step()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.manager.on_after_optimizer_step()
-
     def on_step_end(self, args, state, control, **kwargs):
         # The Trainer zeroes the model's gradients only (model.zero_grad()); trained feature
         # matchers belong to the criterion, and their gradients would pile up across steps.
@@ -128,6 +117,33 @@ class DistillationCallback(TrainerCallback):
             self._epoch_end_pending = False
             self.manager.on_epoch_end()
         self.manager.on_train_end()
+
+
+def _epoch_of(state):
+    # state.epoch is the fraction of epochs done (1.0 after the first); a resumed run may
+    # start mid-epoch, which still belongs to the epoch below it.
+    return (int(math.floor((state.epoch or 0.0) + 1e-9)),)
+
+
+# transformers' callback events that map one to one onto ours, with our hook's arguments
+# read from the Trainer's state.
+_FORWARDED = {
+    "on_epoch_begin": (Event.EPOCH_BEGIN, _epoch_of),
+    "on_step_begin": (Event.STEP_BEGIN, lambda state: (state.global_step,)),
+    "on_pre_optimizer_step": (Event.BEFORE_OPTIMIZER_STEP, lambda state: ()),
+    "on_optimizer_step": (Event.AFTER_OPTIMIZER_STEP, lambda state: ()),
+}
+
+
+def _forwarding(event, arguments):
+    def callback_event(self, args, state, control, **kwargs):
+        self.manager.dispatch(event, *arguments(state))
+
+    return callback_event
+
+
+for _name, (_event, _arguments) in _FORWARDED.items():
+    setattr(DistillationCallback, _name, _forwarding(_event, _arguments))
 
 
 class _FirstBatch:
@@ -198,7 +214,7 @@ class DistillationMixin:
         distiller.conf.tuning.workspace.path = os.path.join(
             self.args.output_dir or ".", "nd_workspace")
         if metric is not None:
-            metric = distiller._resolve_metric()
+            metric = resolve_metric(distiller.metric, distiller.conf)
             distiller.eval_func = self._nd_evaluator(metric)
         callback = DistillationCallback(manager, uses_metric=metric is not None)
         saved = {name: getattr(self, name, None)
@@ -215,8 +231,7 @@ class DistillationMixin:
         except BaseException:
             # A failed or interrupted run leaves neither the teacher in eval mode nor our
             # forward hooks on either model.
-            distiller._release_models()
-            distiller._started = False
+            distiller.run.abort()
             raise
         finally:
             self.remove_callback(callback)
@@ -295,8 +310,7 @@ class DistillationMixin:
                     f"{type(self).__name__}.distill: got a teacher both in teacher_model= and "
                     f"in DistillationConfig(teacher_model=...), and they differ. Give it once.")
             teacher = teacher_model
-        needs_teacher = not isinstance(config.criterion, SelfKnowledgeDistillationLossConfig)
-        if teacher is None and needs_teacher:
+        if teacher is None and needs_teacher(config.criterion):
             raise ModelError(
                 f"{type(self).__name__}.distill: no teacher model. Pass "
                 f"distill(distillation_config, teacher_model=teacher) or "

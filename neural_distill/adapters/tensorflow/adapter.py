@@ -7,7 +7,6 @@ everywhere, so its variables are never read by a gradient and never written.
 """
 
 import contextlib
-import os
 import sys
 import warnings
 
@@ -16,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from ...batches import split_batch
-from ...errors import DataError, ModelError
+from ...errors import ModelError
+from ..base import LOSS_KEYS, BackendAdapter, loss_means
 from . import data, features, loop
 from .criteria import build_criterion
 from .outputs import is_tensor, logits_of, model_input, to_tensor
@@ -51,11 +51,9 @@ class RunningLosses:
     step adds one op, not one per sum.
     """
 
-    KEYS = ("count", "loss", "student_loss", "distillation_loss", "student_count")
-
     def __init__(self):
         with tf.init_scope():  # created eagerly even when the first hook runs in a trace
-            self.sums = tf.Variable(tf.zeros([len(self.KEYS)]), trainable=False,
+            self.sums = tf.Variable(tf.zeros([len(LOSS_KEYS)]), trainable=False,
                                     name="nd_running_losses")
 
     def add(self, loss, student_loss, kd_loss):
@@ -73,17 +71,16 @@ class RunningLosses:
             self.sums.assign(tf.zeros_like(self.sums))
         return self
 
-    def read(self):
+    def to_state(self):
         with tf.init_scope():
-            numbers = dict(zip(self.KEYS, (float(v) for v in self.sums.numpy())))
-        count = numbers["count"]
-        if not count:
-            return {}
-        result = {"loss": numbers["loss"] / count,
-                  "distillation_loss": numbers["distillation_loss"] / count}
-        if numbers["student_count"]:
-            result["student_loss"] = numbers["student_loss"] / numbers["student_count"]
-        return result
+            return dict(zip(LOSS_KEYS, (float(v) for v in self.sums.numpy())))
+
+    def load_state(self, state):
+        with tf.init_scope():
+            self.sums.assign([state[key] for key in LOSS_KEYS])
+
+    def read(self):
+        return loss_means(self.to_state())
 
 
 def _single_input(batch):
@@ -91,8 +88,9 @@ def _single_input(batch):
     return is_tensor(batch) or isinstance(batch, np.ndarray) or hasattr(batch, "detach")
 
 
-class TensorflowAdapter:
+class TensorflowAdapter(BackendAdapter):
     name = "tensorflow"
+    criterion_example = "TensorflowKnowledgeDistillationLoss"
     # Keras 3 saves weights only to files with this suffix.
     checkpoint_suffix = ".weights.h5"
 
@@ -143,34 +141,23 @@ class TensorflowAdapter:
             output = features.forward(teacher, to_tensor(inputs), training=False)
         return _stop_gradients(output)
 
-    def teachers_forward(self, teachers, inputs, weights=None):
-        """The teacher's output; with several teachers, their (weighted) mean logits."""
-        if len(teachers) == 1:
-            return self.teacher_forward(teachers[0], inputs)
-        logits = [logits_of(self.teacher_forward(t, inputs), f"teacher[{i}] output")
-                  for i, t in enumerate(teachers)]
+    @staticmethod
+    def mean_tensors(tensors, weights=None):
         if weights is None:
-            return tf.add_n(logits) / float(len(logits))
-        if len(weights) != len(teachers):
-            raise ModelError(f"teacher_weights: expected {len(teachers)} weights (one per "
-                             f"teacher), got {len(weights)}")
-        total = float(sum(weights))
-        return tf.add_n([w / total * z for w, z in zip(weights, logits)])
+            return tf.add_n(tensors) / float(len(tensors))
+        return tf.add_n([w * z for w, z in zip(weights, tensors)])
 
-    def dry_run(self, student, teachers, dataloader, criterion):
-        """Run every model once on the first batch (training=False) and let the criterion
-        build what depends on feature shapes. Nothing is updated: no BatchNorm statistics
-        move, no variable is written."""
-        try:
-            batch = next(iter(dataloader))
-        except StopIteration:
-            raise DataError("train_dataloader is empty") from None
-        inputs, _ = self.split_batch(batch)
-        inputs = to_tensor(inputs)
-        features.forward(student, inputs, training=False)
-        for teacher in teachers:
-            self.teacher_forward(teacher, inputs)
-        criterion.prepare()
+    # Through the model's feature capture (if a criterion attached one), changing nothing.
+    inference_forward = teacher_forward
+
+    @staticmethod
+    def predict(model, inputs):
+        return model(model_input(to_tensor(inputs)), training=False)
+
+    @staticmethod
+    def evaluation_mode(model):
+        """Nothing to switch: every call says training=False."""
+        return contextlib.nullcontext()
 
     @staticmethod
     def has_parameters(module):
@@ -189,19 +176,14 @@ class TensorflowAdapter:
         return build_criterion(name, args)
 
     @staticmethod
-    def check_criterion(criterion):
+    def foreign_criterion(criterion):
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(criterion, torch.nn.Module):
-            raise ModelError(
-                f"distiller.criterion is a PyTorch criterion ({type(criterion).__name__}) but "
-                f"the student is a Keras/TensorFlow model. Use the TensorFlow criterion of the "
-                f"same name, e.g. neural_distill.criterion.TensorflowKnowledgeDistillationLoss.")
-        for method in ("distillation_loss", "combine"):
-            if not callable(getattr(criterion, method, None)):
-                raise ModelError(
-                    f"distiller.criterion: expected a neural_distill criterion such as "
-                    f"TensorflowKnowledgeDistillationLoss (with .{method}), got "
-                    f"{type(criterion).__name__}")
+            return (f"distiller.criterion is a PyTorch criterion ({type(criterion).__name__}) "
+                    f"but the student is a Keras/TensorFlow model. Use the TensorFlow criterion "
+                    f"of the same name, e.g. "
+                    f"neural_distill.criterion.TensorflowKnowledgeDistillationLoss.")
+        return None
 
     # ---------------------------------------------------------------- running losses
     @staticmethod
@@ -209,17 +191,8 @@ class TensorflowAdapter:
         return RunningLosses()
 
     @staticmethod
-    def reset_running_losses(running):
-        """Zero ``running`` in place (see RunningLosses); a foreign object gets a new one."""
-        return running.reset() if isinstance(running, RunningLosses) else RunningLosses()
-
-    @staticmethod
-    def accumulate_losses(running, loss, student_loss, kd_loss):
-        running.add(loss, student_loss, kd_loss)
-
-    @staticmethod
-    def read_running_losses(running):
-        return running.read()
+    def reduce_mean(tensor):
+        return tf.reduce_mean(tensor)
 
     # ---------------------------------------------------------------- batches
     @staticmethod
@@ -264,10 +237,8 @@ class TensorflowAdapter:
         model.save_weights(path)
 
     @staticmethod
-    def load_weights(model, path, where):
+    def load_weights_file(model, path, where):
         """Load weights saved by Keras (``.weights.h5`` or a ``.keras`` archive)."""
-        if not os.path.isfile(path):
-            raise ModelError(f"{where}: checkpoint {path} not found")
         try:
             model.load_weights(path)
         except (ValueError, KeyError, OSError) as exc:
@@ -289,21 +260,26 @@ class TensorflowAdapter:
         keras.utils.set_random_seed(seed % (2 ** 32))
 
     @staticmethod
+    def rng_state():
+        # Keras' global SeedGenerator (dropout without an explicit seed) and TensorFlow's
+        # global generator; op-level random ops seeded by set_random_seed follow their own
+        # counters, which TensorFlow does not expose: see docs/checkpoints.md.
+        generator = keras.random.global_seed_generator() if hasattr(
+            keras.random, "global_seed_generator") else None
+        state = {"tf_global": tf.random.get_global_generator().state.numpy()}
+        if generator is not None:
+            state["keras_global"] = np.array(generator.state.numpy(), copy=True)
+        return state
+
+    @staticmethod
+    def set_rng_state(state):
+        tf.random.get_global_generator().state.assign(state["tf_global"])
+        if "keras_global" in state and hasattr(keras.random, "global_seed_generator"):
+            keras.random.global_seed_generator().state.assign(state["keras_global"])
+
+    @staticmethod
     def build_dataloader(loader_config, where, seed, base_dir):
         return data.build_dataloader(loader_config, where, seed, base_dir)
-
-    def evaluate(self, model, dataloader, metric):
-        """``metric`` over ``dataloader``, with the model called in inference mode."""
-        metric.reset()
-        for batch in dataloader:
-            inputs, labels = self.split_batch(batch, "eval_dataloader")
-            if labels is None:
-                raise DataError("eval_dataloader: batches need labels to compute the "
-                                "metric; got inputs only")
-            output = model(model_input(to_tensor(inputs)), training=False)
-            metric.update(self.to_numpy(logits_of(output, "student output")),
-                          self.to_numpy(labels))
-        return metric.result()
 
     def run_builtin_loop(self, distiller):
         loop.run(self, distiller)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from ...criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
                               KnowledgeDistillationSpec, SelfDistillationSpec)
+from ...criterion.registry import backend_classes
 from ...errors import ModelError
 from . import losses
 from .features import FeatureCapture, build_matcher, model_kind, select, symbolic_shape
@@ -146,6 +147,15 @@ class _FeatureCriterionBase(FeatureCriterionSpec, _Criterion):
             raise ModelError(f"{type(self).__name__}: not attached to the models; call "
                              f"distiller.on_train_begin() first")
         return self._student_capture.forward(inputs, training)
+
+    def ensure_attached(self, student, teachers):
+        """Attach to the models, or re-register the captures that another run's ``detach()``
+        unregistered (a ``DistillationModel`` keeps its criterion across fits)."""
+        if self._student_capture is None:
+            self.attach(student, teachers)
+            return
+        for capture in [self._student_capture, *getattr(self, "_teacher_captures", {}).values()]:
+            capture.register()
 
 
 class TensorflowIntermediateLayersKnowledgeDistillationLoss(IntermediateLayersSpec,
@@ -339,9 +349,7 @@ class TensorflowSelfKnowledgeDistillationLoss(SelfDistillationSpec, _FeatureCrit
                             self.distillation_loss(student_output))
 
 
-CRITERION_CLASSES = {cls.yaml_name: cls for cls in (
-    TensorflowKnowledgeDistillationLoss, TensorflowIntermediateLayersKnowledgeDistillationLoss,
-    TensorflowSelfKnowledgeDistillationLoss)}
+CRITERION_CLASSES = backend_classes(globals(), "tensorflow")
 
 
 def build_criterion(name, args):

@@ -24,7 +24,7 @@ when the progress bar is refreshed.
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from ...errors import DataError
+from ...events import Event, is_generated_hook
 from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
 from . import features
 from .optim import LearningRateSchedule, build_optimizer
@@ -55,13 +55,11 @@ def _trainable_variables(student, criterion):
 def make_step(distiller, adapter, student, criterion, optimizer, variables, n_student,
               coupled_weight_decay, max_grad_norm):
     """``(compute, apply)`` compiled; ``(step, None)`` when they can be fused (module doc)."""
-    teachers = distiller._teachers
-    weights = distiller.teacher_weights
-    run_teacher = bool(teachers) and getattr(criterion, "needs_teacher", True)
+    distillation_step = distiller.step
 
     def compute(inputs, labels):
-        teacher_output = (adapter.teachers_forward(teachers, inputs, weights)
-                          if run_teacher else None)
+        # The teachers run before the tape opens: nothing of theirs is recorded.
+        teacher_output = distillation_step.teacher_output(inputs)
         with tf.GradientTape() as tape:
             output = features.forward(student, inputs, training=True)
             student_loss = criterion.student_loss(output, labels)
@@ -102,11 +100,10 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
 
 
 def _optimizer_hooks_overridden(distiller):
-    from ...distillation import Distillation
-
-    names = ("on_before_optimizer_step", "on_after_optimizer_step")
-    return any(name in vars(distiller) or getattr(type(distiller), name)
-               is not getattr(Distillation, name) for name in names)
+    """Whether a subclass or the instance replaced a generated (do-nothing) optimizer hook."""
+    names = (Event.BEFORE_OPTIMIZER_STEP.value, Event.AFTER_OPTIMIZER_STEP.value)
+    return any(name in vars(distiller) or not is_generated_hook(getattr(type(distiller), name))
+               for name in names)
 
 
 def _build_models(adapter, models, loader):
@@ -119,13 +116,9 @@ def _build_models(adapter, models, loader):
     unbuilt = [m for m in models if not m.built]
     if not unbuilt:
         return
-    try:
-        batch = next(iter(loader))
-    except StopIteration:
-        raise DataError("train_dataloader is empty") from None
-    inputs = to_tensor(adapter.split_batch(batch)[0])
+    inputs = adapter.first_batch(loader)
     for model in unbuilt:
-        features.forward(model, inputs, training=False)
+        adapter.inference_forward(model, inputs)
 
 
 def run(adapter, distiller):
@@ -141,7 +134,7 @@ def _run(adapter, distiller, train):
 
     distiller.on_train_begin(loader)
     criterion = distiller.criterion
-    _build_models(adapter, [student, *distiller._teachers], loader)
+    _build_models(adapter, [student, *distiller.teachers], loader)
     optimizer, coupled_weight_decay = distiller.optimizer, 0.0
     if optimizer is None:
         optimizer, coupled_weight_decay = build_optimizer(train.optimizer)

@@ -1,14 +1,15 @@
 """The PyTorch adapter: how the framework-neutral experiment talks to torch models."""
 
+import contextlib
 import copy
-import os
 import random
 
 import numpy as np
 import torch
 
 from ...batches import split_batch
-from ...errors import DataError, ModelError
+from ...errors import ModelError
+from ..base import LOSS_KEYS, BackendAdapter, loss_means
 from . import data, loop
 from .criteria import build_criterion
 from .outputs import call_model, logits_of, to_device
@@ -24,9 +25,42 @@ class _TeacherState:
         self.device = device
 
 
-class TorchAdapter:
+class RunningLosses:
+    """Per-epoch loss sums. They stay tensors on the device: reading them (a sync) happens
+    only when they are shown."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums = dict.fromkeys(LOSS_KEYS, 0)
+        return self
+
+    def add(self, loss, student_loss, kd_loss):
+        sums = self.sums
+        sums["count"] += 1
+        sums["loss"] = sums["loss"] + loss.detach()
+        sums["distillation_loss"] = sums["distillation_loss"] + kd_loss.detach()
+        if student_loss is not None:
+            sums["student_loss"] = sums["student_loss"] + student_loss.detach()
+            sums["student_count"] += 1
+
+    def to_state(self):
+        # float() of a float32 tensor is exact, and adding a tensor to it gives float32 again:
+        # a restored sum continues bit for bit.
+        return {key: float(value) for key, value in self.sums.items()}
+
+    def load_state(self, state):
+        self.sums = {key: state[key] for key in LOSS_KEYS}
+
+    def read(self):
+        return loss_means(self.to_state())
+
+
+class TorchAdapter(BackendAdapter):
     name = "torch"
     checkpoint_suffix = ".pt"
+    criterion_example = "PyTorchKnowledgeDistillationLoss"
 
     # ---------------------------------------------------------------- devices
     @staticmethod
@@ -81,40 +115,27 @@ class TorchAdapter:
         with torch.no_grad():
             return call_model(teacher, inputs)
 
-    def teachers_forward(self, teachers, inputs, weights=None):
-        """The teacher's output; with several teachers, their (weighted) mean logits."""
-        if len(teachers) == 1:
-            return self.teacher_forward(teachers[0], inputs)
-        logits = [logits_of(self.teacher_forward(t, inputs), f"teacher[{i}] output")
-                  for i, t in enumerate(teachers)]
+    @staticmethod
+    def mean_tensors(tensors, weights=None):
         if weights is None:
-            return torch.stack(logits).mean(0)
-        if len(weights) != len(teachers):
-            raise ModelError(f"teacher_weights: expected {len(teachers)} weights (one per "
-                             f"teacher), got {len(weights)}")
-        total = float(sum(weights))
-        return sum(w / total * z for w, z in zip(weights, logits))
+            return torch.stack(tensors).mean(0)
+        return sum(w * z for w, z in zip(weights, tensors))
 
-    def dry_run(self, student, teachers, dataloader, criterion):
-        """Run every model once on the first batch (no gradient) and let the criterion
-        build what depends on feature shapes. The student's BatchNorm statistics are not
-        touched (eval mode)."""
+    def inference_forward(self, model, inputs):
+        with torch.no_grad():
+            return call_model(model, to_device(inputs, self.model_device(model)))
+
+    predict = inference_forward
+
+    @staticmethod
+    @contextlib.contextmanager
+    def evaluation_mode(model):
+        was_training = model.training
+        model.eval()
         try:
-            batch = next(iter(dataloader))
-        except StopIteration:
-            raise DataError("train_dataloader is empty") from None
-        inputs, _ = self.split_batch(batch)
-        inputs = to_device(inputs, self.model_device(student))
-        was_training = student.training
-        student.eval()
-        try:
-            with torch.no_grad():
-                call_model(student, inputs)
-                for teacher in teachers:
-                    call_model(teacher, inputs)
+            yield
         finally:
-            student.train(was_training)
-        criterion.prepare()
+            model.train(was_training)
 
     @staticmethod
     def has_parameters(module):
@@ -133,41 +154,14 @@ class TorchAdapter:
     def build_criterion(name, args):
         return build_criterion(name, args)
 
-    @staticmethod
-    def check_criterion(criterion):
-        for method in ("distillation_loss", "combine"):
-            if not callable(getattr(criterion, method, None)):
-                raise ModelError(
-                    f"distiller.criterion: expected a neural_distill criterion such as "
-                    f"PyTorchKnowledgeDistillationLoss (with .{method}), got "
-                    f"{type(criterion).__name__}")
-
     # ---------------------------------------------------------------- running losses
     @staticmethod
     def new_running_losses():
-        # Sums stay tensors on the device: reading them (a sync) happens only when shown.
-        return {"count": 0, "loss": 0.0, "student_loss": 0.0, "distillation_loss": 0.0,
-                "student_count": 0}
+        return RunningLosses()
 
     @staticmethod
-    def accumulate_losses(running, loss, student_loss, kd_loss):
-        running["count"] += 1
-        running["loss"] = running["loss"] + loss.detach()
-        running["distillation_loss"] = running["distillation_loss"] + kd_loss.detach()
-        if student_loss is not None:
-            running["student_loss"] = running["student_loss"] + student_loss.detach()
-            running["student_count"] += 1
-
-    @staticmethod
-    def read_running_losses(running):
-        count = running["count"]
-        if not count:
-            return {}
-        values = {"loss": float(running["loss"]) / count,
-                  "distillation_loss": float(running["distillation_loss"]) / count}
-        if running["student_count"]:
-            values["student_loss"] = float(running["student_loss"]) / running["student_count"]
-        return values
+    def reduce_mean(tensor):
+        return tensor.mean()
 
     # ---------------------------------------------------------------- batches
     @staticmethod
@@ -197,10 +191,8 @@ class TorchAdapter:
         torch.save(model.state_dict(), path)
 
     @staticmethod
-    def load_weights(model, path, where):
+    def load_weights_file(model, path, where):
         """Load a state dict saved with torch.save; only tensors are unpickled (weights_only)."""
-        if not os.path.isfile(path):
-            raise ModelError(f"{where}: checkpoint {path} not found")
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state and isinstance(
                 state["state_dict"], dict):
@@ -213,7 +205,7 @@ class TorchAdapter:
 
     @staticmethod
     def to_numpy(value):
-        return value.detach().cpu().numpy()
+        return torch.as_tensor(value).detach().cpu().numpy()
 
     # ---------------------------------------------------------------- training
     @staticmethod
@@ -222,28 +214,21 @@ class TorchAdapter:
         torch.manual_seed(seed)
 
     @staticmethod
+    def rng_state():
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    @staticmethod
+    def set_rng_state(state):
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    @staticmethod
     def build_dataloader(loader_config, where, seed, base_dir):
         return data.build_dataloader(loader_config, where, seed, base_dir)
-
-    def evaluate(self, model, dataloader, metric):
-        """``metric`` over ``dataloader``; the model's train/eval mode is restored after."""
-        was_training = model.training
-        device = self.model_device(model)
-        metric.reset()
-        model.eval()
-        try:
-            with torch.no_grad():
-                for batch in dataloader:
-                    inputs, labels = self.split_batch(batch, "eval_dataloader")
-                    if labels is None:
-                        raise DataError("eval_dataloader: batches need labels to compute the "
-                                        "metric; got inputs only")
-                    output = call_model(model, to_device(inputs, device))
-                    metric.update(self.to_numpy(logits_of(output, "student output")),
-                                  self.to_numpy(torch.as_tensor(labels)))
-        finally:
-            model.train(was_training)
-        return metric.result()
 
     def run_builtin_loop(self, distiller):
         loop.run(self, distiller)

@@ -7,6 +7,7 @@ import torch
 
 from ...criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
                               SelfDistillationSpec)
+from ...criterion.registry import backend_classes
 from ...errors import ModelError
 from . import losses
 from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
@@ -63,13 +64,6 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
 
     def extra_repr(self):
         return self._settings()
-
-
-CRITERION_CLASSES = {PyTorchKnowledgeDistillationLoss.yaml_name: PyTorchKnowledgeDistillationLoss}
-
-
-def build_criterion(name, args):
-    return CRITERION_CLASSES[name](**args)
 
 
 class _FeatureStudentLoss:
@@ -208,6 +202,8 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillation
                             self.distillation_loss(student_output))
 
 
-CRITERION_CLASSES.update({
-    cls.yaml_name: cls for cls in (PyTorchIntermediateLayersKnowledgeDistillationLoss,
-                                   PyTorchSelfKnowledgeDistillationLoss)})
+CRITERION_CLASSES = backend_classes(globals(), "torch")
+
+
+def build_criterion(name, args):
+    return CRITERION_CLASSES[name](**args)

@@ -1,0 +1,241 @@
+"""The backend interface: what the framework-neutral experiment needs from a framework.
+
+Every backend (``adapters/torch``, ``adapters/tensorflow``) has one adapter object, an instance
+of a subclass of :class:`BackendAdapter`. The subclass implements the primitives (marked
+"backend" below); the logic written once in terms of them lives here. The conformance test
+(``tests/test_backend_conformance.py``) checks that both backends implement every primitive and
+expose the same public names.
+"""
+
+from ..errors import DataError, ModelError
+
+
+def _backend(method):
+    """Marks a primitive every backend must implement."""
+    method.__backend_primitive__ = True
+    return method
+
+
+class BackendAdapter:
+    name = None
+    checkpoint_suffix = None
+    # The criterion class named in "expected a neural_distill criterion such as ..." errors.
+    criterion_example = None
+
+    # ---------------------------------------------------------------- devices (backend)
+    @_backend
+    def model_device(self, model):
+        raise NotImplementedError
+
+    @_backend
+    def resolve_device(self, spec, where):
+        raise NotImplementedError
+
+    @_backend
+    def move_to_device(self, module, device):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- teacher
+    @_backend
+    def enter_teacher_mode(self, teacher, device):
+        """Whatever the forward needs (eval mode, the student's device); returns what
+        :meth:`exit_teacher_mode` needs to restore the teacher exactly."""
+        raise NotImplementedError
+
+    @_backend
+    def exit_teacher_mode(self, teacher, state):
+        raise NotImplementedError
+
+    @_backend
+    def teacher_forward(self, teacher, inputs):
+        """The teacher's output in inference mode, with no gradient reaching it."""
+        raise NotImplementedError
+
+    @_backend
+    def mean_tensors(self, tensors, weights=None):
+        """The mean of same-shaped tensors; with ``weights`` (summing to 1), their weighted sum."""
+        raise NotImplementedError
+
+    def teachers_forward(self, teachers, inputs, weights=None):
+        """The teacher's output; with several teachers, their (weighted) mean logits."""
+        if len(teachers) == 1:
+            return self.teacher_forward(teachers[0], inputs)
+        logits = [self.logits_of(self.teacher_forward(t, inputs), f"teacher[{i}] output")
+                  for i, t in enumerate(teachers)]
+        if weights is None:
+            return self.mean_tensors(logits)
+        if len(weights) != len(teachers):
+            raise ModelError(f"teacher_weights: expected {len(teachers)} weights (one per "
+                             f"teacher), got {len(weights)}")
+        total = float(sum(weights))
+        return self.mean_tensors(logits, [w / total for w in weights])
+
+    @_backend
+    def as_teacher_output(self, teacher_output, student_output):
+        """A teacher output given by the user (cached tensors or arrays), as a constant."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- set-up
+    def first_batch(self, dataloader):
+        """The inputs of the first batch of ``dataloader`` as the backend's tensors."""
+        try:
+            batch = next(iter(dataloader))
+        except StopIteration:
+            raise DataError("train_dataloader is empty") from None
+        inputs, _ = self.split_batch(batch)
+        return inputs
+
+    @_backend
+    def inference_forward(self, model, inputs):
+        """One forward pass that changes nothing (no gradient, no statistics updated)."""
+        raise NotImplementedError
+
+    @_backend
+    def predict(self, model, inputs):
+        """The model's output for evaluation (inference mode, no gradient)."""
+        raise NotImplementedError
+
+    def dry_run(self, student, teachers, dataloader, criterion):
+        """Run every model once on the first batch, changing nothing (the student's BatchNorm
+        statistics included), and let the criterion build what depends on feature shapes (its
+        matchers) before any optimizer exists."""
+        inputs = self.first_batch(dataloader)
+        with self.evaluation_mode(student):
+            self.inference_forward(student, inputs)
+        for teacher in teachers:
+            self.inference_forward(teacher, inputs)
+        criterion.prepare()
+
+    # ---------------------------------------------------------------- criterion
+    @_backend
+    def build_criterion(self, name, args):
+        raise NotImplementedError
+
+    def foreign_criterion(self, criterion):
+        """A message when ``criterion`` belongs to another framework (None: it does not)."""
+        return None
+
+    def check_criterion(self, criterion):
+        problem = self.foreign_criterion(criterion)
+        if problem:
+            raise ModelError(problem)
+        for method in ("distillation_loss", "combine"):
+            if not callable(getattr(criterion, method, None)):
+                raise ModelError(
+                    f"distiller.criterion: expected a neural_distill criterion such as "
+                    f"{self.criterion_example} (with .{method}), got {type(criterion).__name__}")
+
+    @_backend
+    def has_parameters(self, module):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- losses
+    @_backend
+    def new_running_losses(self):
+        """An object with ``add(loss, student_loss, kd_loss)``, ``read()``, ``reset()``,
+        ``to_state()`` and ``load_state(state)`` (see ``neural_distill.running``)."""
+        raise NotImplementedError
+
+    @_backend
+    def reduce_mean(self, tensor):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- batches
+    @_backend
+    def split_batch(self, batch, where="train_dataloader"):
+        raise NotImplementedError
+
+    @_backend
+    def logits_of(self, output, where):
+        raise NotImplementedError
+
+    @_backend
+    def to_numpy(self, value):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- weights
+    @_backend
+    def snapshot(self, model):
+        """A copy of the model's weights (and buffers) that later training does not change."""
+        raise NotImplementedError
+
+    @_backend
+    def copy_with_state(self, model, state):
+        raise NotImplementedError
+
+    @_backend
+    def save_weights(self, model, path):
+        raise NotImplementedError
+
+    @_backend
+    def load_weights_file(self, model, path, where):
+        raise NotImplementedError
+
+    def load_weights(self, model, path, where):
+        import os
+
+        if not os.path.isfile(path):
+            raise ModelError(f"{where}: checkpoint {path} not found")
+        self.load_weights_file(model, path, where)
+
+    # ---------------------------------------------------------------- training
+    @_backend
+    def seed(self, seed):
+        raise NotImplementedError
+
+    @_backend
+    def rng_state(self):
+        """The framework's random generators' states (restored by :meth:`set_rng_state`)."""
+        raise NotImplementedError
+
+    @_backend
+    def set_rng_state(self, state):
+        raise NotImplementedError
+
+    @_backend
+    def build_dataloader(self, loader_config, where, seed, base_dir):
+        raise NotImplementedError
+
+    @_backend
+    def evaluation_mode(self, model):
+        """A context in which ``inference_forward`` on ``model`` evaluates it."""
+        raise NotImplementedError
+
+    def evaluate(self, model, dataloader, metric):
+        """``metric`` over ``dataloader``, the model in inference mode (its mode restored)."""
+        metric.reset()
+        with self.evaluation_mode(model):
+            for batch in dataloader:
+                inputs, labels = self.split_batch(batch, "eval_dataloader")
+                if labels is None:
+                    raise DataError("eval_dataloader: batches need labels to compute the "
+                                    "metric; got inputs only")
+                output = self.predict(model, inputs)
+                metric.update(self.to_numpy(self.logits_of(output, "student output")),
+                              self.to_numpy(labels))
+        return metric.result()
+
+    @_backend
+    def run_builtin_loop(self, distiller):
+        raise NotImplementedError
+
+
+def backend_primitives():
+    """The names every backend must implement."""
+    return sorted(name for name, member in vars(BackendAdapter).items()
+                  if getattr(member, "__backend_primitive__", False))
+
+
+LOSS_KEYS = ("count", "loss", "student_loss", "distillation_loss", "student_count")
+
+
+def loss_means(sums):
+    """The mean losses of an epoch from the running sums of ``LOSS_KEYS`` (floats)."""
+    count = sums["count"]
+    if not count:
+        return {}
+    means = {"loss": sums["loss"] / count,
+             "distillation_loss": sums["distillation_loss"] / count}
+    if sums["student_count"]:
+        means["student_loss"] = sums["student_loss"] / sums["student_count"]
+    return means

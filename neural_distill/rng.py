@@ -1,0 +1,38 @@
+"""Every random generator a run draws from, captured and restored as one plain dict.
+
+Python's and NumPy's global generators here; the framework's own through its adapter
+(``rng_state`` / ``set_rng_state``), so this module imports no framework.
+"""
+
+import random
+
+import numpy as np
+
+
+def seed_all(seed, adapter):
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    adapter.seed(seed)
+
+
+def capture(adapter=None):
+    state = {"python": random.getstate(), "numpy": np.random.get_state()}
+    if adapter is not None:
+        state["framework"] = adapter.rng_state()
+    return state
+
+
+def restore(state, adapter=None):
+    random.setstate(_tuples(state["python"]))
+    np.random.set_state(state["numpy"])
+    if adapter is not None and "framework" in state:
+        adapter.set_rng_state(state["framework"])
+
+
+def _tuples(value):
+    # random.setstate wants the tuples back that a serializer may have turned into lists.
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(_tuples(v) for v in value)
+    return value
