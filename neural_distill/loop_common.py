@@ -1,10 +1,12 @@
-"""What the built-in loops of every framework share: epochs, steps, the learning-rate
-schedule, the progress bar's refresh, and reading a config's dataloader section."""
+"""What the built-in loops of every framework share: the epochs and steps with their hooks,
+the learning-rate schedule, the progress bar's refresh, and reading a config's dataloader
+section."""
 
 import math
 import os
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .errors import ConfigError, DataError
 from .factories import resolve
@@ -61,6 +63,36 @@ class LearningRateSchedule:
         factor = self.factor(progress)
         floor = self.params.get("min_learning_rate", 0.0) if self.name == "cosine" else 0.0
         return floor + (base - floor) * factor if base > floor else base * factor
+
+
+def run_epochs(distiller, loader, train, steps, schedule, train_step):
+    """The epochs and steps of a built-in loop, firing the hooks in the documented order.
+
+    ``train_step(batch)`` does the framework's part of one step, between ``on_step_begin`` and
+    ``on_step_end``: the forward, ``on_after_compute_loss``, the backward pass and the
+    optimizer hooks around the update. ``schedule`` sets the learning rate before each step.
+    """
+    epochs = epoch_range(train)
+    iteration = train.get("iteration")
+    show_bar = train.progress_bar
+    for epoch_index, epoch in enumerate(epochs):
+        distiller.on_epoch_begin(epoch)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
+                   leave=False, dynamic_ncols=True)
+        for batch_id, batch in enumerate(loader):
+            if iteration and batch_id >= iteration:
+                break
+            schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
+            distiller.on_step_begin(batch_id)
+            train_step(batch)
+            distiller.on_step_end()
+            if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
+                refresh_progress(bar, distiller.running_losses(), schedule.current, epoch,
+                                 batch_id)
+            bar.update()
+        bar.close()
+        distiller.on_epoch_end()
+    distiller.on_train_end()
 
 
 def refresh_progress(bar, losses, learning_rate, epoch, batch_id):

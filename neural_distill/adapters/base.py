@@ -7,6 +7,7 @@ of a subclass of :class:`BackendAdapter`. The subclass implements the primitives
 expose the same public names.
 """
 
+from ..criterion.registry import build
 from ..errors import DataError, ModelError
 
 
@@ -107,9 +108,9 @@ class BackendAdapter:
         criterion.prepare()
 
     # ---------------------------------------------------------------- criterion
-    @_backend
     def build_criterion(self, name, args):
-        raise NotImplementedError
+        """This backend's class of criterion ``name`` (``neural_distill.criterion.registry``)."""
+        return build(self.name, name, args)
 
     def foreign_criterion(self, criterion):
         """A message when ``criterion`` belongs to another framework (None: it does not)."""
@@ -146,7 +147,7 @@ class BackendAdapter:
         raise NotImplementedError
 
     @_backend
-    def logits_of(self, output, where):
+    def logits_of(self, output, what):
         raise NotImplementedError
 
     @_backend

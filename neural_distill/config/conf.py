@@ -4,10 +4,10 @@ import copy
 
 import yaml
 
-from .loader import DotDict, load_config, to_plain
+from .loader import DotDict, LoadedConfig, load_config, to_plain
 
 
-class DistillationConf:
+class DistillationConf(LoadedConfig):
     """A distillation experiment configuration.
 
     Accepts a YAML path, a dict, or None (all defaults). The validated configuration, with

@@ -81,14 +81,20 @@ def validate(document, source="<dict>", node=TOP_LEVEL):
     return DotDict.wrap(cleaned)
 
 
+class LoadedConfig:
+    """A configuration validated once (``usr_cfg``) and where it came from (``source``);
+    ``DistillationConf`` is one. Defined here so the loader needs nothing above it."""
+
+    usr_cfg = None
+    source = None
+
+
 def load_config(source):
     """A validated configuration from a YAML path, a dict, or a DistillationConf.
 
     Returns ``(config, source_name)``; the user's file is never written to.
     """
-    from .conf import DistillationConf
-
-    if isinstance(source, DistillationConf):
+    if isinstance(source, LoadedConfig):
         return copy.deepcopy(source.usr_cfg), source.source
     if isinstance(source, dict):
         return validate(copy.deepcopy(to_plain(source)), "<dict>"), "<dict>"

@@ -442,8 +442,6 @@ class QuantizationAwareTrainingConfig(_YamlConfig):
                    **to_plain(checked["quantization"]))
 
 
-COMPRESSION_CONFIGS = (DistillationConfig, QuantizationAwareTrainingConfig)
-
 __all__ = ["DistillationConfig", "KnowledgeDistillationLossConfig",
            "IntermediateLayersKnowledgeDistillationLossConfig",
            "SelfKnowledgeDistillationLossConfig", "QuantizationAwareTrainingConfig",

@@ -18,7 +18,6 @@ from .nodes import AnyMapping, Leaf, OneOf, Section, integer, number
 STUDENT_LOSS_TYPES = ("CE", "MSE")
 KD_LOSS_TYPES = ("CE", "KL", "MSE")
 FRAMEWORKS = ("pytorch", "pytorch_fx", "pytorch_ipex", "tensorflow", "keras")
-DATASETS = ("dummy", "npz", "factory")
 _DEVICE = re.compile(r"^(cpu|gpu|cuda|auto|mps|cuda:\d+)$")
 
 
@@ -102,7 +101,6 @@ CRITERIA = {"KnowledgeDistillationLoss": KNOWLEDGE_DISTILLATION_LOSS,
             "IntermediateLayersKnowledgeDistillationLoss": INTERMEDIATE_LAYERS_LOSS,
             "SelfKnowledgeDistillationLoss": SELF_DISTILLATION_LOSS}
 
-_LR = Leaf(number(0, exclusive=True), "a learning rate > 0")
 OPTIMIZERS = {
     "SGD": Section({
         "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.01),

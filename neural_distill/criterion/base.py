@@ -6,6 +6,8 @@ Keras). The settings are validated by the same schema node as the YAML section o
 name, so the same mistake gets the same message in every framework.
 """
 
+import difflib
+
 from ..config.layer_mappings import parse_layer_mappings
 from ..errors import ModelError
 from .specs import validated_criterion_args
@@ -19,7 +21,17 @@ def per_item(values, count, default):
 
 
 class KnowledgeDistillationSpec:
-    """``w0 * student_loss + w1 * D(z_s, z_t)`` settings (DESIGN.md section 2)."""
+    """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (docs/criteria.md).
+
+    Args:
+        temperature: softens both distributions; the KL and CE terms are scaled by T^2 so
+            their gradients keep the same magnitude as T changes.
+        loss_types: ``[student_type, kd_type]``: student_type in {CE, MSE} compares the student
+            with the labels, kd_type in {CE, KL, MSE} compares it with the teacher.
+        loss_weights: ``[w0, w1]``.
+        from_logits: False when the models output probabilities (temperature is then applied
+            as p^(1/T) renormalised).
+    """
 
     yaml_name = "KnowledgeDistillationLoss"
     needs_teacher = True
@@ -185,6 +197,42 @@ class SelfDistillationSpec(FeatureCriterionSpec):
 
     def _keys(self):
         return [key for group in self.groups for pair in group for key in pair]
+
+    def distillation_loss(self, student_output, teacher_output=None):
+        """``sum_g w_g * sum_pairs D_g(student head, deepest head held constant)``.
+
+        The framework class gives ``_fetch(output, key)`` (a tensor by output key or layer),
+        ``_constant(t)``, ``soft_terms`` (KL / CE with temperature) and ``feature_mse``.
+        """
+        total = 0.0
+        try:
+            for group, loss_type, weight in zip(self.groups, self.loss_types,
+                                                self.loss_weights):
+                group_loss = 0.0
+                for student_key, teacher_key in group:
+                    s = self._fetch(student_output, student_key)
+                    t = self._constant(self._fetch(student_output, teacher_key))
+                    group_loss = group_loss + self._pair_loss(loss_type, s, t)
+                total = total + weight * group_loss
+        finally:
+            if self._student_capture is not None:
+                self._student_capture.clear()
+        return total
+
+    def _pair_loss(self, loss_type, s, t):
+        if loss_type in self.soft_terms:
+            return self.soft_terms[loss_type](s, t, self.temperature)
+        return self.feature_mse(s, t)  # L2 / MSE on features
+
+
+def missing_layer_problems(role, missing, available):
+    """One message per layer name ``role`` (a model) does not have, with close names."""
+    problems = []
+    for name in missing:
+        close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        problems.append(f"{role} has no layer '{name}'.{hint}")
+    return problems
 
 
 def select_output(output, process, where, is_tensor):

@@ -67,9 +67,12 @@ def backend_class_names():
             for fw, module in BACKEND_MODULES.items()}
 
 
-def backend_classes(module_globals, framework):
-    """YAML name -> class, read from a backend's criteria module (its ``CRITERION_CLASSES``)."""
-    return {e.name: module_globals[e.class_name(framework)] for e in REGISTRY.values()}
+def build(framework, name, args):
+    """The ``framework`` criterion ``name`` built with ``args`` (imports that backend)."""
+    from ..frameworks import import_framework_module
+
+    module = import_framework_module(BACKEND_MODULES[framework], framework)
+    return getattr(module, entry(name).class_name(framework))(**args)
 
 
 def needs_teacher(criterion):

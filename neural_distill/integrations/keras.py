@@ -136,10 +136,7 @@ class DistillationModel(keras.Model):
         """
         if not getattr(self.criterion, "needs_preparation", False):
             return
-        features.forward(self.student, ADAPTER.to_tensor(x), training=False)
-        for teacher in self.teachers:
-            ADAPTER.teacher_forward(teacher, x)
-        self.criterion.prepare()
+        ADAPTER.dry_run(self.student, self.teachers, [(x,)], self.criterion)
         self._track_matchers()
 
     def _ensure_attached(self):

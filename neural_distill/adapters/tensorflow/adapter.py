@@ -18,7 +18,6 @@ from ...batches import split_batch
 from ...errors import ModelError
 from ..base import LOSS_KEYS, BackendAdapter, loss_means
 from . import data, features, loop
-from .criteria import build_criterion
 from .outputs import is_tensor, logits_of, model_input, to_tensor
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
@@ -136,10 +135,16 @@ class TensorflowAdapter(BackendAdapter):
         """Nothing was changed on the teacher, so nothing is restored."""
 
     @staticmethod
-    def teacher_forward(teacher, inputs):
+    def inference_forward(model, inputs):
+        """Through the model's feature capture (if a criterion attached one), changing
+        nothing: training=False, not recorded by any tape, behind stop_gradient."""
         with _stop_recording():
-            output = features.forward(teacher, to_tensor(inputs), training=False)
+            output = features.forward(model, to_tensor(inputs), training=False)
         return _stop_gradients(output)
+
+    @staticmethod
+    def teacher_forward(teacher, inputs):
+        return TensorflowAdapter.inference_forward(teacher, inputs)
 
     @staticmethod
     def mean_tensors(tensors, weights=None):
@@ -147,8 +152,6 @@ class TensorflowAdapter(BackendAdapter):
             return tf.add_n(tensors) / float(len(tensors))
         return tf.add_n([w * z for w, z in zip(weights, tensors)])
 
-    # Through the model's feature capture (if a criterion attached one), changing nothing.
-    inference_forward = teacher_forward
 
     @staticmethod
     def predict(model, inputs):
@@ -171,10 +174,6 @@ class TensorflowAdapter(BackendAdapter):
         return _stop_gradients(to_tensor(teacher_output))
 
     # ---------------------------------------------------------------- criterion
-    @staticmethod
-    def build_criterion(name, args):
-        return build_criterion(name, args)
-
     @staticmethod
     def foreign_criterion(criterion):
         torch = sys.modules.get("torch")
@@ -203,7 +202,6 @@ class TensorflowAdapter(BackendAdapter):
         """
         return split_batch(batch, _single_input, where)
 
-    to_tensor = staticmethod(to_tensor)
     logits_of = staticmethod(logits_of)
 
     # ---------------------------------------------------------------- weights

@@ -20,7 +20,6 @@ import tensorflow as tf
 
 from ...criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
                               KnowledgeDistillationSpec, SelfDistillationSpec)
-from ...criterion.registry import backend_classes
 from ...errors import ModelError
 from . import losses
 from .features import FeatureCapture, build_matcher, model_kind, select, symbolic_shape
@@ -65,16 +64,8 @@ class _Criterion:
 
 
 class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion):
-    """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (DESIGN.md section 2).
-
-    Args:
-        temperature: softens both distributions; the KL and CE terms are scaled by T^2 so
-            their gradients keep the same magnitude as T changes.
-        loss_types: ``[student_type, kd_type]``: student_type in {CE, MSE} compares the student
-            with the labels, kd_type in {CE, KL, MSE} compares it with the teacher.
-        loss_weights: ``[w0, w1]``.
-        from_logits: False when the models output probabilities (temperature is then applied
-            as p^(1/T) renormalised).
+    """Logit distillation for Keras models; the arguments and the math are
+    :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
     """
 
     def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
@@ -323,34 +314,16 @@ class TensorflowSelfKnowledgeDistillationLoss(SelfDistillationSpec, _FeatureCrit
                              f"student's output {keys} nor a layer of the student.{hint}")
         return logits_of(value, f"student output '{key}'")
 
-    def distillation_loss(self, student_output, teacher_output=None):
-        total = 0.0
-        try:
-            for group, loss_type, weight in zip(self.groups, self.loss_types,
-                                                self.loss_weights):
-                group_loss = 0.0
-                for student_key, teacher_key in group:
-                    s = self._fetch(student_output, student_key)
-                    t = tf.stop_gradient(self._fetch(student_output, teacher_key))
-                    if loss_type in ("KL", "CE"):
-                        fn = (losses.kl_divergence if loss_type == "KL"
-                              else losses.soft_cross_entropy)
-                        group_loss = group_loss + fn(s, t, self.temperature)
-                    else:  # L2 / MSE on features
-                        group_loss = group_loss + losses.feature_mse(s, t)
-                total = total + weight * group_loss
-        finally:
-            if self._student_capture is not None:
-                self._student_capture.clear()
-        return total
+    @staticmethod
+    def _constant(tensor):
+        return tf.stop_gradient(tensor)
+
+    soft_terms = {"KL": losses.kl_divergence, "CE": losses.soft_cross_entropy}
+
+    @staticmethod
+    def feature_mse(s, t):
+        return losses.feature_mse(s, t)
 
     def __call__(self, student_output, teacher_output=None, labels=None):
         return self.combine(self.student_loss(student_output, labels),
                             self.distillation_loss(student_output))
-
-
-CRITERION_CLASSES = backend_classes(globals(), "tensorflow")
-
-
-def build_criterion(name, args):
-    return CRITERION_CLASSES[name](**args)

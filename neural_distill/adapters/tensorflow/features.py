@@ -11,13 +11,12 @@ its capture while a criterion is attached, exactly when the PyTorch adapter's fo
 would record), and every capture is removed when training ends.
 """
 
-import difflib
 import re
 
 import keras
 import tensorflow as tf
 
-from ...criterion.base import select_output
+from ...criterion.base import missing_layer_problems, select_output
 from ...errors import ModelError
 from .outputs import call_model, is_tensor, model_input
 
@@ -91,11 +90,7 @@ class FeatureCapture:
 
     # -- problems found at attach time
     def missing_problems(self):
-        problems = []
-        for name in self.missing:
-            close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            problems.append(f"{self.role} has no layer '{name}'.{hint}")
+        problems = missing_layer_problems(self.role, self.missing, self.available)
         for name in self.unreachable:
             problems.append(
                 f"{self.role} ({type(self.model).__name__}) is a subclassed keras.Model: the "

@@ -22,10 +22,9 @@ when the progress bar is refreshed.
 """
 
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from ...events import Event, is_generated_hook
-from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
+from ...loop_common import epoch_range, limit_steps, run_epochs
 from . import features
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import to_tensor
@@ -142,37 +141,18 @@ def _run(adapter, distiller, train):
     variables = student_variables + extra
     if not optimizer.built:
         optimizer.build(variables)
-    epochs = epoch_range(train)
-    iteration = train.get("iteration")
-    steps = _steps_per_epoch(loader, iteration)
-    schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
-    show_bar = train.progress_bar
+    steps = _steps_per_epoch(loader, train.get("iteration"))
+    schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epoch_range(train)))
     compute, apply = make_step(distiller, adapter, student, criterion, optimizer, variables,
                                len(student_variables), coupled_weight_decay,
                                train.get("max_grad_norm"))
 
-    for epoch_index, epoch in enumerate(epochs):
-        distiller.on_epoch_begin(epoch)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
-                   leave=False, dynamic_ncols=True)
-        for batch_id, batch in enumerate(loader):
-            if iteration and batch_id >= iteration:
-                break
-            schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
-            distiller.on_step_begin(batch_id)
-            inputs, labels = adapter.split_batch(batch)
-            inputs = to_tensor(inputs)
-            labels = None if labels is None else to_tensor(labels)
-            grads = compute(inputs, labels)
-            distiller.on_before_optimizer_step()
-            if apply is not None:
-                apply(grads)
-            distiller.on_after_optimizer_step()
-            distiller.on_step_end()
-            if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
-                refresh_progress(bar, distiller.running_losses(), schedule.current, epoch,
-                                 batch_id)
-            bar.update()
-        bar.close()
-        distiller.on_epoch_end()
-    distiller.on_train_end()
+    def train_step(batch):
+        inputs, labels = adapter.split_batch(batch)
+        grads = compute(to_tensor(inputs), None if labels is None else to_tensor(labels))
+        distiller.on_before_optimizer_step()
+        if apply is not None:
+            apply(grads)
+        distiller.on_after_optimizer_step()
+
+    run_epochs(distiller, loader, train, steps, schedule, train_step)

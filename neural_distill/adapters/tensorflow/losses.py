@@ -1,4 +1,4 @@
-"""Distillation loss math for TensorFlow, as pure functions (DESIGN.md section 2).
+"""Distillation loss math for TensorFlow, as pure functions (docs/criteria.md).
 
 The same formulas as ``neural_distill.adapters.torch.losses``, term for term, in float32:
 logits of any rank are flattened to (positions, classes) and every position is one sample of

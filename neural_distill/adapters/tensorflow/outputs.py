@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from ...errors import ModelError
+from ...outputs import find_logits
 
 
 def is_tensor(value):
@@ -51,25 +52,7 @@ def logits_of(output, what):
         raise ModelError(f"{what}: got a PyTorch tensor, but this is a TensorFlow criterion. "
                          f"With PyTorch models use the PyTorch criterion of the same name "
                          f"(e.g. PyTorchKnowledgeDistillationLoss).")
-    if is_tensor(output):
-        return output
-    if isinstance(output, np.ndarray):
-        return tf.convert_to_tensor(output)
-    logits = getattr(output, "logits", None)
-    if is_tensor(logits):
-        return logits
-    if isinstance(output, dict):
-        if is_tensor(output.get("logits")):
-            return output["logits"]
-        tensors = [v for v in output.values() if is_tensor(v)]
-        if len(tensors) == 1:
-            return tensors[0]
-        raise ModelError(f"{what}: got a dict with keys {sorted(output)}; expected a 'logits' "
-                         f"key or exactly one tensor. Return the logits under 'logits'.")
-    if isinstance(output, (tuple, list)) and output:
-        return logits_of(output[0], what)
-    raise ModelError(f"{what}: expected a tensor, a tuple/list starting with the logits, a dict "
-                     f"with 'logits' or an object with .logits; got {type(output).__name__}")
+    return find_logits(output, what, is_tensor, tf.convert_to_tensor)
 
 
 def model_input(inputs):

@@ -11,7 +11,6 @@ from ...batches import split_batch
 from ...errors import ModelError
 from ..base import LOSS_KEYS, BackendAdapter, loss_means
 from . import data, loop
-from .criteria import build_criterion
 from .outputs import call_model, logits_of, to_device
 
 
@@ -150,10 +149,6 @@ class TorchAdapter(BackendAdapter):
         return to_device(teacher_output, device)
 
     # ---------------------------------------------------------------- criterion
-    @staticmethod
-    def build_criterion(name, args):
-        return build_criterion(name, args)
-
     # ---------------------------------------------------------------- running losses
     @staticmethod
     def new_running_losses():
@@ -169,8 +164,6 @@ class TorchAdapter(BackendAdapter):
         """(inputs, labels) of a batch (``neural_distill.batches``); labels None if unlabeled."""
         return split_batch(batch, lambda b: isinstance(b, torch.Tensor), where)
 
-    to_device = staticmethod(to_device)
-    call_model = staticmethod(call_model)
     logits_of = staticmethod(logits_of)
 
     # ---------------------------------------------------------------- weights

@@ -7,7 +7,6 @@ import torch
 
 from ...criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
                               SelfDistillationSpec)
-from ...criterion.registry import backend_classes
 from ...errors import ModelError
 from . import losses
 from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
@@ -25,15 +24,8 @@ def _student_term(loss_fn, student_output, labels, from_logits):
 
 
 class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Module):
-    """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (DESIGN.md section 2).
-
-    Args:
-        temperature: softens both distributions; the KL and CE terms are scaled by T^2 so
-            their gradients keep the same magnitude as T changes.
-        loss_types: ``[student_type, kd_type]``: student_type in {CE, MSE} compares the student
-            with the labels, kd_type in {CE, KL, MSE} compares it with the teacher.
-        loss_weights: ``[w0, w1]``.
-        from_logits: False when the models output probabilities.
+    """Logit distillation for PyTorch models; the arguments and the math are
+    :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
     """
 
     def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
@@ -153,25 +145,25 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillation
                  add_origin_loss=False):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, temperature, loss_types, loss_weights, add_origin_loss)
-        self._capture = None
+        self._student_capture = None
 
     def attach(self, student, teachers=(), teacher_keys=None):
         """Hook the keys that are module paths of the student (others are output keys)."""
         self.detach()
         modules = dict(student.named_modules())
         names = [k for k in self._keys() if k in modules]
-        self._capture = FeatureCapture(student, names, "student") if names else None
+        self._student_capture = FeatureCapture(student, names, "student") if names else None
 
     def detach(self):
-        if self._capture is not None:
-            self._capture.remove()
-        self._capture = None
+        if self._student_capture is not None:
+            self._student_capture.remove()
+        self._student_capture = None
 
     def _fetch(self, student_output, key):
         if isinstance(student_output, dict) and key in student_output:
             value = student_output[key]
-        elif self._capture is not None and key in self._capture.outputs:
-            value = self._capture.outputs[key]
+        elif self._student_capture is not None and key in self._student_capture.outputs:
+            value = self._student_capture.outputs[key]
         else:
             keys = sorted(student_output) if isinstance(student_output, dict) else []
             raise ModelError(f"SelfKnowledgeDistillationLoss: '{key}' is neither a key of the "
@@ -180,30 +172,16 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillation
                                 if difflib.get_close_matches(key, keys, 1) else ""))
         return logits_of(value, f"student output '{key}'")
 
-    def distillation_loss(self, student_output, teacher_output=None):
-        total = 0.0
-        for group, loss_type, weight in zip(self.groups, self.loss_types, self.loss_weights):
-            group_loss = 0.0
-            for student_key, teacher_key in group:
-                s = self._fetch(student_output, student_key)
-                t = self._fetch(student_output, teacher_key).detach()
-                if loss_type in ("KL", "CE"):
-                    fn = losses.kl_divergence if loss_type == "KL" else losses.soft_cross_entropy
-                    group_loss = group_loss + fn(s, t, self.temperature)
-                else:  # L2 / MSE on features
-                    group_loss = group_loss + torch.nn.functional.mse_loss(s.float(), t.float())
-            total = total + weight * group_loss
-        if self._capture is not None:
-            self._capture.clear()
-        return total
+    @staticmethod
+    def _constant(tensor):
+        return tensor.detach()
+
+    soft_terms = {"KL": losses.kl_divergence, "CE": losses.soft_cross_entropy}
+
+    @staticmethod
+    def feature_mse(s, t):
+        return torch.nn.functional.mse_loss(s.float(), t.float())
 
     def forward(self, student_output, teacher_output=None, labels=None):
         return self.combine(self.student_loss(student_output, labels),
                             self.distillation_loss(student_output))
-
-
-CRITERION_CLASSES = backend_classes(globals(), "torch")
-
-
-def build_criterion(name, args):
-    return CRITERION_CLASSES[name](**args)

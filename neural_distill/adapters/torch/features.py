@@ -5,12 +5,11 @@ state), only record what the layer returned (the forward itself is unchanged), a
 by ``remove()`` when training ends.
 """
 
-import difflib
 
 import torch
 from torch import nn
 
-from ...criterion.base import select_output
+from ...criterion.base import missing_layer_problems, select_output
 from ...errors import ModelError
 
 
@@ -35,11 +34,7 @@ class FeatureCapture:
         return record
 
     def missing_problems(self):
-        problems = []
-        for name in self.missing:
-            close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            problems.append(f"{self.role} has no layer '{name}'.{hint}")
+        problems = missing_layer_problems(self.role, self.missing, self.available)
         return problems
 
     def get(self, name):

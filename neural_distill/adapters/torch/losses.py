@@ -1,4 +1,4 @@
-"""Distillation loss math for PyTorch, as pure functions (DESIGN.md section 2).
+"""Distillation loss math for PyTorch, as pure functions (docs/criteria.md).
 
 Logits of any rank are flattened to (positions, classes): for per-token outputs every token is
 one "sample" of the batch mean, which keeps the loss scale independent of sequence length

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ...errors import ModelError
+from ...outputs import find_logits
 
 
 def logits_of(output, what):
@@ -12,25 +12,7 @@ def logits_of(output, what):
     Accepts a tensor, an object with ``.logits`` (Hugging Face outputs), a dict with a
     ``"logits"`` key or a single tensor value, or a tuple/list whose first item is the logits.
     """
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, dict):
-        if isinstance(output.get("logits"), torch.Tensor):
-            return output["logits"]
-        tensors = [v for v in output.values() if isinstance(v, torch.Tensor)]
-        if len(tensors) == 1:
-            return tensors[0]
-        raise ModelError(f"{what}: got a dict with keys {sorted(output)}; expected a 'logits' "
-                         f"key or exactly one tensor. Return the logits under 'logits'.")
-    if isinstance(output, (tuple, list)) and output:
-        return logits_of(output[0], what)
-    if isinstance(output, np.ndarray):
-        return torch.from_numpy(output)
-    raise ModelError(f"{what}: expected a tensor, a tuple/list starting with the logits, a dict "
-                     f"with 'logits' or an object with .logits; got {type(output).__name__}")
+    return find_logits(output, what, lambda v: isinstance(v, torch.Tensor), torch.from_numpy)
 
 
 def to_device(value, device):

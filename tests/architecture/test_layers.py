@@ -1,0 +1,113 @@
+"""Layers import only downward (docs/ARCHITECTURE.md), checked on the parsed source.
+
+Every import in the package, at module level or inside a function, is resolved to the module
+it names; a module may import its own layer or a lower one, never a higher one, and no two
+modules may import each other.
+"""
+
+import ast
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGE = os.path.join(REPO, "neural_distill")
+
+# Lowest first. A module is in the layer of the longest prefix that names it.
+LAYERS = [
+    ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
+                    "metrics", "objectives", "outputs", "rng"]),
+    ("config", ["config"]),
+    ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints"]),
+    ("backends", ["adapters"]),
+    ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
+                    "durable"]),
+    ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
+]
+
+
+def _layer_of(module):
+    """The layer index of 'neural_distill.a.b' (by its first component after the package)."""
+    parts = module.split(".")[1:] or ["__init__"]
+    for index, (_, names) in enumerate(LAYERS):
+        if parts[0] in names:
+            return index
+    raise AssertionError(f"module {module} is in no layer: add it to LAYERS (and to "
+                         f"docs/ARCHITECTURE.md)")
+
+
+def _modules():
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+                is_package = name == "__init__.py"
+                module = rel[:-len(".__init__")] if is_package else rel
+                yield module, path, is_package
+
+
+def _imports(module, path, is_package):
+    """(imported neural_distill module, line) for every import in the file."""
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read(), path)
+    package = module if is_package else module.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "neural_distill":
+                    yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "neural_distill":
+                continue
+            # `from . import x` imports the submodule x.
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                yield (candidate if _is_module(candidate) else target), node.lineno
+
+
+def _is_module(name):
+    path = os.path.join(REPO, *name.split("."))
+    return os.path.isfile(path + ".py") or os.path.isdir(path)
+
+
+def _graph():
+    return {module: list(_imports(module, path, is_package))
+            for module, path, is_package in _modules()}
+
+
+def test_every_module_imports_only_its_own_layer_or_lower():
+    problems = []
+    for module, imports in _graph().items():
+        if module == "neural_distill":
+            continue  # the public API re-exports from every layer
+        own = _layer_of(module)
+        for target, line in imports:
+            if target == "neural_distill":
+                problems.append(f"{module}:{line} imports the package root")
+            elif _layer_of(target) > own:
+                problems.append(f"{module}:{line} ({LAYERS[own][0]}) imports {target} "
+                                f"({LAYERS[_layer_of(target)][0]})")
+    assert not problems, "upward imports:\n" + "\n".join(problems)
+
+
+def test_no_two_modules_import_each_other():
+    graph = {m: {t for t, _ in imports} for m, imports in _graph().items()}
+    cycles = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets
+                     if a != b and a in graph.get(b, ()) and not b.startswith(a + ".")
+                     and not a.startswith(b + ".")})
+    assert not cycles, f"modules importing each other: {cycles}"
+
+
+def test_the_checker_sees_an_upward_import(tmp_path):
+    # The rule can fail: a config module importing the adapters is reported.
+    assert _layer_of("neural_distill.adapters.torch.adapter") > \
+        _layer_of("neural_distill.config.schema")
+    with pytest.raises(AssertionError):
+        _layer_of("neural_distill.somewhere_new")
