@@ -9,9 +9,9 @@ classes are named, not imported, so reading the table loads no framework.
 
 from dataclasses import dataclass
 
-from ..config.python_api import (IntermediateLayersKnowledgeDistillationLossConfig,
-                                 KnowledgeDistillationLossConfig,
-                                 SelfKnowledgeDistillationLossConfig, _CriterionConfig)
+from ..config.criterion_configs import (IntermediateLayersKnowledgeDistillationLossConfig,
+                                        KnowledgeDistillationLossConfig,
+                                        SelfKnowledgeDistillationLossConfig, _CriterionConfig)
 from ..config.schema import CRITERIA as _NODES
 from ..errors import ConfigError
 from .base import IntermediateLayersSpec, KnowledgeDistillationSpec, SelfDistillationSpec
