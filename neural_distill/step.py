@@ -28,17 +28,18 @@ class DistillationStep:
         self.needs_teacher = needs_teacher(criterion)
         self.cache = cache  # a teacher_cache.TeacherCache, or None
 
-    def teacher_output(self, inputs, student_output=None):
+    def teacher_output(self, inputs, student_output=None, eager=True):
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
 
         With a cache, a batch whose samples are all cached is served without running the
         teachers; otherwise their output is stored for the next epochs. Cached outputs are
-        placed like ``student_output`` (the cache needs it; compiled TensorFlow steps, which
-        cannot consult a cache, do not pass it).
+        placed like ``student_output``. A compiled (traced) TensorFlow step passes
+        ``eager=False``: NumPy cannot look inside a traced tensor, so its loop consults the
+        cache before the compiled step instead.
         """
         if not self.needs_teacher:
             return None
-        cache = self.cache if student_output is not None else None
+        cache = self.cache if eager else None
         if cache is not None and cache.active:
             cached = cache.lookup(numpy_inputs(self.adapter, inputs))
             if cached is not None:
