@@ -17,6 +17,7 @@ from .evaluation import Evaluator, resolve_metric
 from .events import Event, Hooks
 from .run_state import RunState
 from .step import DistillationStep
+from .teacher_cache.run_cache import build_run_cache, offline_folder
 from .workspace import Workspace
 
 
@@ -71,7 +72,12 @@ class RunLifecycle:
         self.state = RunState(running.reset() if running is not None
                               else adapter.new_running_losses())
         self.evaluator = Evaluator(adapter, metric, d.higher_is_better, self.state, d.logger)
-        self.step = DistillationStep(adapter, d.criterion, d.teachers, d.teacher_weights)
+        self.step = DistillationStep(adapter, d.criterion, d.teachers, d.teacher_weights,
+                                     cache=build_run_cache(
+                                         d.conf.distillation.train.teacher_cache, adapter,
+                                         d.criterion, d.teachers, d.teacher_weights,
+                                         self.workspace.file("teacher_cache"),
+                                         config_dir(d)))
         self._epoch_started_at = time.perf_counter()
         self.started, self.ended = True, False
 
@@ -145,6 +151,8 @@ class RunLifecycle:
                   **state.running_losses.read(),
                   "time_s": round(time.perf_counter() - self._epoch_started_at, 3)}
         state.running_losses.reset()
+        if self.step.cache is not None:
+            record["teacher_cache_hit_rate"] = round(self.step.cache.end_epoch()["hit_rate"], 4)
         if state.epochs_done % self.distiller.conf.distillation.train.frequency == 0:
             record.update(self.evaluate())
         self.record(record)
@@ -193,7 +201,8 @@ class RunLifecycle:
             raise ModelError("fit: no student model. Set distiller.student_model first.")
         if d.criterion is None:
             d.criterion = build_criterion(d)
-        if not d.teachers and needs_teacher(d.criterion):
+        if not d.teachers and needs_teacher(d.criterion) and offline_folder(
+                d.conf.distillation.train.teacher_cache, config_dir(d)) is None:
             raise ModelError("fit: no teacher model. Set distiller.teacher_model first (or use "
                              "SelfKnowledgeDistillationLoss, which needs none).")
         rng.seed_all(d.conf.tuning.random_seed, d.adapter)
@@ -213,7 +222,7 @@ class RunLifecycle:
     def _fit_train_func(self):
         d = self.distiller
         if d.eval_dataloader is None:
-            d.eval_dataloader = self._config_dataloader("evaluation.accuracy")
+            d.eval_dataloader = self.config_dataloader("evaluation.accuracy")
         d.train_func(d.student_model)
         if self.ended and not self.started:
             return  # train_func finished the run itself (it called on_train_end)
@@ -223,17 +232,18 @@ class RunLifecycle:
     def _fit_builtin(self):
         d = self.distiller
         if d.train_dataloader is None:
-            d.train_dataloader = self._config_dataloader("distillation.train")
+            d.train_dataloader = self.config_dataloader("distillation.train")
         if d.train_dataloader is None:
             raise DataError(
                 f"fit: no training data. Set distiller.train_dataloader, or name a dataset "
                 f"under distillation.train.dataloader.dataset in {d.conf_source}, or set "
                 f"distiller.train_func to use your own loop.")
         if d.eval_dataloader is None:
-            d.eval_dataloader = self._config_dataloader("evaluation.accuracy")
+            d.eval_dataloader = self.config_dataloader("evaluation.accuracy")
         d.adapter.run_builtin_loop(d)
 
-    def _config_dataloader(self, section):
+    def config_dataloader(self, section):
+        """The dataloader a config section (``distillation.train``...) describes, or None."""
         d = self.distiller
         node = d.conf
         for key in section.split("."):
@@ -241,14 +251,18 @@ class RunLifecycle:
         loader_config = node.get("dataloader") if isinstance(node, dict) else None
         if not loader_config or "dataset" not in loader_config:
             return None
-        base_dir = os.getcwd() if d.conf_source.startswith("<") else \
-            os.path.dirname(os.path.abspath(d.conf_source))
         return d.adapter.build_dataloader(
             loader_config, f"{d.conf_source}: {section}.dataloader",
-            seed=d.conf.tuning.random_seed, base_dir=base_dir)
+            seed=d.conf.tuning.random_seed, base_dir=config_dir(d))
 
 
 def build_criterion(distiller):
     """The criterion the configuration describes, for the student's framework."""
     name, args = criterion_name_and_args(distiller.conf.distillation.train.criterion)
     return distiller.adapter.build_criterion(name, args)
+
+
+def config_dir(distiller):
+    """The folder relative paths of the config are read from (the cwd for a dict config)."""
+    source = distiller.conf_source
+    return os.getcwd() if source.startswith("<") else os.path.dirname(os.path.abspath(source))

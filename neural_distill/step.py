@@ -4,7 +4,8 @@
 Keras ``DistillationModel`` and the Hugging Face mixin (through the compression manager) all
 compute the loss here::
 
-    teacher_output = teachers' (weighted) output      # unless the caller gives it
+    teacher_output = teachers' (weighted) output      # unless the caller gives it, or the
+                                                      # teacher cache has it
     kd_loss = criterion.distillation_loss(student_output, teacher_output)
     loss = criterion.combine(student_loss, kd_loss)
     running.add(loss, student_loss, kd_loss)            # the epoch's running losses
@@ -12,33 +13,53 @@ compute the loss here::
 
 from .criterion.registry import needs_teacher
 from .errors import ModelError
+from .teacher_cache.run_cache import numpy_inputs
 
 
 class DistillationStep:
     """Args: the backend adapter, the criterion, the teacher models (a list) and their
     weights (None: equal)."""
 
-    def __init__(self, adapter, criterion, teachers, teacher_weights=None):
+    def __init__(self, adapter, criterion, teachers, teacher_weights=None, cache=None):
         self.adapter = adapter
         self.criterion = criterion
         self.teachers = list(teachers)
         self.teacher_weights = teacher_weights
         self.needs_teacher = needs_teacher(criterion)
+        self.cache = cache  # a teacher_cache.TeacherCache, or None
 
-    def teacher_output(self, inputs):
-        """The teachers' output for ``inputs``; None when the criterion needs no teacher."""
+    def teacher_output(self, inputs, student_output=None, eager=True):
+        """The teachers' output for ``inputs``; None when the criterion needs no teacher.
+
+        With a cache, a batch whose samples are all cached is served without running the
+        teachers; otherwise their output is stored for the next epochs. Cached outputs are
+        placed like ``student_output``. A compiled (traced) TensorFlow step passes
+        ``eager=False``: NumPy cannot look inside a traced tensor, so its loop consults the
+        cache before the compiled step instead.
+        """
         if not self.needs_teacher:
             return None
+        cache = self.cache if eager else None
+        if cache is not None and cache.active:
+            cached = cache.lookup(numpy_inputs(self.adapter, inputs))
+            if cached is not None:
+                return self.adapter.as_teacher_output(cached, student_output)
         if not self.teachers:
             raise ModelError("on_after_compute_loss: no teacher_model is set and no "
                              "teacher_output was given. Set distiller.teacher_model or "
                              "pass the teacher's output.")
-        return self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
+        output = self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
+        if cache is not None and cache.active:
+            kept = cache.add(self.adapter.to_numpy(
+                self.adapter.logits_of(output, "teacher output")))
+            if not cache.codec.lossless:  # every epoch trains on the same (decoded) targets
+                output = self.adapter.as_teacher_output(kept, student_output)
+        return output
 
     def __call__(self, inputs, student_output, student_loss, teacher_output=None, running=None):
         """The combined loss (one scalar tensor); ``running`` (if given) records the terms."""
         if teacher_output is None:
-            teacher_output = self.teacher_output(inputs)
+            teacher_output = self.teacher_output(inputs, student_output)
         else:
             teacher_output = self.adapter.as_teacher_output(teacher_output, student_output)
         kd_loss = self.criterion.distillation_loss(student_output, teacher_output)

@@ -43,7 +43,8 @@ def accuracy(model, dataset):
         return (model(x).argmax(1) == y).float().mean().item()
 
 
-def run_variant(base_config, overrides, student, teacher, train_set, validation_set):
+def run_variant(base_config, overrides, student, teacher, train_set, validation_set,
+                with_distiller=False):
     config = copy.deepcopy(base_config)
     train = config["distillation"]["train"]
     train.update(overrides.get("train", {}))
@@ -56,7 +57,8 @@ def run_variant(base_config, overrides, student, teacher, train_set, validation_
     distiller.eval_dataloader = DataLoader(validation_set, batch_size=1000)
     start = time.perf_counter()
     best = distiller.fit()
-    return best, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return (best, seconds, distiller) if with_distiller else (best, seconds)
 
 
 def main():

@@ -156,6 +156,11 @@ class BackendAdapter:
 
     # ---------------------------------------------------------------- weights
     @_backend
+    def named_arrays(self, model):
+        """(name, NumPy array) of every weight and buffer of ``model`` (its fingerprint)."""
+        raise NotImplementedError
+
+    @_backend
     def snapshot(self, model):
         """A copy of the model's weights (and buffers) that later training does not change."""
         raise NotImplementedError

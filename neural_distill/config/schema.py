@@ -226,6 +226,19 @@ TRAIN = Section({
     "teacher_weights": _WEIGHT_LIST,
     "max_grad_norm": Leaf(number(0, exclusive=True), "a number > 0"),
     "progress_bar": _flag(True),
+    # The teacher's outputs kept per training sample, so later epochs skip the teacher
+    # (docs/teacher_cache.md).
+    "teacher_cache": Section({
+        "enabled": _flag(False),
+        "compression": Leaf(Or("none", "float16", "topk"), "'none', 'float16' or 'topk'",
+                            default="none"),
+        "top_k": Leaf(integer(1), "an int >= 1", default=4),
+        "max_bytes": Leaf(integer(1), "an int >= 1 (bytes)", default=1 << 30),
+        "spill": _flag(False),
+        "min_hit_rate": Leaf(And(number(0), lambda v: v <= 1), "a number in [0, 1]",
+                             default=0.05),
+        "path": Leaf(Or(None, And(str, len)), "a folder path or null", default=None),
+    }, default={}),
     # TensorFlow: the step is compiled (graph) unless `eager` is asked for; PyTorch runs eagerly.
     "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'"),
 }, default={}, check=_check_epochs)

@@ -18,10 +18,11 @@ LAYERS = [
     ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
                     "metrics", "objectives", "outputs", "rng"]),
     ("config", ["config"]),
-    ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints"]),
+    ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
+                   "teacher_cache"]),
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
-                    "durable"]),
+                    "durable", "cache_teacher"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 

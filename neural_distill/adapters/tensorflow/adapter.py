@@ -251,6 +251,11 @@ class TensorflowAdapter(BackendAdapter):
             return value.detach().cpu().numpy()
         return np.asarray(value)
 
+    @staticmethod
+    def named_arrays(model):
+        # Variable paths are unique in Keras 3 (names alone are not).
+        return [(getattr(v, "path", None) or v.name, v.numpy()) for v in model.weights]
+
     # ---------------------------------------------------------------- training
     @staticmethod
     def seed(seed):

@@ -56,9 +56,11 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
     """``(compute, apply)`` compiled; ``(step, None)`` when they can be fused (module doc)."""
     distillation_step = distiller.step
 
-    def compute(inputs, labels):
-        # The teachers run before the tape opens: nothing of theirs is recorded.
-        teacher_output = distillation_step.teacher_output(inputs)
+    def compute(inputs, labels, teacher_output=None):
+        # The teachers run before the tape opens: nothing of theirs is recorded. With a
+        # teacher cache, the loop hands their output in (looked up outside the trace).
+        if teacher_output is None:
+            teacher_output = distillation_step.teacher_output(inputs, eager=False)
         with tf.GradientTape() as tape:
             output = features.forward(student, inputs, training=True)
             student_loss = criterion.student_loss(output, labels)
@@ -92,10 +94,19 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
     if _optimizer_hooks_overridden(distiller):
         return compiled(compute), compiled(apply)
 
-    def step(inputs, labels):
-        apply(compute(inputs, labels))
+    def step(inputs, labels, teacher_output=None):
+        apply(compute(inputs, labels, teacher_output))
 
     return compiled(step), None
+
+
+def cached_teacher_output(distillation_step, inputs):
+    """With a teacher cache, the teachers' output looked up (or computed and stored) eagerly,
+    before the compiled step; None without one (the step runs the teachers itself)."""
+    cache = distillation_step.cache
+    if cache is None or not cache.active:
+        return None
+    return distillation_step.teacher_output(inputs, inputs)
 
 
 def _optimizer_hooks_overridden(distiller):
@@ -149,7 +160,9 @@ def _run(adapter, distiller, train):
 
     def train_step(batch):
         inputs, labels = adapter.split_batch(batch)
-        grads = compute(to_tensor(inputs), None if labels is None else to_tensor(labels))
+        inputs = to_tensor(inputs)
+        grads = compute(inputs, None if labels is None else to_tensor(labels),
+                        cached_teacher_output(distiller.step, inputs))
         distiller.on_before_optimizer_step()
         if apply is not None:
             apply(grads)

@@ -198,7 +198,13 @@ class TorchAdapter(BackendAdapter):
 
     @staticmethod
     def to_numpy(value):
-        return torch.as_tensor(value).detach().cpu().numpy()
+        value = torch.as_tensor(value).detach().cpu()
+        if value.dtype == torch.bfloat16:  # NumPy has no bfloat16
+            value = value.float()
+        return value.numpy()
+
+    def named_arrays(self, model):
+        return [(name, self.to_numpy(tensor)) for name, tensor in model.state_dict().items()]
 
     # ---------------------------------------------------------------- training
     @staticmethod

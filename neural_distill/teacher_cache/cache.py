@@ -1,0 +1,148 @@
+"""The teacher-output cache the distillation step consults before running the teacher.
+
+Framework-neutral: it sees NumPy arrays only. The step hands it the batch's inputs; on a hit it
+returns the teacher's logits for exactly those samples, in batch order, and the teacher is not
+run at all. On a miss the step runs the teacher and gives the logits back with :meth:`add`.
+"""
+
+import numpy as np
+
+from ..errors import DataError
+from ..logging_utils import get_logger
+from .keys import sample_keys
+from .shards import read_index, read_shards, write_shards
+from .store import RowStore
+
+
+class TeacherCache:
+    """Cached teacher logits keyed by sample content (``keys.sample_keys``).
+
+    Args:
+        codec: how logits are stored (``codecs``).
+        fingerprint: the teacher's fingerprint; an offline cache written for another refuses.
+        max_bytes: memory bound of the stored records.
+        spill_dir: where records past ``max_bytes`` go (memory-mapped ``.npy``); None = stop
+            storing once full.
+        min_hit_rate: from the second epoch on, a lower batch hit rate switches the cache off.
+    """
+
+    def __init__(self, codec, fingerprint, max_bytes=1 << 30, spill_dir=None, min_hit_rate=0.05,
+                 offline_folder=None):
+        self.codec = codec
+        self.fingerprint = fingerprint
+        self.max_bytes = max_bytes
+        self.spill_dir = spill_dir
+        self.min_hit_rate = min_hit_rate
+        self.offline = offline_folder is not None
+        self.active = True
+        self.storing = not self.offline
+        self.classes = None
+        self.store = None
+        self.epochs = []             # per-epoch {"lookups", "hits"}
+        self._lookups = self._hits = 0
+        self._pending_keys = None
+        self._logger = get_logger()
+        if offline_folder is not None:
+            self._load(offline_folder)
+
+    # ---------------------------------------------------------------- the step's side
+    def lookup(self, inputs):
+        """The cached logits for this batch (float32 NumPy), or None on any miss."""
+        if not self.active:
+            return None
+        keys = sample_keys(inputs)
+        self._lookups += 1
+        rows = self.store.rows_for(keys) if self.store is not None else None
+        if rows is None:
+            if self.offline:
+                raise DataError(
+                    "teacher_cache: a training batch holds samples that the offline cache at "
+                    "distillation.train.teacher_cache.path does not have: the data differ from "
+                    "those the cache was written for (another dataset, another preprocessing, "
+                    "or random augmentation). Write the cache again for these data, or set "
+                    "teacher_cache.path to null to run the teacher.")
+            self._pending_keys = keys
+            return None
+        self._hits += 1
+        return self.codec.decode(self.store.take(rows), self.classes)
+
+    def add(self, logits):
+        """Store the logits the teacher just computed for the batch of the last miss.
+
+        Returns the logits the criterion should use: the same ones for a lossless codec; for a
+        lossy one the decoded copy, so every epoch trains on the same targets.
+        """
+        keys, self._pending_keys = self._pending_keys, None
+        logits = np.asarray(logits, dtype=np.float32)
+        if keys is None or len(keys) != logits.shape[0]:
+            return logits
+        if self.classes is None:
+            self.classes = logits.shape[-1]
+        records = self.codec.encode(logits)
+        if self.storing:
+            if self.store is None:
+                self.store = RowStore(records.shape[1:], records.dtype, self.max_bytes,
+                                      self.spill_dir)
+            if records.shape[1:] != self.store.record_shape:
+                self._stop_storing(
+                    f"the teacher's output shape per sample changed from "
+                    f"{self.store.record_shape} to {records.shape[1:]} (variable-length "
+                    f"inputs?); outputs of other shapes are not cached")
+            elif not self.store.add(keys, records):
+                self._stop_storing(
+                    f"max_bytes ({self.max_bytes} bytes) is reached after {len(self.store)} "
+                    f"samples; raise distillation.train.teacher_cache.max_bytes or set "
+                    f"spill: true to keep the rest on disk")
+        return logits if self.codec.lossless else self.codec.decode(records, self.classes)
+
+    def end_epoch(self):
+        """Close an epoch's statistics; switch the cache off when it does not pay."""
+        stats = {"lookups": self._lookups, "hits": self._hits,
+                 "hit_rate": self._hits / self._lookups if self._lookups else 0.0}
+        self.epochs.append(stats)
+        self._lookups = self._hits = 0
+        if (self.active and not self.offline and len(self.epochs) >= 2
+                and stats["lookups"] and stats["hit_rate"] < self.min_hit_rate):
+            self.active = self.storing = False
+            self.store = None
+            self._logger.warning(
+                "teacher_cache: %.1f%% of the batches of epoch %d were found in the cache: the "
+                "training inputs differ every epoch (random augmentation, or new data), so "
+                "stored outputs are never reused. The cache is off for the rest of the run.",
+                100 * stats["hit_rate"], len(self.epochs))
+        return stats
+
+    def _stop_storing(self, why):
+        self.storing = False
+        self._logger.warning("teacher_cache: stops storing: %s", why)
+
+    # ---------------------------------------------------------------- on disk
+    def header(self):
+        return {"fingerprint": self.fingerprint, "codec": self.codec.describe(),
+                "classes": self.classes,
+                "record_shape": list(self.store.record_shape) if self.store else None,
+                "dtype": self.store.dtype.str if self.store else None}
+
+    def save(self, folder):
+        """Write what is stored as an offline cache (``shards``)."""
+        if self.store is None or not len(self.store):
+            raise DataError("teacher_cache: nothing to write; the teacher produced no outputs")
+        keys, records = self.store.items()
+        return write_shards(folder, keys, records, self.header())
+
+    def _load(self, folder):
+        index = read_index(folder)
+        if self.fingerprint is not None and index.get("fingerprint") != self.fingerprint:
+            raise DataError(
+                f"teacher cache {folder}: it was written for another teacher or other cache "
+                f"settings (fingerprint {index.get('fingerprint')}, this run "
+                f"{self.fingerprint}). Write it again with `neural-distill cache-teacher`.")
+        if index.get("codec") != self.codec.describe():
+            raise DataError(
+                f"teacher cache {folder}: written with {index.get('codec')}, but this run's "
+                f"teacher_cache settings ask for {self.codec.describe()}. Use the same "
+                f"compression settings, or write the cache again.")
+        self.classes = index["classes"]
+        self.store = RowStore(tuple(index["record_shape"]), index["dtype"], float("inf"))
+        for keys, records in read_shards(folder, index):
+            self.store.add(keys, records)

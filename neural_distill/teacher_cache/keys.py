@@ -1,0 +1,107 @@
+"""Content keys: which cached teacher output belongs to which training sample.
+
+A cache entry is keyed by the bytes of one *sample* (one row of every input array), not of a
+whole batch: a shuffled loader puts samples into different batches every epoch, and a batch key
+would then never hit. The key also covers each row's dtype and shape, so the same bytes read as
+another type are another sample.
+"""
+
+import hashlib
+
+import numpy as np
+
+from ..errors import DataError
+
+KEY_BYTES = 16
+
+
+def _flat_arrays(inputs, where):
+    """The input arrays of a batch in a fixed order (dict inputs by sorted key)."""
+    if isinstance(inputs, dict):
+        return [array for _, array in sorted(inputs.items())]
+    if isinstance(inputs, (tuple, list)):
+        return list(inputs)
+    return [inputs]
+
+
+# Per-position keys of the row hash, from a fixed seed: keys must be the same in every process,
+# run and machine, or an offline cache would never hit. PCG64's stream is stable across NumPy
+# versions and platforms.
+_KEY_SEED = 0x6E645F6B6579
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_position_keys = {}
+
+
+def _keys_for(words):
+    keys = _position_keys.get(words)
+    if keys is None:
+        rng = np.random.default_rng(_KEY_SEED + words)
+        keys = rng.integers(0, 2 ** 64 - 1, size=(2, words), dtype=np.uint64, endpoint=True)
+        _position_keys[words] = keys
+    return keys
+
+
+def _row_hashes(rows):
+    """Two 64-bit hashes per row of a (rows, bytes) uint8 array.
+
+    Each 8-byte word, XORed with a key of its position, goes through SplitMix64's finalizer (a
+    bijection on 64 bits) and the results are summed: two rows that differ anywhere get
+    different sums except with probability about 2**-64 per hash, and the two hashes use
+    independent keys. Vectorised over the batch: about twice as fast as a per-row BLAKE2b loop.
+    Not cryptographic: a cache key only has to tell real samples apart.
+    """
+    count, width = rows.shape
+    padded = -width % 8
+    if padded:
+        rows = np.concatenate([rows, np.zeros((count, padded), np.uint8)], axis=1)
+    words = np.ascontiguousarray(rows).view(np.uint64)
+    out = np.empty((count, 2), np.uint64)
+    with np.errstate(over="ignore"):
+        for index, keys in enumerate(_keys_for(words.shape[1])):
+            z = words ^ keys
+            z = (z ^ (z >> np.uint64(30))) * _MIX1
+            z = (z ^ (z >> np.uint64(27))) * _MIX2
+            out[:, index] = (z ^ (z >> np.uint64(31))).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def sample_keys(inputs, where="teacher_cache"):
+    """One ``KEY_BYTES`` key per sample of a batch of NumPy inputs.
+
+    ``inputs`` is an array, a tuple/list of arrays, or a dict of arrays, all with the batch on
+    the first axis.
+    """
+    arrays = [np.ascontiguousarray(a) for a in _flat_arrays(inputs, where)]
+    if not arrays or any(a.ndim == 0 for a in arrays):
+        raise DataError(f"{where}: cannot key a batch whose inputs have no batch axis; the cache "
+                        f"needs arrays with the samples on the first axis")
+    count = arrays[0].shape[0]
+    if any(a.shape[0] != count for a in arrays):
+        raise DataError(f"{where}: the batch's input arrays disagree on the number of samples "
+                        f"({[a.shape[0] for a in arrays]})")
+    total = np.zeros((count, 2), np.uint64)
+    with np.errstate(over="ignore"):
+        for position, array in enumerate(arrays):
+            # The array's place, dtype and per-sample shape are part of every key.
+            header = hashlib.blake2b(f"{position}:{array.dtype.str}{array.shape[1:]}".encode(),
+                                     digest_size=16).digest()
+            hashed = _row_hashes(array.reshape(count, -1).view(np.uint8))
+            total = total * np.uint64(0x9E3779B97F4A7C15) + (
+                hashed ^ np.frombuffer(header, np.uint64))
+    return [row.tobytes() for row in total]
+
+
+def fingerprint(named_arrays, extra=""):
+    """A hex digest of named arrays (a teacher's weights) and a settings string.
+
+    A cache written for one teacher must never serve another: any changed weight, buffer,
+    name or setting changes this value.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(extra.encode())
+    for name, array in named_arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()

@@ -1,0 +1,103 @@
+"""The offline cache on disk: shards of ``.npy`` arrays and one ``index.json``.
+
+Layout of a cache folder (nothing in it is ever unpickled)::
+
+    index.json          {"format": 1, "fingerprint": ..., "codec": {...}, "classes": C,
+                         "sample_shape": [...], "record_shape": [...], "dtype": "float32",
+                         "shards": [{"keys": "keys_00000.npy", "records": "records_00000.npy",
+                                     "count": N, "sha256": {...}}]}
+    keys_00000.npy      N x 16 bytes (uint8): the sample keys (``keys.sample_keys``)
+    records_00000.npy   N x record_shape: the encoded teacher outputs (``codecs``)
+
+Files are written under a temporary name and renamed, so a crash never leaves a shard that
+looks complete.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from ..errors import DataError
+from .keys import KEY_BYTES
+
+FORMAT = 1
+INDEX = "index.json"
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _save_atomic(path, array):
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def write_shards(folder, keys, records, header, shard_rows=65536):
+    """Write ``records`` (one per key) as shards plus index.json; returns the index."""
+    os.makedirs(folder, exist_ok=True)
+    key_array = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), KEY_BYTES)
+    shards = []
+    for number, start in enumerate(range(0, max(len(keys), 1), shard_rows)):
+        names = {"keys": f"keys_{number:05d}.npy", "records": f"records_{number:05d}.npy"}
+        _save_atomic(os.path.join(folder, names["keys"]), key_array[start:start + shard_rows])
+        _save_atomic(os.path.join(folder, names["records"]), records[start:start + shard_rows])
+        shards.append({**names, "count": int(min(shard_rows, len(keys) - start)),
+                       "sha256": {kind: _sha256(os.path.join(folder, name))
+                                  for kind, name in names.items()}})
+    index = {"format": FORMAT, **header, "shards": shards}
+    temporary = os.path.join(folder, INDEX + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(index, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, os.path.join(folder, INDEX))
+    return index
+
+
+def read_index(folder):
+    path = os.path.join(folder, INDEX)
+    if not os.path.isfile(path):
+        raise DataError(f"teacher cache {folder}: no {INDEX} there. Write the cache first with "
+                        f"`neural-distill cache-teacher CONFIG` (or check "
+                        f"distillation.train.teacher_cache.path).")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            index = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"teacher cache {path}: unreadable ({exc}). Delete the folder and "
+                        f"write the cache again.") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise DataError(f"teacher cache {path}: expected format {FORMAT}, got "
+                        f"{index.get('format') if isinstance(index, dict) else index!r}. Write "
+                        f"the cache again with this version of neural_distill.")
+    return index
+
+
+def read_shards(folder, index):
+    """Yield (keys, records) per shard, each shard checked against its recorded sha256."""
+    for shard in index["shards"]:
+        arrays = []
+        for kind in ("keys", "records"):
+            path = os.path.join(folder, shard[kind])
+            if not os.path.isfile(path) or _sha256(path) != shard["sha256"][kind]:
+                raise DataError(f"teacher cache {folder}: shard {shard[kind]} is missing or "
+                                f"corrupt (its checksum differs from index.json). Delete the "
+                                f"folder and write the cache again.")
+            try:
+                arrays.append(np.load(path, allow_pickle=False))
+            except ValueError as exc:
+                raise DataError(f"teacher cache {path}: not a plain array file ({exc})") \
+                    from None
+        key_array, records = arrays
+        yield [bytes(row) for row in key_array], records
