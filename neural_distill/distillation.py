@@ -19,6 +19,7 @@ from .criterion.specs import criterion_name_and_args
 from .errors import ConfigError, DataError, ModelError
 from .logging_utils import get_logger
 from .metrics import Metric, build_metric
+from .report import end_of_run, report
 from .workspace import Workspace
 
 
@@ -364,6 +365,7 @@ class Distillation:
             self._release_models()
             self._started = False
             raise
+        end_of_run(self)
         return self.best_model
 
     def _fit(self):
@@ -388,6 +390,10 @@ class Distillation:
 
     def __call__(self):
         return self.fit()
+
+    def report(self, **kwargs):
+        """Teacher vs best student after fit(); see neural_distill.report.report."""
+        return report(distiller=self, **kwargs)
 
     def _config_dataloader(self, section, for_training):
         node = self.conf
