@@ -110,16 +110,11 @@ def _resolve_workspace(config, source):
 
 # ---------------------------------------------------------------------- commands
 def cmd_validate(args):
-    try:
-        config = load_with_overrides(args.config, args.set, _option_overrides(args))
-    except ConfigError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return 1
+    config = load_with_overrides(args.config, args.set, _option_overrides(args))
     problems = check_for_run(config, args.config, for_run=args.for_run,
                              import_factories=args.import_factories)
     if problems:
-        print("\n".join(problems), file=sys.stderr)
-        return 1
+        raise ConfigError("\n".join(problems), problems=problems)
     scope = ("everything `neural-distill run` needs" if args.for_run else
              "schema, factory names, data files; add --for-run to check what `run` needs")
     print(f"{args.config}: OK ({scope})")
