@@ -70,6 +70,28 @@ def test_torch_report_after_fit(workspace):
     _check(distiller, distiller.workspace.path)
 
 
+def test_report_without_matplotlib_says_how_to_get_plots(workspace, monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+    from neural_distill.report import plots
+
+    x, y, _ = _data(64, 0)
+    data = torch.utils.data
+    loader = data.DataLoader(data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                             batch_size=32)
+    distiller = Distillation(_config(workspace))
+    distiller.student_model, distiller.teacher_model = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
+    distiller.train_dataloader = distiller.eval_dataloader = loader
+    distiller.fit()
+    monkeypatch.setattr(plots, "available", lambda: False)
+    figures = distiller.report(latency_batch=4, repeats=1)
+    assert "pip install 'neural_distill[report]'" in capsys.readouterr().out
+    with open(os.path.join(distiller.workspace.path, "report.html"), encoding="utf-8") as handle:
+        page = handle.read()
+    assert "pip install &#x27;neural_distill[report]&#x27;" in page and "<img" not in page
+    assert not os.path.exists(os.path.join(distiller.workspace.path, "reliability.png"))
+    assert 0.0 <= figures["agreement"] <= 1.0
+
+
 def test_keras_report_after_fit(workspace):
     tf = pytest.importorskip("tensorflow")
     import keras
