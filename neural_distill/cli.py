@@ -11,9 +11,9 @@ import sys
 
 import yaml
 
-from .config.loader import DotDict, read_yaml, validate
+from .config.loader import read_yaml, validate
 from .errors import ConfigError, NeuralDistillError
-from .report.runs import build_model, write_run_info
+from .report.runs import build_model
 from .validate_run import check_for_run
 
 DESCRIPTION = """\
@@ -122,17 +122,12 @@ def cmd_validate(args):
 
 
 def _set_threads(threads):
+    """Before a framework is imported the environment decides; torch can also change later."""
     if threads is None:
         return
     for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ[name] = str(threads)
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-
-
-def _apply_threads_to_frameworks(threads):
-    """After the factories imported their framework: torch can still change its pool."""
-    if threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
 
 
@@ -159,10 +154,9 @@ def cmd_run(args):
     distiller.student_model = build_model(config, "student", args.config, base_dir)
     if config.model.get("teacher") is not None:
         distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
-    _apply_threads_to_frameworks(args.threads)
+    _set_threads(args.threads)  # the factories may have imported torch just now
     distiller.fit()
     run_dir = distiller.workspace.path
-    write_run_info(run_dir, args.config)
     teacher = config.model.get("teacher")
     if teacher is not None and not (isinstance(teacher, dict) and teacher.get("checkpoint")):
         # The factory may train or randomly initialise it: keep the teacher that taught, so
@@ -179,7 +173,6 @@ def cmd_run(args):
 def cmd_report(args):
     from .report import report
 
-    _set_threads(args.threads)
     report(args.run_dir, config=args.config, latency_batch=args.batch_size,
            repeats=args.repeats, echo=True)
     return 0

@@ -4,6 +4,7 @@ are, and what to run next."""
 import os
 
 from ..errors import NeuralDistillError
+from .runs import write_run_info
 
 
 def summary_lines(metric_name, student_value, teacher_value, run_dir, next_command):
@@ -41,6 +42,9 @@ def end_of_run(distiller, next_command=None):
     ``distiller.teacher_score`` (None when it could not be compared).
     """
     run_dir = distiller.workspace.path if distiller.workspace is not None else None
+    if run_dir and os.path.isfile(distiller.conf_source):
+        # Relative factory and data paths of the config start at its folder: `report` needs it.
+        write_run_info(run_dir, distiller.conf_source)
     if next_command is None:
         next_command = (f"neural-distill report {run_dir}" if distiller.conf.model.get("student")
                         else "distiller.report()  (teacher vs student: metric, agreement, "

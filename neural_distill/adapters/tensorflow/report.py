@@ -67,8 +67,7 @@ def latency(model, inputs, repeats):
 
 
 def parameter_count(model):
-    return int(sum(int(np.prod(w.shape)) for w in model.weights if w.trainable)
-               + sum(int(np.prod(w.shape)) for w in model.weights if not w.trainable))
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
 
 
 def bytes_on_disk(model):
