@@ -27,12 +27,17 @@ def _teacher_score(distiller):
     if (distiller.eval_func is not None or distiller.eval_dataloader is None or metric is None
             or metric.reads_results or len(teachers) != 1 or distiller.best_score is None):
         return None
+    adapter, teacher = distiller._adapter, teachers[0]
+    # Teacher mode records every submodule's own train/eval flag and restores it exactly.
+    state = adapter.enter_teacher_mode(teacher, adapter.model_device(teacher))
     try:
-        return float(distiller._adapter.evaluate(teachers[0], distiller.eval_dataloader, metric))
+        return float(adapter.evaluate(teacher, distiller.eval_dataloader, metric))
     except (NeuralDistillError, ValueError, TypeError) as exc:
         # The summary must not fail a run that trained well: say why the comparison is absent.
         distiller.logger.warning("the teacher could not be scored for the summary: %s", exc)
         return None
+    finally:
+        adapter.exit_teacher_mode(teacher, state)
 
 
 def end_of_run(distiller, next_command=None):

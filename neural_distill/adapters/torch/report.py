@@ -17,12 +17,27 @@ def _device(model):
     return ADAPTER.model_device(model)
 
 
+class _EvalMode:
+    """Eval mode for a while, then every submodule's own flag back (a teacher in train mode
+    may hold a frozen BatchNorm: ``model.train(flag)`` would overwrite it)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [m.training for m in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        for module, training in zip(self.model.modules(), self.modes):
+            module.training = training
+
+
 def outputs_and_labels(model, dataloader, what):
     """The model's logits over every batch, and the labels, as NumPy arrays."""
-    was_training, device = model.training, _device(model)
+    device = _device(model)
     outputs, labels = [], []
-    model.eval()
-    try:
+    with _EvalMode(model):
         with torch.no_grad():
             for batch in dataloader:
                 inputs, batch_labels = ADAPTER.split_batch(batch, "eval_dataloader")
@@ -32,8 +47,6 @@ def outputs_and_labels(model, dataloader, what):
                 output = call_model(model, to_device(inputs, device))
                 outputs.append(logits_of(output, f"{what} output").float().cpu().numpy())
                 labels.append(np.asarray(torch.as_tensor(batch_labels).cpu()))
-    finally:
-        model.train(was_training)
     if not outputs:
         raise DataError("eval_dataloader: no batches; the report needs evaluation data")
     return np.concatenate(outputs), np.concatenate(labels).reshape(-1)
@@ -60,11 +73,10 @@ def take(inputs, n):
 
 def latency(model, inputs, repeats):
     """Seconds per forward pass (inference mode), one per repeat, after two warm-up calls."""
-    was_training, device = model.training, _device(model)
+    device = _device(model)
     inputs = to_device(inputs, device)
-    model.eval()
     timings = []
-    try:
+    with _EvalMode(model):
         with torch.inference_mode():
             for i in range(repeats + 2):
                 start = time.perf_counter()
@@ -73,8 +85,6 @@ def latency(model, inputs, repeats):
                     torch.cuda.synchronize(device)
                 if i >= 2:
                     timings.append(time.perf_counter() - start)
-    finally:
-        model.train(was_training)
     return timings
 
 
