@@ -7,6 +7,8 @@ pyplot, so making a report inside a notebook or GUI application changes none of 
 import io
 import math
 
+import numpy as np
+
 MISSING = ("matplotlib is not installed, so the report has no plots. Install it with: "
            "pip install 'neural_distill[report]' (or pip install matplotlib), then run the "
            "report again.")
@@ -52,7 +54,14 @@ def training_curves(records, metric_name, teacher_value=None):
     for key in loss_keys:
         points = [(r["epoch"], r[key]) for r in epochs if _finite(r.get(key))]
         losses.plot(*zip(*points), marker="o", markersize=3, label=key)
-    losses.set_title("training losses (mean per epoch)")
+    values = [v for key in loss_keys for r in epochs if _finite(v := r.get(key))]
+    if values and min(values) > 0 and max(values) / min(values) > 20:
+        # The distillation term carries T^2 and can be 100x the student's own loss: on a
+        # linear axis every other curve would look flat at zero.
+        losses.set_yscale("log")
+        losses.set_title("training losses, mean per epoch (log scale)")
+    else:
+        losses.set_title("training losses, mean per epoch")
     losses.set_xlabel("epoch")
     if loss_keys:
         losses.legend(fontsize=8)
@@ -99,18 +108,28 @@ def reliability(bins_by_model, ece_by_model):
     offset = {"teacher": -width / 4, "student": width / 4}
     for name, (counts, confidence, accuracy) in bins_by_model.items():
         filled = counts > 0
-        top.plot(confidence[filled], accuracy[filled], marker="o", markersize=4,
-                 color=colors.get(name), label=f"{name} (ECE {ece_by_model[name]:.3f})")
         share = counts / max(counts.sum(), 1)
+        # A bin of three samples swings from 0 to 1: a thin line, and marker area by the
+        # bin's share of samples, keep it from looking as important as the full bins.
+        top.plot(confidence[filled], accuracy[filled], color=colors.get(name), linewidth=1,
+                 alpha=0.6)
+        top.scatter(confidence[filled], accuracy[filled], s=12 + 300 * share[filled],
+                    color=colors.get(name), alpha=0.8, edgecolors="white", clip_on=False,
+                    label=f"{name} (ECE {ece_by_model[name]:.3f})")
         bottom.bar([c + offset.get(name, 0.0) for c in centers], share, width=width / 2,
                    color=colors.get(name), label=name)
-    top.set_xlim(0, 1)
+    # Confidence cannot fall below 1/classes: start the axis at the first filled bin.
+    first = min(int(np.argmax(c > 0)) for c, _, _ in bins_by_model.values())
+    top.set_xlim(first * width, 1)
     top.set_ylim(0, 1.02)
     top.set_ylabel("accuracy")
-    top.set_title("reliability: accuracy vs confidence (top-1)")
-    top.legend(fontsize=8, loc="upper left")
+    top.set_title("reliability: accuracy vs confidence (top-1)\nmarker area: share of samples",
+                  fontsize=10)
+    top.legend(fontsize=8, loc="upper left", markerscale=0.5)
     top.grid(alpha=0.3)
     bottom.set_xlabel("confidence (max softmax probability)")
-    bottom.set_ylabel("share")
+    bottom.set_ylabel("share of samples")
+    # Most samples sit in the last bin of a good classifier: a log axis shows the rest.
+    bottom.set_yscale("log")
     bottom.grid(alpha=0.3)
     return _png(figure)
