@@ -116,7 +116,7 @@ def cmd_validate(args):
     if problems:
         raise ConfigError("\n".join(problems), problems=problems)
     scope = ("everything `neural-distill run` needs" if args.for_run else
-             "schema, factory names, data files; add --for-run to check what `run` needs")
+             "schema and factory names; add --for-run to check what `run` needs")
     print(f"{args.config}: OK ({scope})")
     return 0
 

@@ -3,7 +3,9 @@
 Factory names are checked by locating their file or top-level package (``importlib`` finds a
 package without executing it); importing them (and so running the config's code) happens only
 when asked for. ``for_run`` adds what ``neural-distill run`` needs that a file used from Python
-may leave out: the model factories and the training data.
+may leave out (its models and data can be assigned in code): the model factories, training data
+that can be built from the config (built-in dataset, no ``transform``/``filter``/``distributed``),
+and the files the config names (a template may name files not made yet).
 """
 
 import importlib.util
@@ -61,7 +63,7 @@ def check_for_run(config, source, for_run=False, import_factories=False):
             problems.append(_check_name(name, f"{source}: model.{role}.factory", base_dir,
                                         import_factories))
             checkpoint = None if isinstance(spec, str) else spec.get("checkpoint")
-            if checkpoint:
+            if checkpoint and for_run:
                 path = checkpoint if os.path.isabs(checkpoint) else os.path.join(base_dir,
                                                                                  checkpoint)
                 if not os.path.isfile(path):
@@ -78,7 +80,7 @@ def check_for_run(config, source, for_run=False, import_factories=False):
                 problems.append(f"{where}.dataset: missing; `neural-distill run` reads the "
                                 f"{what} data from the dataset named here (npz, factory, dummy)")
             continue
-        problems += _dataset_problems(loader, where, base_dir, import_factories)
+        problems += _dataset_problems(loader, where, base_dir, import_factories, for_run)
     return [p for p in problems if p]
 
 
@@ -87,7 +89,14 @@ def _needs_teacher(config):
     return "SelfKnowledgeDistillationLoss" not in criterion
 
 
-def _dataset_problems(loader, where, base_dir, import_factories):
+def _dataset_problems(loader, where, base_dir, import_factories, for_run):
+    if not for_run:
+        # From Python the dataloaders may be assigned in code: only the names are checked.
+        factory = loader["dataset"].get("factory") if isinstance(loader["dataset"], dict) else None
+        if isinstance(factory, dict) and "name" in factory:
+            return [_check_name(factory["name"], f"{where}.dataset.factory.name", base_dir,
+                                import_factories)]
+        return []
     try:
         name, params = check_dataloader_section(loader, where, _BUILT_IN)
     except ConfigError as exc:
