@@ -24,7 +24,10 @@ def _teacher_score(distiller):
     """The teacher's score with the student's metric and data, or None if it has none."""
     metric = getattr(distiller, "_metric_obj", None)
     teachers = distiller._teachers
-    if (distiller.eval_func is not None or distiller.eval_dataloader is None or metric is None
+    # With a train_func the user's loop may pass cached teacher outputs: never run the teacher
+    # behind their back (distiller.report() compares on request).
+    if (distiller.train_func is not None or distiller.eval_func is not None
+            or distiller.eval_dataloader is None or metric is None
             or metric.reads_results or len(teachers) != 1 or distiller.best_score is None):
         return None
     adapter, teacher = distiller._adapter, teachers[0]
