@@ -32,7 +32,7 @@ def _config(workspace):
 def _check(distiller, run_dir):
     assert distiller.summary.startswith("best student: top1 = ")
     assert "(teacher: 1.0000)" in distiller.summary
-    assert f"next: distiller.report()" in distiller.summary
+    assert "next: distiller.report()" in distiller.summary
     figures = distiller.report(latency_batch=8, repeats=2, echo=False)
     assert figures["teacher"]["top1"] == 1.0
     assert figures["student"]["top1"] == pytest.approx(distiller.best_score)
