@@ -7,6 +7,8 @@ TENSORFLOW = ["tensorflow-cpu>=2.16"]
 QUANTIZATION = ["torch>=2.11", "torchao>=0.18"]
 # Hugging Face Trainer integration; tested with transformers 5.23 (Trainer needs accelerate).
 TRANSFORMERS = ["torch>=2.1", "transformers>=5.0", "accelerate>=1.1"]
+# Plots of the run report (neural-distill report); tested with matplotlib 3.11.2.
+REPORT = ["matplotlib>=3.9"]
 
 setup(
     name="neural_distill",
@@ -23,8 +25,10 @@ setup(
         "tensorflow": TENSORFLOW,
         "quantization": QUANTIZATION,
         "transformers": TRANSFORMERS,
-        "all": QUANTIZATION + TENSORFLOW + TRANSFORMERS,
-        "dev": QUANTIZATION + TENSORFLOW + TRANSFORMERS + ["pytest>=7", "mnist1d>=0.0.2"],
+        "report": REPORT,
+        "all": QUANTIZATION + TENSORFLOW + TRANSFORMERS + REPORT,
+        "dev": QUANTIZATION + TENSORFLOW + TRANSFORMERS + REPORT + ["pytest>=7",
+                                                                   "mnist1d>=0.0.2"],
     },
     entry_points={"console_scripts": ["neural-distill=neural_distill.cli:main"]},
     package_data={"neural_distill": ["py.typed"]},

@@ -10,7 +10,7 @@ from .errors import (ConfigError, DataError, FrameworkNotInstalledError, ModelEr
                      NeuralDistillError)
 from .events import Event
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 # The reference documents' top-level names (``from neural_distill import metric, objectives,
 # DistillationConfig, Criterion``), resolved on first use so that importing the package stays

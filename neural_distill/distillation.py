@@ -13,6 +13,7 @@ from .config.loader import load_config
 from .events import install_hooks
 from .lifecycle import RunLifecycle
 from .logging_utils import get_logger
+from .report import end_of_run, report
 from .teachers import Teachers, check_model
 
 
@@ -41,6 +42,9 @@ class Distillation:
         self.metric = None
         self.higher_is_better = self.conf.evaluation.get("accuracy", {}).get("higher_is_better")
         self.best_model = None
+        self.summary = None          # the end-of-run summary (neural_distill.report.summary)
+        self.teacher_score = None    # the teacher's score on the same metric and data
+        self.log_summary = True
         self.logger = get_logger()
         self._student = None
         self._adapter = None
@@ -130,7 +134,13 @@ class Distillation:
         With ``train_func`` set, calls ``train_func(student)`` (which calls the hooks);
         otherwise runs the built-in loop configured under ``distillation.train``.
         """
-        return self._run.fit()
+        best = self._run.fit()
+        end_of_run(self)
+        return best
+
+    def report(self, **kwargs):
+        """Teacher vs best student after fit(); see ``neural_distill.report.report``."""
+        return report(distiller=self, **kwargs)
 
     def __call__(self):
         return self.fit()

@@ -182,6 +182,17 @@ class RunLifecycle:
         self.started, self.ended = False, True
 
     # ------------------------------------------------------------------ records
+    @property
+    def metric(self):
+        """The metric the run evaluates with (None before the run or without one)."""
+        return self.evaluator.metric if self.evaluator is not None else None
+
+    def score_name(self):
+        """The name the best score is logged under ('score' for an eval_func)."""
+        if self.evaluator is None:
+            return "score"
+        return self.evaluator.score_name(self.distiller.eval_func)
+
     def evaluate(self):
         d = self.distiller
         record, _ = self.evaluator.evaluate(d.student_model, d.eval_func, d.eval_dataloader)

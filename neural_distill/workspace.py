@@ -1,7 +1,8 @@
 """The workspace of one run: validated config, per-epoch metrics (JSON lines), best student.
 
 Each run gets its own timestamped folder under ``tuning.workspace.path`` so no earlier result
-is ever overwritten.
+is ever overwritten. Every record logged goes to ``metrics.jsonl`` and, with
+``tuning.workspace.tensorboard: true``, to TensorBoard scalars under ``tensorboard/``.
 """
 
 import datetime
@@ -26,8 +27,13 @@ class Workspace:
         self.path = os.path.join(os.path.abspath(root), f"run-{stamp}")
         os.makedirs(self.path, exist_ok=True)
         self.metrics_file = os.path.join(self.path, "metrics.jsonl")
+        self._tensorboard = None
 
     def write_config(self, config):
+        if config.get("tuning", {}).get("workspace", {}).get("tensorboard"):
+            from .tensorboard_events import ScalarWriter
+
+            self._tensorboard = ScalarWriter(os.path.join(self.path, "tensorboard"))
         with open(os.path.join(self.path, "config.yaml"), "w", encoding="utf-8") as handle:
             yaml.safe_dump(to_plain(config), handle, sort_keys=False)
 
@@ -36,6 +42,11 @@ class Workspace:
         os.makedirs(self.path, exist_ok=True)
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+        if self._tensorboard is not None:
+            # One point per epoch: the x axis is the epoch, as in metrics.jsonl.
+            self._tensorboard.add_scalars(
+                {k: v for k, v in record.items() if k not in ("epoch", "step")},
+                step=record.get("epoch", 0))
 
     def file(self, name):
         return os.path.join(self.path, name)

@@ -267,6 +267,7 @@ TOP_LEVEL = Section({
         "workspace": Section({
             "path": _text(default="./nd_workspace"),
             "resume": Leaf(Or(None, str), "a path or null"),
+            "tensorboard": _flag(False),
         }, default={}),
         # Accepted so existing experiment files load unchanged; distillation does not tune.
         "accuracy_criterion": AnyMapping(),

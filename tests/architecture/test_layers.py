@@ -16,13 +16,14 @@ PACKAGE = os.path.join(REPO, "neural_distill")
 # Lowest first. A module is in the layer of the longest prefix that names it.
 LAYERS = [
     ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
-                    "metrics", "objectives", "outputs", "rng"]),
+                    "metrics", "objectives", "outputs", "rng", "tensorboard_events", "process",
+                    "version"]),
     ("config", ["config"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
                    "teacher_cache"]),
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
-                    "durable", "cache_teacher"]),
+                    "durable", "cache_teacher", "report", "validate_run"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 

@@ -129,7 +129,7 @@ def test_cli_runs_keras_factories(experiment, tmp_path, capsys):
         handle.write(text)
     assert main(["run", path]) == 0
     out = capsys.readouterr().out
-    score = float(out.split("best score: ")[1].split()[0])
+    score = float(out.split("best student: ")[1].split(" = ")[1].split()[0])
     assert score > 0.9
 
 

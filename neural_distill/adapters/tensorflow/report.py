@@ -1,0 +1,78 @@
+"""What the run report needs from a Keras model: outputs over the evaluation data, its size
+and its latency. The figures themselves are computed on NumPy (``neural_distill.report``)."""
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from ...errors import DataError
+from .adapter import ADAPTER
+from .outputs import logits_of, model_input, to_tensor
+
+
+def outputs_and_labels(model, dataloader, what):
+    """The model's logits over every batch, and the labels, as NumPy arrays."""
+    outputs, labels = [], []
+    for batch in dataloader:
+        inputs, batch_labels = ADAPTER.split_batch(batch, "eval_dataloader")
+        if batch_labels is None:
+            raise DataError("eval_dataloader: the report needs labelled batches; got inputs only")
+        output = model(model_input(to_tensor(inputs)), training=False)
+        outputs.append(np.asarray(ADAPTER.to_numpy(logits_of(output, f"{what} output")),
+                                  dtype=np.float32))
+        labels.append(np.asarray(ADAPTER.to_numpy(batch_labels)))
+    if not outputs:
+        raise DataError("eval_dataloader: no batches; the report needs evaluation data")
+    return np.concatenate(outputs), np.concatenate(labels).reshape(-1)
+
+
+def first_inputs(dataloader):
+    for batch in dataloader:
+        return ADAPTER.split_batch(batch, "eval_dataloader")[0]
+    raise DataError("eval_dataloader: no batches; the report needs evaluation data")
+
+
+def take(inputs, n):
+    """The first ``n`` samples of a batch (repeated when the batch is smaller)."""
+    if isinstance(inputs, dict):
+        return {k: take(v, n) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(take(v, n) for v in inputs)
+    tensor = to_tensor(inputs)
+    rows = int(tensor.shape[0])
+    if rows < n:
+        tensor = tf.concat([tensor] * (-(-n // rows)), axis=0)
+    return tensor[:n]
+
+
+def latency(model, inputs, repeats):
+    """Seconds per forward pass (inference mode), one per repeat, after two warm-up calls.
+
+    The model is called directly (eager), the way a user calls it; ``model.predict`` would
+    add its own per-call overhead.
+    """
+    inputs = model_input(to_tensor(inputs) if not isinstance(inputs, (dict, tuple, list))
+                         else inputs)
+    timings = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        output = model(inputs, training=False)
+        np.asarray(ADAPTER.to_numpy(logits_of(output, "output")))  # waits for the result
+        if i >= 2:
+            timings.append(time.perf_counter() - start)
+    return timings
+
+
+def parameter_count(model):
+    return int(sum(int(np.prod(w.shape)) for w in model.weights))
+
+
+def bytes_on_disk(model):
+    """Size of the weights as Keras saves them (what best_student.weights.h5 holds)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.weights.h5")
+        ADAPTER.save_weights(model, path)
+        return os.path.getsize(path)

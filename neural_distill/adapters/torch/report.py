@@ -1,0 +1,100 @@
+"""What the run report needs from a PyTorch model: outputs over the evaluation data, its size
+and its latency. The figures themselves are computed on NumPy (``neural_distill.report``)."""
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from ...errors import DataError
+from .adapter import ADAPTER
+from .outputs import call_model, logits_of, to_device
+
+
+def _device(model):
+    return ADAPTER.model_device(model)
+
+
+class _EvalMode:
+    """Eval mode for a while, then every submodule's own flag back (a teacher in train mode
+    may hold a frozen BatchNorm: ``model.train(flag)`` would overwrite it)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [m.training for m in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        for module, training in zip(self.model.modules(), self.modes):
+            module.training = training
+
+
+def outputs_and_labels(model, dataloader, what):
+    """The model's logits over every batch, and the labels, as NumPy arrays."""
+    device = _device(model)
+    outputs, labels = [], []
+    with _EvalMode(model):
+        with torch.no_grad():
+            for batch in dataloader:
+                inputs, batch_labels = ADAPTER.split_batch(batch, "eval_dataloader")
+                if batch_labels is None:
+                    raise DataError("eval_dataloader: the report needs labelled batches; got "
+                                    "inputs only")
+                output = call_model(model, to_device(inputs, device))
+                outputs.append(logits_of(output, f"{what} output").float().cpu().numpy())
+                labels.append(np.asarray(torch.as_tensor(batch_labels).cpu()))
+    if not outputs:
+        raise DataError("eval_dataloader: no batches; the report needs evaluation data")
+    return np.concatenate(outputs), np.concatenate(labels).reshape(-1)
+
+
+def first_inputs(dataloader):
+    for batch in dataloader:
+        return ADAPTER.split_batch(batch, "eval_dataloader")[0]
+    raise DataError("eval_dataloader: no batches; the report needs evaluation data")
+
+
+def take(inputs, n):
+    """The first ``n`` samples of a batch (repeated when the batch is smaller)."""
+    if isinstance(inputs, dict):
+        return {k: take(v, n) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(take(v, n) for v in inputs)
+    tensor = torch.as_tensor(inputs)
+    if tensor.shape[0] < n:
+        reps = -(-n // tensor.shape[0])
+        tensor = tensor.repeat(reps, *([1] * (tensor.dim() - 1)))
+    return tensor[:n]
+
+
+def latency(model, inputs, repeats):
+    """Seconds per forward pass (inference mode), one per repeat, after two warm-up calls."""
+    device = _device(model)
+    inputs = to_device(inputs, device)
+    timings = []
+    with _EvalMode(model):
+        with torch.inference_mode():
+            for i in range(repeats + 2):
+                start = time.perf_counter()
+                call_model(model, inputs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if i >= 2:
+                    timings.append(time.perf_counter() - start)
+    return timings
+
+
+def parameter_count(model):
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def bytes_on_disk(model):
+    """Size of the model's state dict as saved by ``torch.save`` (what best_student.pt holds)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.pt")
+        ADAPTER.save_weights(model, path)
+        return os.path.getsize(path)

@@ -1,0 +1,9 @@
+"""Looking at a finished run: the end-of-run summary and the teacher-vs-student report.
+
+Importing this package loads no framework and no matplotlib; they load when a report is built.
+"""
+
+from .build import Report, report
+from .summary import end_of_run, summary_lines
+
+__all__ = ["Report", "report", "end_of_run", "summary_lines"]
