@@ -40,15 +40,8 @@ from .config.python_api import (DistillationConfig,
 from .distillation import Distillation
 from .errors import ConfigError, ModelError
 
-_BACKENDS = {"torch": "neural_distill.adapters.torch.compression"}
-
-_TENSORFLOW_QAT = (
-    "QuantizationAwareTrainingConfig: quantization-aware training is implemented for PyTorch "
-    "models only. For Keras 3 there is no clean path: Keras 3 has no int8 QAT "
-    "(model.quantize('int8') is post-training, covers Dense/EinsumDense/Embedding only, and "
-    "makes the int8 kernels non-trainable), and tensorflow-model-optimization only accepts "
-    "tf_keras (Keras 2) models, which means rebuilding the model in legacy Keras. See "
-    "docs/quantization.md. Distillation alone (DistillationConfig) does not need QAT.")
+_BACKENDS = {"torch": "neural_distill.adapters.torch.compression",
+             "tensorflow": "neural_distill.adapters.tensorflow.compression"}
 
 
 def _backend(framework):
@@ -299,8 +292,6 @@ class CompressionManager:
         qat_config = next((c for c in configs if isinstance(c, QuantizationAwareTrainingConfig)),
                           None)
         if qat_config is not None:
-            if self._backend is None:
-                raise ModelError(_TENSORFLOW_QAT)
             self.qat = self._backend.prepare_qat(model, qat_config)
         self.model = self.qat.model if self.qat is not None else model
         self._parts = []
