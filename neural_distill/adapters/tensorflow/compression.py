@@ -56,7 +56,14 @@ def save_weights(model, path):
 
 
 def export_float(model, path, example_inputs=None):
-    """A float model as a ``.keras`` file (``example_inputs`` is not needed by Keras)."""
-    from .quantization import save_keras
+    """A float model as a ``.keras`` file (``example_inputs`` is not needed by Keras).
 
-    return save_keras(model, path, "export")
+    The deployable model only: a copy without the optimizer state of a compiled model, when
+    Keras can rebuild the model from its config."""
+    from .quantization import _rebuilt, save_keras
+
+    try:
+        copy = _rebuilt(model, "export")
+    except ModelError:
+        copy = model
+    return save_keras(copy, path, "export", float_model=model)
