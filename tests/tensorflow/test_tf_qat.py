@@ -15,7 +15,7 @@ datasets = pytest.importorskip("sklearn.datasets")
 
 from neural_distill.adapters.tensorflow import compression  # noqa: E402
 from neural_distill.adapters.tensorflow.quantization import (  # noqa: E402
-    _einsum_reduced_axes, _rebuilt, fake_quantize, int8_layers)
+    _einsum_reduced_axes, float_copy, fake_quantize, int8_layers)
 from neural_distill.config import (  # noqa: E402
     DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
     KnowledgeDistillationLossConfig, QuantizationAwareTrainingConfig)
@@ -53,6 +53,21 @@ def embedding_model(seed=0):
                              keras.layers.Embedding(17, 3, name="embed"),
                              keras.layers.Flatten(name="flat"),
                              keras.layers.Dense(10, name="logits")])
+
+
+@keras.saving.register_keras_serializable(package="neural_distill_test_tf_qat")
+class Subclassed(keras.Model):
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = keras.layers.Dense(units, activation="relu")
+        self.logits = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.logits(self.hidden(x))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
 
 
 def seed_003_loop(manager, x, y, epochs=2, batch=100, lr=1e-2):
@@ -175,7 +190,7 @@ def test_qat_with_logit_and_layer_distillation_keeps_the_teacher(digits, tmp_pat
     assert [m[0] for m in mappings] == ["conv", "hidden", "mix", "logits"]
     before = weights_of(teacher)
     np.testing.assert_array_equal(teacher(x_test, training=False).numpy(),
-                                  _rebuilt(model, "test")(x_test, training=False).numpy())
+                                  float_copy(model, "test")(x_test, training=False).numpy())
 
     losses = seed_003_loop(manager, x, y, epochs=2)
 
@@ -207,6 +222,14 @@ def test_yaml_config_excluded_layers_and_bad_input(digits, tmp_path):
         prepare_compression(dense_model(), QuantizationAwareTrainingConfig(reduce_range=True))
     with pytest.raises(ConfigError, match=r"expected a file name ending in \.keras"):
         manager.export(tmp_path / "m.pt2")
+    # A subclassed model trains, and converts in memory (its rebuilt copy names its layers
+    # anew: they are matched by position), but Keras cannot load its int8 file back.
+    subclassed = Subclassed()
+    manager = prepare_compression(subclassed, QuantizationAwareTrainingConfig(
+        example_inputs=x[:4]))
+    assert len(int8_layers(manager.qat.convert())) == 2
+    with pytest.raises(ModelError, match="cannot load an int8-quantized subclassed model"):
+        manager.export(tmp_path / "sub.keras")
     conv_only = keras.Sequential([keras.Input((8, 1)), keras.layers.Conv1D(2, 3, name="c")])
     with pytest.raises(ModelError, match="no layer that Keras' int8 export quantizes.*'c': "
                                          "Keras 3 has no int8 path"):

@@ -60,10 +60,10 @@ def export_float(model, path, example_inputs=None):
 
     The deployable model only: a copy without the optimizer state of a compiled model, when
     Keras can rebuild the model from its config."""
-    from .quantization import _rebuilt, save_keras
+    from .quantization import float_copy, save_keras
 
     try:
-        copy = _rebuilt(model, "export")
+        copy = float_copy(model, "export")
     except ModelError:
         copy = model
     return save_keras(copy, path, "export", float_model=model)

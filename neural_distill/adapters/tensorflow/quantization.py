@@ -39,6 +39,7 @@ from keras import ops
 
 from ...errors import ConfigError, ModelError
 from .adapter import _clone
+from .features import model_kind
 
 # The export's defaults (value range and epsilon) come from the quantizer Keras itself uses.
 _KERAS_DEFAULT = keras.quantizers.AbsMaxQuantizer()
@@ -155,12 +156,15 @@ def int8_layers(model):
             if getattr(layer, "quantization_mode", None) == "int8"]
 
 
-def _rebuilt(model, where):
+def float_copy(model, where):
+    """A separate float copy of ``model`` with its current weights (rebuilt from its config, so
+    without fake quantization and without optimizer state)."""
     copy = _clone(model)
     if copy is None:
         raise ModelError(
-            f"{where}: {type(model).__name__} cannot be rebuilt from its config, so there is no "
-            f"copy to quantize (the model itself must keep its float weights). Use a Functional "
+            f"{where}: {type(model).__name__} cannot be rebuilt from its config, so no separate "
+            f"copy of it can be made (QAT needs one as the float teacher and one to quantize at "
+            f"export, while your model keeps its float weights). Use a Functional "
             f"or Sequential model, or implement get_config() on your Model subclass and "
             f"register it with @keras.saving.register_keras_serializable().")
     copy.set_weights(model.get_weights())
@@ -172,14 +176,27 @@ def _rebuilt(model, where):
     return copy
 
 
-def quantize_int8(model, names=None):
-    """A copy of ``model`` with Keras' ``quantize("int8")`` applied (to ``names`` only when
-    given). The model itself is not changed. Plain post-training quantization when ``model`` was
-    not trained with QAT."""
-    copy = _rebuilt(model, "quantize_int8")
-    wanted = None if names is None else set(names)
-    copy.quantize("int8", filters=None if wanted is None else
-                  (lambda layer: layer.name in wanted))
+def quantize_int8(model, positions=None):
+    """A copy of ``model`` with Keras' ``quantize("int8")`` applied (only to the leaf layers at
+    ``positions`` of ``_leaf_layers`` order, when given). The model itself is not changed. Plain
+    post-training quantization when ``model`` was not trained with QAT.
+
+    Layers are chosen by position, not name: a rebuilt subclassed model names its layers anew
+    (``dense_2`` for ``dense``), while its layers come in the same order (``_clone`` checks it).
+    """
+    copy = float_copy(model, "quantize_int8")
+    if positions is None:
+        copy.quantize("int8")
+        return copy
+    leaves = _leaf_layers(copy)
+    wanted = {id(leaves[index]) for index in positions}
+    copy.quantize("int8", filters=lambda layer: id(layer) in wanted)
+    done = sum(getattr(leaves[index], "quantization_mode", None) == "int8"
+               for index in positions)
+    if done != len(positions):  # would silently export float layers that were trained as int8
+        raise ModelError(f"export: Keras quantized {done} of the {len(positions)} layers "
+                         f"trained with fake quantization; the rebuilt copy of "
+                         f"{type(model).__name__} does not match the model")
     return copy
 
 
@@ -209,8 +226,10 @@ class QATModel:
         not_quantized: ``{layer name: reason}`` for the layers with weights that stay float.
     """
 
-    def __init__(self, model, float_model, quantized, not_quantized, example, config):
+    def __init__(self, model, float_model, quantized, not_quantized, example, config,
+                 positions):
         self.model = model
+        self.positions = positions  # of the simulated layers, in _leaf_layers order
         self.float_model = float_model
         self.quantized = quantized
         self.not_quantized = not_quantized
@@ -237,10 +256,19 @@ class QATModel:
 
     def convert(self):
         """The int8 model: a copy with ``quantize("int8")`` on the simulated layers."""
-        return quantize_int8(self.model, list(self.quantized))
+        return quantize_int8(self.model, self.positions)
 
     def export(self, path):
         """Write the int8 model as a ``.keras`` file; an ExportInfo."""
+        if model_kind(self.model) == "subclassed":
+            # Checked with Keras 3.15: the file is written, but load_model rebuilds the layers
+            # through the subclass's __init__ with float dtype policies and then fails on the
+            # int8 variables ("expected 2 variables, but received 0").
+            raise ModelError(
+                f"export: {type(self.model).__name__} is a subclassed Keras model, and Keras "
+                f"cannot load an int8-quantized subclassed model back from a .keras file. Use "
+                f"a Functional or Sequential model for a loadable file; manager.qat.convert() "
+                f"still gives the int8 model in memory.")
         return save_keras(self.convert(), path, "export", float_model=self.float_model,
                           int8=True)
 
@@ -279,17 +307,17 @@ def prepare_qat(model, config, where="QuantizationAwareTrainingConfig"):
         raise ConfigError(f"{where}: excluded_layers: the model has no layer "
                           f"{', '.join(repr(u) for u in unknown)}; expected Keras layer names "
                           f"such as {', '.join(repr(n) for n in names[:5])}")
-    float_model = _rebuilt(model, where)
+    float_model = float_copy(model, where)
     float_model.trainable = False
 
     quantized, not_quantized, switched = {}, {}, []
-    for layer in leaves:
+    for position, layer in enumerate(leaves):
         if not layer.weights:
             continue
         reason = "excluded_layers" if layer.name in config.excluded_layers else _why_not(layer)
         if reason is None:
             quantized[layer.name] = type(layer).__name__
-            switched.append(layer)
+            switched.append((position, layer))
         else:
             not_quantized[layer.name] = reason
     if not quantized:
@@ -297,11 +325,12 @@ def prepare_qat(model, config, where="QuantizationAwareTrainingConfig"):
                          f"export quantizes (Dense, EinsumDense, Embedding); the layers with "
                          f"weights are: " + "; ".join(f"'{n}': {r}" for n, r in
                                                         not_quantized.items()))
-    for layer in switched:
+    for _, layer in switched:
         layer.call = _fake_call(layer)
     # Compiled train/predict functions traced before the switch would keep the float layers.
     model.train_function = model.test_function = model.predict_function = None
-    return QATModel(model, float_model, quantized, not_quantized, example, config)
+    return QATModel(model, float_model, quantized, not_quantized, example, config,
+                    [position for position, _ in switched])
 
 
 def measure_latency(model, inputs, repeats=30, warmup=5):
