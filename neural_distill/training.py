@@ -43,15 +43,8 @@ from .distillation import Distillation
 from .errors import ConfigError, ModelError
 from .events import Dispatcher, Event, Hooks
 
-_BACKENDS = {"torch": "neural_distill.adapters.torch.compression"}
-
-_TENSORFLOW_QAT = (
-    "QuantizationAwareTrainingConfig: quantization-aware training is implemented for PyTorch "
-    "models only. For Keras 3 there is no clean path: Keras 3 has no int8 QAT "
-    "(model.quantize('int8') is post-training, covers Dense/EinsumDense/Embedding only, and "
-    "makes the int8 kernels non-trainable), and tensorflow-model-optimization only accepts "
-    "tf_keras (Keras 2) models, which means rebuilding the model in legacy Keras. See "
-    "docs/quantization.md. Distillation alone (DistillationConfig) does not need QAT.")
+_BACKENDS = {"torch": "neural_distill.adapters.torch.compression",
+             "tensorflow": "neural_distill.adapters.tensorflow.compression"}
 
 
 def _backend(framework):
@@ -225,8 +218,6 @@ class CompressionManager(Dispatcher):
         qat_config = next((c for c in configs if isinstance(c, QuantizationAwareTrainingConfig)),
                           None)
         if qat_config is not None:
-            if self._backend is None:
-                raise ModelError(_TENSORFLOW_QAT)
             self.qat = self._backend.prepare_qat(model, qat_config)
         self.model = self.qat.model if self.qat is not None else model
         self._adapter = adapter_for_model(self.model, "model")

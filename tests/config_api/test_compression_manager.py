@@ -233,12 +233,9 @@ def test_prepare_compression_rejects_what_is_not_a_model():
         prepare_compression("model.pt", DistillationConfig())
 
 
-def test_qat_for_a_keras_model_says_why_it_is_not_supported():
+def test_qat_for_a_keras_model_uses_the_keras_backend():
+    """Keras QAT itself is tested in tests/tensorflow/test_tf_qat.py."""
     keras = pytest.importorskip("keras")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    with pytest.raises(ModelError) as info:
-        prepare_compression(model, QuantizationAwareTrainingConfig(example_inputs=None))
-    text = str(info.value)
-    assert "implemented for PyTorch models only" in text
-    assert "model.quantize('int8') is post-training" in text
-    assert "tensorflow-model-optimization only accepts tf_keras (Keras 2) models" in text
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    manager = prepare_compression(model, QuantizationAwareTrainingConfig(example_inputs=None))
+    assert manager.model is model and manager.qat.quantized == {"d": "Dense"}

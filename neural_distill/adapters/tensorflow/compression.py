@@ -1,0 +1,69 @@
+"""The TensorFlow / Keras side of ``neural_distill.training.prepare_compression``.
+
+Same names as ``adapters/torch/compression.py`` (tests/tensorflow/test_tf_qat.py checks it):
+preparing a model for QAT, generating layer mappings from layer names, saving and exporting.
+"""
+
+import contextlib
+
+import keras
+
+from ...errors import ModelError
+from .features import layer_names
+
+
+def prepare_qat(model, config):
+    from .quantization import prepare_qat as prepare
+
+    return prepare(model, config)
+
+
+def _layers_with_weights(model):
+    return [layer.name for layer in getattr(model, "layers", [])
+            if layer.weights and not isinstance(layer, keras.layers.InputLayer)]
+
+
+def auto_layer_mappings(student, teachers, qat=None):
+    """``[[name], ...]``: the layers with weights that the student and the (first) teacher
+    share by name (Keras layer names; a QAT model keeps the user's names, and its float copy is
+    the default teacher, so every layer with weights is matched with its float self)."""
+    if not teachers:
+        raise ModelError("IntermediateLayersKnowledgeDistillationLossConfig: layer_mappings is "
+                         "empty and there is no teacher to generate them from. Give "
+                         "layer_mappings, a teacher_model, or add a "
+                         "QuantizationAwareTrainingConfig (its float copy is the teacher).")
+    candidates = _layers_with_weights(student)
+    teacher_names = set(layer_names(teachers[0]))
+    mappings = [[name] for name in candidates if name in teacher_names]
+    if not mappings:
+        raise ModelError(
+            f"IntermediateLayersKnowledgeDistillationLossConfig: layer_mappings is empty and no "
+            f"layer with weights exists under the same name in the student and the teacher "
+            f"(student layers: {', '.join(candidates[:20]) or 'none'}). Give layer_mappings.")
+    return mappings
+
+
+def quiet_copies():
+    return contextlib.nullcontext()
+
+
+def module_paths(model):
+    return set(layer_names(model))
+
+
+def save_weights(model, path):
+    model.save_weights(path)
+
+
+def export_float(model, path, example_inputs=None):
+    """A float model as a ``.keras`` file (``example_inputs`` is not needed by Keras).
+
+    The deployable model only: a copy without the optimizer state of a compiled model, when
+    Keras can rebuild the model from its config."""
+    from .quantization import float_copy, save_keras
+
+    try:
+        copy = float_copy(model, "export")
+    except ModelError:
+        copy = model
+    return save_keras(copy, path, "export", float_model=model)
