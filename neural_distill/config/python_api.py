@@ -25,7 +25,7 @@ from ..errors import ConfigError, ModelError
 from .compression_schema import (CRITERION, EXPERIMENT, FRAMEWORK, METRIC, OPTIMIZER,
                                  PYTHON_CRITERIA, QUANTIZATION_AWARE_TRAINING,
                                  QUANTIZATION_DOCUMENT)
-from .loader import read_yaml, to_plain, validate
+from .loader import parse_text, read_yaml, to_plain, validate
 from .nodes import OneOf, Section, describe
 
 
@@ -36,12 +36,7 @@ def _read_yaml_source(source, who):
             and (os.path.isfile(source) or source.endswith((".yaml", ".yml")))):
         return read_yaml(source), os.fspath(source)
     if isinstance(source, str):
-        try:
-            document = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{who}: not valid YAML: {getattr(exc, 'problem', None) or exc}") \
-                from None
-        return ({} if document is None else document), who
+        return parse_text(source, who), who  # same safety checks as a file
     raise ConfigError(f"{who}: expected a path to a YAML file or YAML text, got "
                       f"{type(source).__name__}")
 
