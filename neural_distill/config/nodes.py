@@ -59,7 +59,9 @@ class Range:
         self.hint = hint
 
     def __str__(self):
-        return (f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+        def show(bound):
+            return str(bound) if isinstance(bound, int) else f"{bound:g}"
+        return (f"{'(' if self.low_open else '['}{show(self.low)}, {show(self.high)}"
                 f"{')' if self.high_open else ']'}")
 
     def contains(self, value):

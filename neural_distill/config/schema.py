@@ -7,6 +7,7 @@ additions live under new keys (``lr_schedule``, ``progress_bar``, ``model.studen
 change the meaning of an old one. ``docs/configuration.md`` documents every key.
 """
 
+import math
 import re
 
 from schema import And, Or
@@ -262,7 +263,7 @@ TRAIN = Section({
 }, default={}, check=_check_epochs)
 
 TOP_LEVEL = Section({
-    "version": Leaf(Or(int, float, str), "a version number", default=1.0),
+    "version": Leaf(Or(int, And(float, math.isfinite), str), "a version number", default=1.0),
     "model": Section({
         "name": _text(default="distillation"),
         "framework": Leaf(Or(*FRAMEWORKS), f"one of {{{', '.join(FRAMEWORKS)}}}"),

@@ -102,8 +102,8 @@ def decode(data, source):
         raise ConfigError(f"{source}: the file is {len(data):,} bytes; a configuration may be at "
                           f"most {MAX_FILE_BYTES:,} bytes. Is this the right file?")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ConfigError(f"{source}: the file is saved as UTF-16; save it as UTF-8 (in most "
-                          f"editors: 'Save with encoding' > UTF-8).")
+        raise ConfigError(f"{source}: the file is saved as UTF-16 or UTF-32; save it as UTF-8 "
+                          f"(in most editors: 'Save with encoding' > UTF-8).")
     if b"\x00" in data:
         raise ConfigError(f"{source}: the file is binary (it contains NUL bytes), not YAML text. "
                           f"If it is UTF-16 or UTF-32 text, save it as UTF-8.")
@@ -228,8 +228,9 @@ def parse_yaml(text, source):
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
         raise ConfigError(f"{source}: not valid YAML (line {line}, column {column}): character "
-                          f"{exc.character!r} is not allowed ({exc.reason}); remove it.") from None
+                          f"{character!r} is not allowed ({exc.reason}); remove it.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
