@@ -10,7 +10,7 @@ import os
 from ..errors import ConfigError
 from .nodes import _MISSING, Problems
 from .schema import TOP_LEVEL
-from .yaml_reader import MAX_FILE_BYTES, decode, parse_yaml
+from .yaml_reader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, decode, parse_yaml
 
 
 class DotDict(dict):
@@ -90,6 +90,25 @@ def validate(document, source="<dict>", node=TOP_LEVEL):
     return DotDict.wrap(cleaned)
 
 
+def check_size(document, source):
+    """A document given in Python obeys the same limits as a file (iteratively: a structure
+    that contains itself, or one 10,000 levels deep, must not end in RecursionError)."""
+    stack, count = [(document, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: nesting deeper than {MAX_DEPTH} levels (or a dict or "
+                              f"list that contains itself); a configuration is never this deep.")
+        if count > MAX_NODES:
+            raise ConfigError(f"{source}: more than {MAX_NODES:,} values; a configuration is "
+                              f"never this large.")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1) for item in value)
+
+
 def load_config(source):
     """A validated configuration from a YAML path, a dict, or a DistillationConf.
 
@@ -100,6 +119,7 @@ def load_config(source):
     if isinstance(source, DistillationConf):
         return copy.deepcopy(source.usr_cfg), source.source
     if isinstance(source, dict):
+        check_size(source, "<dict>")
         return validate(copy.deepcopy(to_plain(source)), "<dict>"), "<dict>"
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)

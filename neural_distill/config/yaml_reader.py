@@ -234,4 +234,7 @@ def parse_yaml(text, source):
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
+        if "could not determine a constructor" in problem:
+            problem += (". Tags that build Python objects are never run; name a model or dataset "
+                        "factory as a 'module:attribute' string (docs/cli.md)")
         raise ConfigError(f"{source}: not valid YAML{_where(mark)}: {problem}") from None

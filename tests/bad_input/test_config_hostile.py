@@ -129,3 +129,21 @@ def test_template_reads_the_same_as_with_pyyaml(tmp_path):
         with open(os.path.join(folder, name), encoding="utf-8") as handle:
             text = handle.read()
         assert yaml_reader.parse_yaml(text, name) == yaml.safe_load(text), name
+
+
+def test_dict_that_contains_itself(tmp_path):
+    from neural_distill import Distillation
+
+    document = {"tuning": {"exit_policy": {}}}
+    document["tuning"]["exit_policy"]["again"] = document
+    with pytest.raises(ConfigError, match="<dict>: nesting deeper than 64 levels .*contains "
+                                          "itself"):
+        Distillation(document)
+
+
+def test_dict_nested_thousands_deep(tmp_path):
+    document = {}
+    for _ in range(5000):
+        document = {"k": document}
+    with pytest.raises(ConfigError, match="<dict>: nesting deeper than 64 levels"):
+        DistillationConf({"tuning": {"exit_policy": document}})
