@@ -60,11 +60,15 @@ class _Loader(_BASE):
     def construct_object(self, node, deep=False):
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
-            # e.g. an int of 5,000 digits (Python's int() limit) or the date 2021-02-30
-            reason = str(exc).split(";")[0]
-            raise ConstructorError(None, None, f"cannot read {str(node.value)[:40]!r}: {reason}",
-                                   node.start_mark) from None
+        except (ValueError, OverflowError, KeyError, AttributeError, TypeError) as exc:
+            # PyYAML's constructors fail in their own ways on values they cannot read: an int
+            # of 5,000 digits (Python's int() limit), the date 2021-02-30, `!!bool maybe`
+            # (KeyError), `!!timestamp nope` (AttributeError).
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            detail = (": " + str(exc).split(";")[0]) if isinstance(
+                exc, (ValueError, OverflowError)) else ""
+            raise ConstructorError(None, None, f"cannot read {str(node.value)[:40]!r} as "
+                                   f"{kind}{detail}", node.start_mark) from None
 
 
 def _construct_int(loader, node):

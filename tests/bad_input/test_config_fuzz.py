@@ -56,6 +56,7 @@ STRANGE_VALUES = [
     float("inf"), float("-inf"), float("nan"), [], {}, [0, 0], [1, 2, 3], [0.5, "half"],
     {"a": 1}, {"SGD": {}}, {"KnowledgeDistillationLoss": {}}, ["CE", "KL"], [[["deep"]]],
     datetime.date(2026, 2, 1), "module:attribute", "../../etc/passwd", "a" * 500,
+    {1, 2}, b"\x00binary", {1: "int key"}, {None: "null key"}, {True: 1, 2.5: 2},
 ]
 
 TEXT_INSERTS = [
@@ -63,6 +64,9 @@ TEXT_INSERTS = [
     "!!python/name:os.system ", "!custom ", "!!binary ", "\t", '"', "'", "#", "%YAML 1.1\n", "---\n",
     "...\n", "|", ">", "@", "`", "<<: *a\n", ",", "\\", "\x07", "\ufeff", "é", "1:30", "1e-3",
     ".nan", ".inf", "0o777", "1_000", "~", "=", "2021-02-30", "9" * 5000,
+    # explicit tags whose PyYAML constructors fail in their own ways
+    "!!bool maybe ", "!!bool ", "!!timestamp nope ", "!!int x ", "!!float abc ", "!!set {a, b} ",
+    "!!binary '@@' ", "!!omap [1] ", "!!pairs [a] ", "!!map ", "!!seq ", "!!str ", "!!null x ",
 ]
 
 
@@ -118,8 +122,9 @@ def mutate_document(document, rng):
     elif kind == 2:  # an unknown or misspelt key next to this one
         target = parent if isinstance(parent, dict) else (value if isinstance(value, dict)
                                                           else document)
-        name = _typo(last, rng) if isinstance(last, str) and rng.random() < 0.7 else \
-            rng.choice(["extra", "x", "1", "null", "distillation", "Train", "éé"])
+        name = _typo(last, rng) if isinstance(last, str) and rng.random() < 0.6 else \
+            rng.choice(["extra", "x", "1", "null", "distillation", "Train", "éé", 1, None, True,
+                        2.5, ""])
         target[name] = copy.deepcopy(rng.choice(STRANGE_VALUES))
     elif kind == 3:  # deep nesting around a value
         nested = value

@@ -100,7 +100,16 @@ def test_integer_too_long_to_convert(tmp_path):
 
 def test_impossible_date(tmp_path):
     message = config_error(tmp_path, "version: 2021-02-30\n")
-    assert "cannot read '2021-02-30': day is out of range for month" in message
+    assert "cannot read '2021-02-30' as timestamp: day is out of range for month" in message
+
+
+@pytest.mark.parametrize("tagged, kind", [("!!bool maybe", "bool"), ("!!timestamp nope",
+                                                                     "timestamp"),
+                                          ("!!int x", "int"), ("!!float abc", "float")])
+def test_explicit_tag_with_a_value_it_cannot_hold(tmp_path, tagged, kind):
+    message = config_error(tmp_path, f"tuning:\n  exit_policy: {tagged}\n")
+    assert f"not valid YAML (line 2, column 16): cannot read '{tagged.split()[1]}' as {kind}" \
+        in message
 
 
 def test_control_character(tmp_path):
