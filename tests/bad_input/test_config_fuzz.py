@@ -6,8 +6,8 @@ numbers, deep nesting, unknown and misspelt keys) and textual ones made on the f
 (YAML syntax damage, duplicated lines and keys, aliases and alias bombs, tags that would build
 Python objects, truncation, non-UTF-8 bytes). Every case must either
 
-- raise ``ConfigError`` (read as ``DistillationConf(path)`` reads a file, minus the disk) whose every problem line reads ``<file>: <key path or file-level
-  problem>: <message>``, or
+- raise ``ConfigError`` (read as ``DistillationConf(path)`` reads a file, minus the disk)
+  whose every problem line reads ``<file>: <key path or file-level problem>: <message>``, or
 - load a configuration that is valid: validating it again gives the same result, it survives a
   YAML round trip, and every number outside free-form sections is finite;
 
@@ -60,8 +60,9 @@ STRANGE_VALUES = [
 ]
 
 TEXT_INSERTS = [
-    ":", "[", "]", "{", "}", "- ", "? ", "&a ", "*a", "*undefined", "!!python/object/apply:os.system ['true'] ",
-    "!!python/name:os.system ", "!custom ", "!!binary ", "\t", '"', "'", "#", "%YAML 1.1\n", "---\n",
+    ":", "[", "]", "{", "}", "- ", "? ", "&a ", "*a", "*undefined",
+    "!!python/object/apply:os.system ['true'] ", "!!python/name:os.system ", "!custom ",
+    "!!binary ", "\t", '"', "'", "#", "%YAML 1.1\n", "---\n",
     "...\n", "|", ">", "@", "`", "<<: *a\n", ",", "\\", "\x07", "\ufeff", "é", "1:30", "1e-3",
     ".nan", ".inf", "0o777", "1_000", "~", "=", "2021-02-30", "9" * 5000,
     # explicit tags whose PyYAML constructors fail in their own ways

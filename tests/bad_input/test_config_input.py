@@ -248,5 +248,6 @@ def test_python_from_yaml_text_refuses_duplicate_keys():
 
 
 def test_python_from_yaml_text_reads_e_notation():
-    config = KnowledgeDistillationLossConfig.from_yaml("temperature: 2e0\nloss_weights: [1e-1, 1]\n")
+    config = KnowledgeDistillationLossConfig.from_yaml("temperature: 2e0\n"
+                                                       "loss_weights: [1e-1, 1]\n")
     assert config.temperature == 2.0 and config.loss_weights == [0.1, 1]

@@ -39,6 +39,13 @@ CASES = [
     # (torch blocked as well: importing it would only make the case slow)
     ("transformers-integration", ["torch", "transformers"],
      "from neural_distill.integrations.transformers import NLPTrainer", "transformers"),
+    # torch and transformers present (stand-ins: importing the real ones takes seconds),
+    # accelerate missing: transformers.Trainer needs it.
+    ("accelerate-for-the-trainer", ["accelerate"],
+     "import types; sys.modules['torch'] = types.ModuleType('torch'); "
+     "hf = sys.modules['transformers'] = types.ModuleType('transformers'); "
+     "hf.TrainerCallback = object; "
+     "from neural_distill.integrations.transformers import NLPTrainer", "transformers"),
 ]
 
 
