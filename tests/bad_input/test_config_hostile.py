@@ -3,6 +3,7 @@ what is wrong, never in a hang, a RecursionError, a crash of the YAML C parser, 
 the file."""
 
 import os
+import re
 
 import pytest
 import yaml
@@ -156,3 +157,29 @@ def test_dict_nested_thousands_deep(tmp_path):
         document = {"k": document}
     with pytest.raises(ConfigError, match="<dict>: nesting deeper than 64 levels"):
         DistillationConf({"tuning": {"exit_policy": document}})
+
+
+PARITY_CASES = [
+    ALIAS_BOMB, "a: &a [*a]\n", "a: " + "[" * 3000 + "]" * 3000 + "\n",
+    "a: 1\nb: {c: 1, c: 2}\n", "epoch: 1:30\nlr: 1e-3\nn: 010\n", "a: !!bool maybe\n",
+    "a: [1, 2\nb: 3\n", "model:\n  name: x\n framework: pytorch\n", "a: \x07\n",
+    "a: !!python/object/apply:os.system [ls]\n", "a: 1\n---\nb: 2\n",
+]
+
+
+@pytest.mark.parametrize("text", PARITY_CASES, ids=range(len(PARITY_CASES)))
+def test_pure_python_loader_gives_the_same_result(monkeypatch, text):
+    def outcome():
+        try:
+            return repr(yaml_reader.parse_yaml(text, "f.yaml"))
+        except ConfigError as exc:
+            return str(exc)
+
+    def comparable(result):
+        # libyaml and PyYAML word syntax errors differently; the place must be the same.
+        syntax = re.match(r"f\.yaml: not valid YAML \(line \d+, column \d+\)", result)
+        return syntax.group(0) if syntax else result
+
+    fast = outcome()
+    monkeypatch.setattr(yaml_reader, "_Loader", yaml_reader._PythonLoader)
+    assert comparable(outcome()) == comparable(fast)
