@@ -131,19 +131,26 @@ def decode(data, source):
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def _check_nesting(text, source):
-    """Refuse deep nesting before composing: the C composer recurses without a limit (300,000
-    brackets crash the process) and the Python one hits RecursionError.
+def _check_shape(text, source):
+    """Refuse deep nesting and sheer size before composing: the C composer recurses without a
+    limit (300,000 brackets crash the process), the Python one hits RecursionError, and
+    composing a huge document is what takes the time.
 
-    The parser itself does not recurse, so a first pass over its events measures the depth;
-    it costs a fraction of composing.
+    The parser itself does not recurse, so a first pass over its events measures both; it
+    costs a fraction of composing.
     """
     parser = _Loader(text)
     try:
-        depth = 0
+        depth = values = 0
         while parser.check_event():
             event = parser.get_event()
-            if isinstance(event, (yaml.CollectionStartEvent,)):
+            if isinstance(event, yaml.NodeEvent):
+                values += 1
+                if values > MAX_NODES:
+                    raise ConfigError(f"{source}: more than {MAX_NODES:,} values (at "
+                                      f"{_where(event.start_mark)[2:-1]}); a configuration is "
+                                      f"never this large.")
+            if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise ConfigError(f"{source}: nesting deeper than {MAX_DEPTH} levels"
@@ -225,7 +232,7 @@ def parse_yaml(text, source):
         raise ConfigError(f"{source}: {len(text):,} characters of YAML; a configuration may be "
                           f"at most {MAX_FILE_BYTES:,} bytes. Is this the right file?")
     try:
-        _check_nesting(text, source)
+        _check_shape(text, source)
         loader = _Loader(text)
         try:
             node = loader.get_single_node()

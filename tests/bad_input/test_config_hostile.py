@@ -183,3 +183,9 @@ def test_pure_python_loader_gives_the_same_result(monkeypatch, text):
     fast = outcome()
     monkeypatch.setattr(yaml_reader, "_Loader", yaml_reader._PythonLoader)
     assert comparable(outcome()) == comparable(fast)
+
+
+def test_too_many_values_are_refused_before_composing(tmp_path):
+    # Under the size limit, but composing 300,000 values would take the time of a huge file.
+    message = config_error(tmp_path, "tuning:\n  exit_policy: [" + "1," * 300_000 + "1]\n")
+    assert "more than 100,000 values (at line 2, column" in message
