@@ -7,7 +7,7 @@ PyYAML's safe loader builds no Python objects from tags, but left alone it still
 - mean something else than it says: YAML 1.1 reads ``epoch: 1:30`` as 90 (base 60) and
   ``learning_rate: 1e-3`` as the *string* "1e-3";
 - exhaust the machine: a 600-byte alias bomb expands to 10^9 nodes, thousands of nested
-  brackets overflow the stack (the C parser crashes the process), a huge file takes minutes.
+  brackets overflow the stack (the C parser crashes the process), 10 MB take 10 s.
 
 ``parse_yaml`` closes each of these with a ConfigError that names the source, the line and,
 where there is one, the key path. Numbers follow YAML 1.2 (``1e-3`` and ``1.5e3`` are floats,
@@ -24,11 +24,12 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ..errors import ConfigError
 
 # Experiment files are a few kilobytes; a megabyte is far beyond any real one and still reads in
-# well under a second.
+# about a second (ten megabytes took ten).
 MAX_FILE_BYTES = 1 << 20
 # The deepest key of a real file (a layer mapping's process) is about 8 levels down.
 MAX_DEPTH = 64
-# Nodes after expanding every alias: 1000 layer mappings fit; an alias bomb does not.
+# Values in the file, and after expanding every alias: 1000 layer mappings fit; an alias bomb
+# does not.
 MAX_NODES = 100_000
 
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -45,7 +46,6 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE]
                         |[-+]?\.(?:inf|Inf|INF)
                         |\.(?:nan|NaN|NAN))$""", re.X)
 _SIGN_AND_DIGITS = "-+0123456789."
-
 
 
 class _Checked:
