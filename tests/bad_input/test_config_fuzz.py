@@ -34,6 +34,7 @@ if REPO_ROOT not in sys.path:
 
 from neural_distill.config import validate  # noqa: E402
 from neural_distill.config.loader import parse_text, to_plain  # noqa: E402
+from neural_distill.config.schema import DATASETS  # noqa: E402
 from neural_distill.config.yaml_reader import decode  # noqa: E402
 from neural_distill.errors import ConfigError  # noqa: E402
 
@@ -202,7 +203,8 @@ def mutate_text(text, rng):
 def _non_finite_paths(document, path=""):
     if isinstance(document, dict):
         for key, value in document.items():
-            if key in FREE_FORM:
+            # (datasets of other systems are accepted as they are, and refused when built)
+            if key in FREE_FORM or path.endswith(".dataset") and key not in DATASETS:
                 continue
             yield from _non_finite_paths(value, f"{path}.{key}" if path else str(key))
     elif isinstance(document, list):
