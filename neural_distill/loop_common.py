@@ -4,6 +4,8 @@ section."""
 
 import math
 import os
+import zipfile
+import zlib
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -125,25 +127,69 @@ def check_dataloader_section(config, where, built_in):
 
 
 def read_npz(params, where, base_dir):
-    """``inputs`` or ``(inputs, labels)`` NumPy arrays from a config's ``npz`` dataset."""
+    """``inputs`` or ``(inputs, labels)`` NumPy arrays from a config's ``npz`` dataset.
+
+    The file is read without unpickling (a pickle can run code); anything else than an
+    ``.npz`` archive of numeric arrays is a DataError that says how to save it.
+    """
     path = params["path"]
     if not os.path.isabs(path):
         path = os.path.join(base_dir, path)
     if not os.path.isfile(path):
         raise ConfigError(f"{where}.dataset.npz.path: file {path} not found")
-    with np.load(path, allow_pickle=False) as arrays:
+    save_hint = "Save it with np.savez(path, x=inputs, y=labels)."
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        # NumPy's own message suggests allow_pickle=True, which a config cannot (and must not)
+        # ask for: a pickle can run code.
+        reason = ("it is not NumPy data: reading it would mean unpickling it, which can run code"
+                  if "pickle" in str(exc) else str(exc).split(";")[0])
+        raise DataError(f"{where}.dataset.npz.path: {path} is not a NumPy .npz file ({reason})."
+                        f" {save_hint}") from None
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise DataError(f"{where}.dataset.npz.path: {path} holds a single array (a .npy file), "
+                        f"not an .npz archive of named arrays. {save_hint}")
+    with arrays:
         for key in (params["input_key"], params["label_key"]):
             if key is not None and key not in arrays.files:
                 raise ConfigError(f"{where}.dataset.npz: {path} has no array '{key}'; it holds "
                                   f"{sorted(arrays.files)}")
-        inputs = np.ascontiguousarray(arrays[params["input_key"]])
-        if params["label_key"] is None:
-            return inputs
-        labels = np.ascontiguousarray(arrays[params["label_key"]])
+        loaded = [_npz_array(arrays, key, path, where)
+                  for key in (params["input_key"], params["label_key"]) if key is not None]
+    inputs = loaded[0]
+    if params["label_key"] is None:
+        return inputs
+    labels = loaded[1]
     if labels.shape[0] != inputs.shape[0]:
         raise ConfigError(f"{where}.dataset.npz: {params['input_key']} has {inputs.shape[0]} "
                           f"samples but {params['label_key']} has {labels.shape[0]}")
     return inputs, labels
+
+
+def _npz_array(arrays, key, path, where):
+    """One numeric array of an open .npz file, with at least a sample dimension."""
+    try:
+        array = arrays[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(f"{where}.dataset.npz: array '{key}' of {path} is an object array "
+                            f"(dtype=object), which could only be read by unpickling, and "
+                            f"unpickling can run code. Save numeric arrays instead, e.g. "
+                            f"np.savez(path, {key}=np.asarray(values, dtype=np.float32)).") \
+                from None
+        raise DataError(f"{where}.dataset.npz: array '{key}' of {path} cannot be read "
+                        f"({exc}); the file may be damaged. Save it again.") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{where}.dataset.npz: array '{key}' of {path} cannot be read "
+                        f"({exc}); the file is truncated or damaged. Save it again.") from None
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{where}.dataset.npz: array '{key}' of {path} has dtype {array.dtype}; "
+                        f"expected numbers (float or int). Convert it before saving.")
+    if array.ndim == 0:
+        raise DataError(f"{where}.dataset.npz: array '{key}' of {path} is a single number; "
+                        f"expected one entry per sample along the first dimension.")
+    return np.ascontiguousarray(array)
 
 
 def dataset_from_factory(params, where, base_dir):

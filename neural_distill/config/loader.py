@@ -1,17 +1,16 @@
 """Reading and validating experiment configurations.
 
-A configuration is read with YAML's safe loader (no tags that build Python objects) and
-validated completely before any model is touched.
+A configuration is read with YAML's safe loader (no tags that build Python objects, see
+``yaml_reader``) and validated completely before any model is touched.
 """
 
 import copy
 import os
 
-import yaml
-
 from ..errors import ConfigError
 from .nodes import _MISSING, Problems
 from .schema import TOP_LEVEL
+from .yaml_reader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, decode, parse_yaml
 
 
 class DotDict(dict):
@@ -48,21 +47,31 @@ def to_plain(value):
 
 
 def read_yaml(path):
-    """The raw document of a YAML file; syntax errors name the file, line and column."""
+    """The raw document of a YAML file; problems name the file, line and column.
+
+    The file must be UTF-8 YAML of at most ``yaml_reader.MAX_FILE_BYTES``; duplicate keys,
+    base-60 numbers, alias bombs and deep nesting are refused (``yaml_reader``).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: configuration file not found. Expected a path to a YAML "
                           f"file (or pass a dict).")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            document = yaml.safe_load(handle)
-        except yaml.YAMLError as exc:
-            where = ""
-            mark = getattr(exc, "problem_mark", None)
-            if mark is not None:
-                where = f" (line {mark.line + 1}, column {mark.column + 1})"
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    try:
+        with open(path, "rb") as handle:
+            # One byte past the limit is enough to know the file is too large.
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: "
+                          f"{exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: the file is larger than {MAX_FILE_BYTES:,} bytes, the most a "
+                          f"configuration may be. Is this the right file?")
+    return parse_text(decode(data, path), path)
+
+
+def parse_text(text, source):
+    """The raw document of YAML text (``{}`` when empty); problems raise ConfigError."""
+    document = parse_yaml(text, source)
     return {} if document is None else document
 
 
@@ -89,6 +98,25 @@ class LoadedConfig:
     source = None
 
 
+def check_size(document, source):
+    """A document given in Python obeys the same limits as a file (iteratively: a structure
+    that contains itself, or one 10,000 levels deep, must not end in RecursionError)."""
+    stack, count = [(document, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: nesting deeper than {MAX_DEPTH} levels (or a dict or "
+                              f"list that contains itself); a configuration is never this deep.")
+        if count > MAX_NODES:
+            raise ConfigError(f"{source}: more than {MAX_NODES:,} values; a configuration is "
+                              f"never this large.")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1) for item in value)
+
+
 def load_config(source):
     """A validated configuration from a YAML path, a dict, or a DistillationConf.
 
@@ -97,6 +125,7 @@ def load_config(source):
     if isinstance(source, LoadedConfig):
         return copy.deepcopy(source.usr_cfg), source.source
     if isinstance(source, dict):
+        check_size(source, "<dict>")
         return validate(copy.deepcopy(to_plain(source)), "<dict>"), "<dict>"
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)

@@ -8,6 +8,8 @@ run of ``neural-distill validate`` shows the user all there is to fix.
 
 import copy
 import difflib
+import math
+import re
 
 from schema import And, Or, Schema, SchemaError
 
@@ -16,7 +18,10 @@ _MISSING = object()
 
 def describe(value):
     """How a received value is shown in error messages: short and unambiguous."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4,300-digit conversion limit
+        text = f"<an int of about {value.bit_length() * 0.30103:.0f} digits>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -26,8 +31,8 @@ def suggest(name, candidates):
 
 
 def number(minimum=None, exclusive=False):
-    """A schema for an int or float (never a bool) with an optional lower bound."""
-    checks = [Or(int, float), lambda v: not isinstance(v, bool)]
+    """A schema for an int or float (never a bool, never NaN) with an optional lower bound."""
+    checks = [Or(int, float), lambda v: not isinstance(v, bool), lambda v: v == v]
     if minimum is not None:
         checks.append((lambda v: v > minimum) if exclusive else (lambda v: v >= minimum))
     return And(*checks)
@@ -38,6 +43,52 @@ def integer(minimum=None):
     if minimum is not None:
         checks.append(lambda v: v >= minimum)
     return And(*checks)
+
+
+class Range:
+    """The values training can use, past a leaf's basic check: finite and within bounds.
+
+    A value can be of the right kind and still be useless (a temperature of 1e30, a learning
+    rate of inf, a seed NumPy cannot take); the message then says which range is supported.
+    ``docs/configuration.md`` lists every range.
+    """
+
+    def __init__(self, low, high, low_open=False, high_open=False, hint=""):
+        self.low, self.high = low, high
+        self.low_open, self.high_open = low_open, high_open
+        self.hint = hint
+
+    def __str__(self):
+        def show(bound):
+            return str(bound) if isinstance(bound, int) else f"{bound:g}"
+        return (f"{'(' if self.low_open else '['}{show(self.low)}, {show(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+    def contains(self, value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((value > self.low if self.low_open else value >= self.low)
+                and (value > self.low if self.low_open else value >= self.low)
+                and (value < self.high if self.high_open else value <= self.high))
+
+    def __call__(self, value):
+        if self.contains(value):
+            return None
+        return f"outside the supported range {self}{self.hint}"
+
+
+def _string_hint(value):
+    """Why a string was given where a number was expected, when that is guessable."""
+    if not isinstance(value, str):
+        return ""
+    if re.fullmatch(r"[-+]?[0-9]+(:[0-5]?[0-9])+(\.[0-9]*)?", value.strip()):
+        return (" (YAML 1.1 reads this as a base-60 number, 1:30 as 90; write the number "
+                "itself)")
+    try:
+        return " (quoted, so it is text: remove the quotes)" if math.isfinite(float(value)) \
+            else ""
+    except ValueError:
+        return ""
 
 
 class Problems:
@@ -67,19 +118,30 @@ class Node:
 
 
 class Leaf(Node):
-    """One value checked by a ``schema`` expression; ``expected`` is the human wording."""
+    """One value checked by a ``schema`` expression; ``expected`` is the human wording.
 
-    def __init__(self, check, expected, default=_MISSING):
+    ``limit``, when given, is called with a value that passed the check and returns why it is
+    still unusable (e.g. a ``Range``), or None.
+    """
+
+    def __init__(self, check, expected, default=_MISSING, limit=None):
         self.schema = Schema(check)
         self.expected = expected
         self.default = default
+        self.limit = limit
 
     def validate(self, value, path, problems):
         try:
-            return self.schema.validate(value)
+            cleaned = self.schema.validate(value)
         except SchemaError:
-            problems.add(path, f"expected {self.expected}, got {describe(value)}")
+            problems.add(path, f"expected {self.expected}, got {describe(value)}"
+                               f"{_string_hint(value)}")
             return _MISSING
+        reason = self.limit(cleaned) if self.limit is not None else None
+        if reason:
+            problems.add(path, f"expected {self.expected}, got {describe(value)}: {reason}")
+            return _MISSING
+        return cleaned
 
 
 class Section(Node):

@@ -7,18 +7,26 @@ additions live under new keys (``lr_schedule``, ``progress_bar``, ``model.studen
 change the meaning of an old one. ``docs/configuration.md`` documents every key.
 """
 
+import math
 import re
 
 from schema import And, Or
 from schema import Optional as SchemaOptional
 
 from .layer_mappings import LayerMappingsNode, SelfMappingsNode
-from .nodes import AnyMapping, Leaf, OneOf, Section, integer, number
+from .nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
 
 STUDENT_LOSS_TYPES = ("CE", "MSE")
 KD_LOSS_TYPES = ("CE", "KL", "MSE")
 FRAMEWORKS = ("pytorch", "pytorch_fx", "pytorch_ipex", "tensorflow", "keras")
 _DEVICE = re.compile(r"^(cpu|gpu|cuda|auto|mps|cuda:\d+)$")
+
+# What training can use (docs/configuration.md, "Limits"): values of the right type outside
+# these ranges overflow, diverge or cannot be passed on (NumPy seeds are 32-bit).
+TEMPERATURES = Range(0.01, 1000, hint=" (temperatures of 1 to 20 are usual)")
+LEARNING_RATES = Range(0, 10, low_open=True, hint=" (learning rates of 1e-5 to 1 are usual)")
+WEIGHT_MAX = 1000
+SEEDS = Range(0, 2**32 - 1, hint=" (random seeds are 32-bit)")
 
 
 def _flag(default):
@@ -40,17 +48,30 @@ def _pair(choices_first, choices_second, default):
                     f"distillation in {{{', '.join(choices_second)}}}]", default=default)
 
 
+def _is_weight(w):
+    return isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+
+
+def _weights_limit(weights):
+    """Weights must be finite, not absurd, and not all zero (nothing would be learned)."""
+    bad = [w for w in weights if not Range(0, WEIGHT_MAX).contains(w)]
+    if bad:
+        return f"weight {bad[0]!r} is outside the supported range [0, {WEIGHT_MAX}]"
+    if not any(weights):
+        return "all weights are 0, so nothing would be trained; make at least one > 0"
+    return None
+
+
 def _two_weights(default):
     def ok(v):
-        return (isinstance(v, list) and len(v) == 2
-                and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
-                        for w in v))
+        return isinstance(v, list) and len(v) == 2 and all(_is_weight(w) for w in v)
     return Leaf(ok, "a list of two numbers >= 0 [student_weight, distillation_weight]",
-                default=default)
+                default=default, limit=_weights_limit)
 
 
 KNOWLEDGE_DISTILLATION_LOSS = Section({
-    "temperature": Leaf(number(0, exclusive=True), "a number > 0", default=1.0),
+    "temperature": Leaf(number(0, exclusive=True), "a number > 0", default=1.0,
+                        limit=TEMPERATURES),
     "loss_types": _pair(STUDENT_LOSS_TYPES, KD_LOSS_TYPES, default=["CE", "CE"]),
     "loss_weights": _two_weights(default=[0.5, 0.5]),
     "from_logits": _flag(True),
@@ -66,8 +87,7 @@ def _type_list(choices):
 
 
 _WEIGHT_LIST = Leaf(lambda v: isinstance(v, list) and len(v) >= 1 and all(
-    isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in v),
-    "a list of numbers >= 0")
+    _is_weight(w) for w in v), "a list of numbers >= 0", limit=_weights_limit)
 
 
 def _per_mapping_lengths(what):
@@ -91,7 +111,8 @@ INTERMEDIATE_LAYERS_LOSS = Section({
 
 SELF_DISTILLATION_LOSS = Section({
     "layer_mappings": SelfMappingsNode(),
-    "temperature": Leaf(number(0, exclusive=True), "a number > 0", default=1.0),
+    "temperature": Leaf(number(0, exclusive=True), "a number > 0", default=1.0,
+                        limit=TEMPERATURES),
     "loss_types": _type_list(SELF_LOSS_TYPES),
     "loss_weights": _WEIGHT_LIST,
     "add_origin_loss": _flag(False),
@@ -103,38 +124,47 @@ CRITERIA = {"KnowledgeDistillationLoss": KNOWLEDGE_DISTILLATION_LOSS,
 
 OPTIMIZERS = {
     "SGD": Section({
-        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.01),
-        "momentum": Leaf(number(0), "a number >= 0", default=0.0),
+        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.01,
+                              limit=LEARNING_RATES),
+        "momentum": Leaf(number(0), "a number >= 0", default=0.0,
+                         limit=Range(0, 1, high_open=True)),
         "nesterov": _flag(False),
-        "weight_decay": Leaf(number(0), "a number >= 0", default=0.0),
+        "weight_decay": Leaf(number(0), "a number >= 0", default=0.0, limit=Range(0, 1)),
     }),
     "Adam": Section({
-        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.001),
+        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.001,
+                              limit=LEARNING_RATES),
         "beta_1": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.9),
         "beta_2": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.999),
-        "epsilon": Leaf(number(0, exclusive=True), "a number > 0", default=1e-8),
+        "epsilon": Leaf(number(0, exclusive=True), "a number > 0", default=1e-8,
+                        limit=Range(0, 1, low_open=True)),
         "amsgrad": _flag(False),
-        "weight_decay": Leaf(number(0), "a number >= 0", default=0.0),
+        "weight_decay": Leaf(number(0), "a number >= 0", default=0.0, limit=Range(0, 1)),
     }),
     "AdamW": Section({
-        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.001),
+        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.001,
+                              limit=LEARNING_RATES),
         "beta_1": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.9),
         "beta_2": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.999),
-        "epsilon": Leaf(number(0, exclusive=True), "a number > 0", default=1e-8),
+        "epsilon": Leaf(number(0, exclusive=True), "a number > 0", default=1e-8,
+                        limit=Range(0, 1, low_open=True)),
         "amsgrad": _flag(False),
-        "weight_decay": Leaf(number(0), "a number >= 0", default=0.01),
+        "weight_decay": Leaf(number(0), "a number >= 0", default=0.01, limit=Range(0, 1)),
     }),
 }
 
 LR_SCHEDULES = {
     "constant": Section({}),
     "cosine": Section({
-        "min_learning_rate": Leaf(number(0), "a number >= 0", default=0.0),
-        "warmup_epochs": Leaf(number(0), "a number of epochs >= 0", default=0),
+        "min_learning_rate": Leaf(number(0), "a number >= 0", default=0.0,
+                                  limit=Range(0, 10)),
+        "warmup_epochs": Leaf(number(0), "a number of epochs >= 0", default=0,
+                              limit=Range(0, 1e6)),
     }),
     "step": Section({
         "step_size": Leaf(integer(1), "a number of epochs >= 1", default=1),
-        "gamma": Leaf(number(0, exclusive=True), "a factor > 0", default=0.1),
+        "gamma": Leaf(number(0, exclusive=True), "a factor > 0", default=0.1,
+                      limit=Range(0, 10, low_open=True)),
     }),
 }
 
@@ -143,12 +173,12 @@ DATASET_CHOICES = {
         "shape": Leaf(lambda v: isinstance(v, list) and len(v) >= 2
                       and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v),
                       "a list of positive ints [num_samples, *sample_shape]"),
-        "low": Leaf(number(), "a number", default=-1.0),
-        "high": Leaf(number(), "a number", default=1.0),
+        "low": Leaf(number(), "a number", default=-1.0, limit=Range(-1e6, 1e6)),
+        "high": Leaf(number(), "a number", default=1.0, limit=Range(-1e6, 1e6)),
         "dtype": Leaf(Or("float32", "float64"), "'float32' or 'float64'", default="float32"),
         "label": _flag(True),
         "num_classes": Leaf(integer(1), "an int >= 1", default=10),
-        "seed": Leaf(integer(0), "an int >= 0", default=0),
+        "seed": Leaf(integer(0), "an int >= 0", default=0, limit=SEEDS),
     }, required=("shape",)),
     "npz": Section({
         "path": _text(required=True),
@@ -224,7 +254,8 @@ TRAIN = Section({
     "iteration": Leaf(integer(1), "an int >= 1 (steps per epoch at most)"),
     "frequency": Leaf(integer(1), "an int >= 1 (evaluate every N epochs)", default=1),
     "teacher_weights": _WEIGHT_LIST,
-    "max_grad_norm": Leaf(number(0, exclusive=True), "a number > 0"),
+    "max_grad_norm": Leaf(number(0, exclusive=True), "a number > 0",
+                          limit=Range(0, 1e6, low_open=True)),
     "progress_bar": _flag(True),
     # The teacher's outputs kept per training sample, so later epochs skip the teacher
     # (docs/teacher_cache.md).
@@ -244,7 +275,7 @@ TRAIN = Section({
 }, default={}, check=_check_epochs)
 
 TOP_LEVEL = Section({
-    "version": Leaf(Or(int, float, str), "a version number", default=1.0),
+    "version": Leaf(Or(int, And(float, math.isfinite), str), "a version number", default=1.0),
     "model": Section({
         "name": _text(default="distillation"),
         "framework": Leaf(Or(*FRAMEWORKS), f"one of {{{', '.join(FRAMEWORKS)}}}"),
@@ -263,7 +294,7 @@ TOP_LEVEL = Section({
         }),
     }, default={}),
     "tuning": Section({
-        "random_seed": Leaf(integer(0), "an int >= 0", default=1978),
+        "random_seed": Leaf(integer(0), "an int >= 0", default=1978, limit=SEEDS),
         "workspace": Section({
             "path": _text(default="./nd_workspace"),
             "resume": Leaf(Or(None, str), "a path or null"),

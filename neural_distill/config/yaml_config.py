@@ -9,7 +9,7 @@ import os
 import yaml
 
 from ..errors import ConfigError
-from .loader import read_yaml
+from .loader import parse_text, read_yaml
 from .nodes import describe
 
 
@@ -20,12 +20,7 @@ def read_yaml_source(source, who):
             and (os.path.isfile(source) or source.endswith((".yaml", ".yml")))):
         return read_yaml(source), os.fspath(source)
     if isinstance(source, str):
-        try:
-            document = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{who}: not valid YAML: {getattr(exc, 'problem', None) or exc}") \
-                from None
-        return ({} if document is None else document), who
+        return parse_text(source, who), who  # same safety checks as a file
     raise ConfigError(f"{who}: expected a path to a YAML file or YAML text, got "
                       f"{type(source).__name__}")
 

@@ -18,6 +18,9 @@ def __getattr__(name):
     module_name, extra = _LAZY[name]
     from ..frameworks import import_framework_module
 
+    # The framework itself first: without it, our module would fail on whichever of the
+    # framework's own dependencies (h5py, ...) it happens to import first.
+    import_framework_module(extra, extra)
     return getattr(import_framework_module(module_name, extra), name)
 
 

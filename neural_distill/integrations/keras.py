@@ -18,8 +18,13 @@ built-in loop. Everything Keras offers around ``fit`` (callbacks, metrics, ``eva
 ``predict``, distribution strategies) works unchanged.
 """
 
-import keras
-import tensorflow as tf
+from ..errors import FrameworkNotInstalledError
+
+try:
+    import keras
+    import tensorflow as tf
+except ImportError as exc:
+    raise FrameworkNotInstalledError("TensorFlow with Keras 3", "tensorflow") from exc
 
 from ..adapters.tensorflow import features
 from ..adapters.tensorflow.adapter import ADAPTER

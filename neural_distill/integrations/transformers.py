@@ -42,6 +42,9 @@ try:
     import torch
     import transformers
     from transformers import TrainerCallback
+
+    # Trainer needs accelerate but only says so when one is built; the extra installs it.
+    import accelerate  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without transformers installed
     raise FrameworkNotInstalledError("Hugging Face transformers (with PyTorch)",
                                      "transformers") from exc

@@ -169,8 +169,7 @@ def test_invalid_yaml_syntax_names_file_and_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         Distillation(str(path))
     message = str(info.value)
-    assert message.startswith(f"{path} (line ")
-    assert "not valid YAML" in message
+    assert message.startswith(f"{path}: not valid YAML (line ")
     line = int(message.split("(line ")[1].split(",")[0])
     assert 4 <= line <= 6, message
 
@@ -180,7 +179,7 @@ def test_indentation_error_points_at_the_offending_line(tmp_path):
     path.write_text("model:\n  name: x\n framework: pytorch\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         Distillation(str(path))
-    assert f"{path} (line 3, column" in str(info.value)
+    assert f"{path}: not valid YAML (line 3, column" in str(info.value)
 
 
 def test_missing_file_is_named(tmp_path):
