@@ -57,10 +57,12 @@ def _backend(framework):
     return import_framework_module(_BACKENDS[framework], framework)
 
 
-def prepare_compression(model, confs=None, **kwargs):
+def prepare_compression(model, confs=None, configs=None):
     """A :class:`CompressionManager` for ``model`` and one config or a list of them (``confs``,
     the reference API's keyword; ``configs=`` is accepted too)."""
-    configs = _confs_argument(confs, kwargs)
+    if confs is not None and configs is not None:
+        raise ConfigError("prepare_compression: give the configs once, as confs= (or configs=)")
+    configs = confs if confs is not None else configs
     if isinstance(configs, (DistillationConfig, QuantizationAwareTrainingConfig)):
         configs = [configs]
     if not isinstance(configs, (list, tuple)) or not configs:
@@ -83,16 +85,6 @@ def prepare_compression(model, confs=None, **kwargs):
                          f"keras.Model, got {type(model).__module__}.{type(model).__qualname__}."
                          f" Pass the model object itself (not a path or a state dict).")
     return CompressionManager(model, list(configs))
-
-
-def _confs_argument(confs, kwargs):
-    configs = kwargs.pop("configs", None)
-    if kwargs:
-        raise ConfigError(f"prepare_compression: unexpected keyword arguments {sorted(kwargs)}; "
-                          f"expected prepare_compression(model, confs)")
-    if confs is not None and configs is not None:
-        raise ConfigError("prepare_compression: give the configs once, as confs= (or configs=)")
-    return confs if confs is not None else configs
 
 
 class Callbacks:

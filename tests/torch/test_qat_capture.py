@@ -189,8 +189,6 @@ def test_hooks_that_need_the_model_before_it_ran_say_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match=r"give the configs once"):
         prepare_compression(_mlp(), confs=QuantizationAwareTrainingConfig(),
                             configs=QuantizationAwareTrainingConfig())
-    with pytest.raises(ConfigError, match=r"unexpected keyword arguments \['conf'\]"):
-        prepare_compression(_mlp(), conf=QuantizationAwareTrainingConfig())
 
 
 # ------------------------------------------------------------------ reused modules

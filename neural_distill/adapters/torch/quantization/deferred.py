@@ -74,7 +74,8 @@ class DeferredQATModule(nn.Module):
         """From now on this module is the prepared graph."""
         object.__setattr__(self, "graph_module", graph_module)
         self._share(graph_module)
-        graph_module.train(self.training)
+        if graph_module.training != self.training:  # each switch rewrites the graph
+            graph_module.train(self.training)
 
     def forward(self, *args, **kwargs):
         if self.graph_module is None:
