@@ -61,6 +61,15 @@ class BNHeads(nn.Module):
         return {"logits": self.deep(h), "shallow": self.shallow(h)}
 
 
+def assert_int8_close(fast, reference):
+    """The lowered int8 model against the q/dq model, on any x86-64 CPU."""
+    scale = float(reference.abs().max())
+    difference = (fast - reference).abs()
+    assert float(difference.max()) <= 0.25 * scale, (float(difference.max()), scale)
+    assert float(difference.mean()) <= 0.05 * scale, (float(difference.mean()), scale)
+    assert float((fast.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
+
+
 @pytest.fixture(scope="module")
 def data():
     x, y = make_blobs(n=96, dim=8, classes=3)
@@ -286,13 +295,11 @@ def test_lowered_int8_model_runs_on_int8_kernels_and_matches_the_qdq_model(cnn_k
         manager.model.eval()
         fake = manager.model(x[:16])
         manager.model.train()
-    # oneDNN's int8 kernels round differently by instruction set: within 3e-4 of the q/dq model
-    # with AVX-512 VNNI, up to ~4% of the logits' scale on AVX2-only CPUs (u8*s8 products are
-    # summed in saturating 16-bit pairs there). Compare to the output scale, and check that the
-    # predictions are the same.
-    scale = float(reference.abs().max())
-    assert float((fast - reference).abs().max()) <= 0.1 * scale
-    assert (fast.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
+    # oneDNN's int8 kernels compute differently by instruction set: within 3e-4 of the q/dq
+    # model with AVX-512 VNNI, but on AVX2-only CPUs u8*s8 products are summed in saturating
+    # 16-bit pairs, and single logits move by 4-11% of the output scale (docs/quantization.md).
+    # Compare relative to the output scale, and check that the predictions are the same.
+    assert_int8_close(fast, reference)
     assert (reference.argmax(-1) == fake.argmax(-1)).float().mean() >= 0.9
     assert (qdq(x).argmax(-1) == y).float().mean() >= 0.9
     assert q.measure_latency(lowered, x[:16], repeats=3, warmup=1) > 0

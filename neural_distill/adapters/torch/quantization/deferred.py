@@ -95,9 +95,10 @@ class DeferredQATModule(nn.Module):
     @property
     def graph(self):
         if self.graph_module is None:
-            raise ModelError("manager.model has no graph yet: it is captured on its first "
-                             "batch (the dataloader given to on_train_begin, or the first "
-                             "forward call).")
+            # AttributeError, so that hasattr(model, "graph") stays a question, not a crash.
+            raise AttributeError("manager.model has no graph yet: it is captured on its first "
+                                 "batch (the dataloader given to on_train_begin, or the first "
+                                 "forward call).")
         return self.graph_module.graph
 
     def __deepcopy__(self, memo):
