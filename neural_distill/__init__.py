@@ -13,10 +13,19 @@ from .events import Event
 from .version import __version__  # noqa: E402
 
 # The reference documents' top-level names (``from neural_distill import metric, objectives,
-# DistillationConfig, Criterion``), resolved on first use so that importing the package stays
-# light; none of them imports a framework.
+# DistillationConfig, Criterion, prepare_compression``), resolved on first use so that importing
+# the package stays light; none of them imports a framework.
 _LAZY = {
     "DistillationConfig": ("neural_distill.config.python_api", "DistillationConfig"),
+    "KnowledgeDistillationLossConfig": ("neural_distill.config.python_api",
+                                        "KnowledgeDistillationLossConfig"),
+    "IntermediateLayersKnowledgeDistillationLossConfig": (
+        "neural_distill.config.python_api", "IntermediateLayersKnowledgeDistillationLossConfig"),
+    "SelfKnowledgeDistillationLossConfig": ("neural_distill.config.python_api",
+                                            "SelfKnowledgeDistillationLossConfig"),
+    "QuantizationAwareTrainingConfig": ("neural_distill.config.python_api",
+                                        "QuantizationAwareTrainingConfig"),
+    "prepare_compression": ("neural_distill.training", "prepare_compression"),
     "Criterion": ("neural_distill.config.criterion", "Criterion"),
     "metrics": ("neural_distill.metrics", None),
     "metric": ("neural_distill.metrics", None),  # the documents import it under this name too

@@ -53,8 +53,12 @@ def _backend(framework):
     return import_framework_module(_BACKENDS[framework], framework)
 
 
-def prepare_compression(model, configs):
-    """A :class:`CompressionManager` for ``model`` and one config or a list of them."""
+def prepare_compression(model, confs=None, configs=None):
+    """A :class:`CompressionManager` for ``model`` and one config or a list of them (``confs``,
+    the reference API's keyword; ``configs=`` is accepted too)."""
+    if confs is not None and configs is not None:
+        raise ConfigError("prepare_compression: give the configs once, as confs= (or configs=)")
+    configs = confs if confs is not None else configs
     if isinstance(configs, (DistillationConfig, QuantizationAwareTrainingConfig)):
         configs = [configs]
     if not isinstance(configs, (list, tuple)) or not configs:
@@ -221,22 +225,30 @@ class CompressionManager(Dispatcher):
             self.qat = self._backend.prepare_qat(model, qat_config)
         self.model = self.qat.model if self.qat is not None else model
         self._adapter = adapter_for_model(self.model, "model")
-        self._parts = []
-        for config in configs:
-            if isinstance(config, QuantizationAwareTrainingConfig):
-                self._parts.append(_QuantizationPart(config, self.qat))
-            else:
-                self._parts.append(_DistillationPart(config, self.model, self.qat, self._backend))
+        self._parts = self._build_parts()
         self.callbacks = Callbacks(self)
+
+    def _build_parts(self):
+        if self.qat is not None and not getattr(self.qat, "captured", True):
+            # No example inputs: the model is captured on its first batch, and the parts,
+            # which need the captured graph, are built then (adapters/torch/quantization).
+            return [self._backend.pending_parts(self.qat, self._build_parts)]
+        parts = []
+        for config in self.configs:
+            if isinstance(config, QuantizationAwareTrainingConfig):
+                parts.append(_QuantizationPart(config, self.qat))
+            else:
+                parts.append(_DistillationPart(config, self.model, self.qat, self._backend))
+        return parts
 
     @property
     def parts(self):
         """One part per config, in the configs' order; each has every hook."""
-        return list(self._parts)
+        return [p for part in self._parts for p in getattr(part, "parts", [part])]
 
     @property
     def distillers(self):
-        return [p.distiller for p in self._parts if isinstance(p, _DistillationPart)]
+        return [p.distiller for p in self.parts if isinstance(p, _DistillationPart)]
 
     def _quiet(self):
         """Observers paused while set-up runs the model (a dry run is not training data)."""

@@ -171,8 +171,9 @@ class QuantizationAwareTrainingConfig(_YamlConfig):
 
     Args:
         example_inputs: one batch of inputs the model can be called with (a tensor, a tuple of
-            positional tensors, or a dict of keyword tensors). Required for PyTorch: the model is
-            captured with ``torch.export`` on them. The batch dimension (0) is kept dynamic.
+            positional tensors, or a dict of keyword tensors): the model is captured with
+            ``torch.export`` on them. Optional: without them the model is captured on its first
+            batch (docs/quantization.md). The batch dimension (0) is kept dynamic.
         backend: ``"x86"``: torchao's X86InductorQuantizer (see docs/quantization.md).
         reduce_range: 7-bit activations, for CPUs without VNNI.
         excluded_layers: module paths kept in float (e.g. a sensitive first or last layer).

@@ -51,8 +51,12 @@ def _float_model(make, x, y):
     return model
 
 
-@pytest.mark.parametrize("scenario", ["kd", "intermediate", "self"])
-def test_seed_003_user_loop(scenario, tmp_path, workspace):
+# The seed's launcher gives the quantization config no example inputs: the model is then
+# captured on its first batch, inside the seed's loop (on_train_begin() bare, then model(batch)).
+# "example_inputs" is the variant that passes one batch up front.
+@pytest.mark.parametrize("scenario,inputs", [("kd", "example_inputs"), ("kd", "none"),
+                                             ("intermediate", "none"), ("self", "none")])
+def test_seed_003_user_loop(scenario, inputs, tmp_path, workspace):
     from neural_distill.adapters.torch.quantization import int8_kernels, load_int8
     # --- the seed's launcher imports, with our package's names ---
     from neural_distill.config import (DistillationConfig,
@@ -80,9 +84,12 @@ def test_seed_003_user_loop(scenario, tmp_path, workspace):
         "self": SelfKnowledgeDistillationLossConfig(
             layer_mappings=[[["shallow", "logits"]]], temperature=2.0, add_origin_loss=True),
     }[scenario]
-    q_conf = QuantizationAwareTrainingConfig(example_inputs=dataloader[0])
+    if inputs == "example_inputs":
+        q_conf = QuantizationAwareTrainingConfig(example_inputs=dataloader[0])
+    else:
+        q_conf = QuantizationAwareTrainingConfig()
     d_conf = DistillationConfig(criterion=criterion)
-    compression_manager = prepare_compression(model, [q_conf, d_conf])
+    compression_manager = prepare_compression(model, [d_conf, q_conf])
     model = compression_manager.model
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
 
@@ -119,6 +126,9 @@ def test_seed_003_user_loop(scenario, tmp_path, workspace):
         compression_manager.on_train_end()
 
     training_func_for_nc(model)
+    assert compression_manager.qat.captured
+    if inputs == "none":  # captured on the loop's first batch
+        assert compression_manager.qat.example_args[0].shape == dataloader[0].shape
 
     steps = ["on_step_begin", "on_after_compute_loss", "on_before_optimizer_step",
              "on_step_end"] * len(dataloader)

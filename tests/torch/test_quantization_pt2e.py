@@ -61,6 +61,15 @@ class BNHeads(nn.Module):
         return {"logits": self.deep(h), "shallow": self.shallow(h)}
 
 
+def assert_int8_close(fast, reference):
+    """The lowered int8 model against the q/dq model, on any x86-64 CPU."""
+    scale = float(reference.abs().max())
+    difference = (fast - reference).abs()
+    assert float(difference.max()) <= 0.25 * scale, (float(difference.max()), scale)
+    assert float(difference.mean()) <= 0.05 * scale, (float(difference.mean()), scale)
+    assert float((fast.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
+
+
 @pytest.fixture(scope="module")
 def data():
     x, y = make_blobs(n=96, dim=8, classes=3)
@@ -279,13 +288,18 @@ def test_lowered_int8_model_runs_on_int8_kernels_and_matches_the_qdq_model(cnn_k
     assert q.int8_kernels(qdq) == []
     with torch.no_grad():
         reference = qdq(x[:16])
-        assert torch.allclose(lowered(x[:16]), reference, atol=1e-3)
+        fast = lowered(x[:16])
         assert qdq(x[:5]).shape == (5, 3)  # the portable program keeps a dynamic batch
         # The int8 model predicts like the fake-quantized one it came from.
         manager = cnn_kd["manager"]
         manager.model.eval()
         fake = manager.model(x[:16])
         manager.model.train()
+    # oneDNN's int8 kernels compute differently by instruction set: within 3e-4 of the q/dq
+    # model with AVX-512 VNNI, but on AVX2-only CPUs u8*s8 products are summed in saturating
+    # 16-bit pairs, and single logits move by 4-11% of the output scale (docs/quantization.md).
+    # Compare relative to the output scale, and check that the predictions are the same.
+    assert_int8_close(fast, reference)
     assert (reference.argmax(-1) == fake.argmax(-1)).float().mean() >= 0.9
     assert (qdq(x).argmax(-1) == y).float().mean() >= 0.9
     assert q.measure_latency(lowered, x[:16], repeats=3, warmup=1) > 0
@@ -324,10 +338,12 @@ def test_layer_by_layer_distillation_between_float_teacher_and_its_quantized_cop
 
 
 # ------------------------------------------------------------------------ errors and helpers
-def test_example_inputs_are_required():
+def test_example_inputs_must_be_a_batch_of_inputs():
+    # None is fine (captured on the first batch, tests/torch/test_qat_capture.py); a value that
+    # is not a batch is not.
     with pytest.raises(ConfigError, match=r"QuantizationAwareTrainingConfig: example_inputs: "
-                                          r"expected one batch of model inputs, got None"):
-        prepare_compression(SmallCNN(), QuantizationAwareTrainingConfig())
+                                          r"expected one batch of model inputs .* got str"):
+        prepare_compression(SmallCNN(), QuantizationAwareTrainingConfig(example_inputs="x"))
 
 
 def test_excluded_layers_must_exist(data):

@@ -17,6 +17,14 @@ def prepare_qat(model, config):
     return prepare(model, config)
 
 
+def pending_parts(qat, build):
+    """Stands for the manager's parts until a QAT model given without example inputs is
+    captured on its first batch; ``build()`` makes the real ones then."""
+    from .quantization.deferred import PendingParts
+
+    return PendingParts(qat, build)
+
+
 def _leaf_layers_with_weights(model):
     return [name for name, module in model.named_modules()
             if name and not any(True for _ in module.children())
