@@ -59,5 +59,6 @@ def load_weights(model, path, where):
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelError(f"{where}: checkpoint {path} does not match {type(model).__name__}: "
-                         f"{str(exc).strip()}") from None
+                         f"{str(exc).strip()}\nPass a model of the same architecture (and "
+                         f"constructor arguments) as the one that was saved.") from None
 
