@@ -97,3 +97,35 @@ def test_unlabeled_batches_need_a_loss():
                       max_duration="1ep", progress_bar=False)
     with pytest.raises(DataError, match="no targets.*loss_fn"):
         trainer.fit()
+
+
+class GradientClipping(Algorithm):
+    """The example of docs/algorithms.md."""
+
+    def __init__(self, max_norm=1.0):
+        self.max_norm = max_norm
+
+    def match(self, event, state):
+        return event == Event.BEFORE_OPTIMIZER_STEP
+
+    def apply(self, event, state, logger):
+        norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.max_norm)
+        logger.log_metrics({"grad_norm": norm})
+
+
+def test_the_documented_user_algorithm_acts_before_the_optimizer_step():
+    norms = []
+    model = tiny_mlp()
+
+    class AfterClip(Algorithm):
+        def match(self, event, state):
+            return event == Event.BEFORE_OPTIMIZER_STEP
+
+        def apply(self, event, state, logger):
+            grads = [p.grad.norm() for p in state.model.parameters()]
+            norms.append(torch.stack(grads).norm().item())
+
+    history = Trainer(model=model, train_dataloader=_loader(), max_duration="1ep",
+                      algorithms=[GradientClipping(1e-3), AfterClip()], progress_bar=False).fit()
+    assert len(norms) == 2 and max(norms) <= 1e-3 * (1 + 1e-4)
+    assert history[0]["grad_norm"] > 1e-3  # the norm before clipping, averaged over the epoch

@@ -211,3 +211,17 @@ def test_bad_arguments_are_errors(kwargs, message):
     arguments = dict(teachers=tiny_mlp(), kd_loss_fn=KLDivergence()) | kwargs
     with pytest.raises(ConfigError, match=message):
         Distillation(**arguments)
+
+
+def test_same_loss_as_the_experiment_criterion_with_matching_weights():
+    """docs/algorithms.md: Distillation.fit()'s counterpart computes the same loss."""
+    from neural_distill.criterion import PyTorchKnowledgeDistillationLoss
+
+    generator = torch.Generator().manual_seed(0)
+    s, t = torch.randn(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
+    y = torch.randint(0, 5, (6,), generator=generator)
+    criterion = PyTorchKnowledgeDistillationLoss(temperature=3.0, loss_types=["CE", "KL"],
+                                                 loss_weights=[0.1, 0.9])
+    expected = criterion.combine(criterion.student_loss(s, y), criterion.distillation_loss(s, t))
+    ours = 0.1 * F.cross_entropy(s, y) + 0.9 * KLDivergence(3.0)(s, t)
+    torch.testing.assert_close(ours, expected)
