@@ -14,6 +14,7 @@ that ``Distillation.fit()`` runs, firing the events of :class:`neural_distill.ev
 the algorithms. See ``docs/algorithms.md``.
 """
 
+import itertools
 import os
 import random
 
@@ -206,7 +207,7 @@ class Trainer:
         else:
             # A batch budget may end inside an epoch, or span epochs of an unknown length.
             total_epochs = -(-count // steps) if steps else None
-            epochs = range(total_epochs) if total_epochs else _endless()
+            epochs = range(total_epochs) if total_epochs else itertools.count()
             max_batches = count
         self.state = State(self.model, self.optimizers, self.schedulers, self.device, self.seed,
                            self.train_dataloader, self.eval_dataloader, self.max_duration, steps)
@@ -229,9 +230,3 @@ class Trainer:
         self.state.batch = batch
         return self._forward(batch)
 
-
-def _endless():
-    epoch = 0
-    while True:
-        yield epoch
-        epoch += 1

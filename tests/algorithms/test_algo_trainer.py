@@ -129,3 +129,23 @@ def test_the_documented_user_algorithm_acts_before_the_optimizer_step():
                       algorithms=[GradientClipping(1e-3), AfterClip()], progress_bar=False).fit()
     assert len(norms) == 2 and max(norms) <= 1e-3 * (1 + 1e-4)
     assert history[0]["grad_norm"] > 1e-3  # the norm before clipping, averaged over the epoch
+
+
+class NoLength:
+    """A re-iterable loader without __len__ (like an IterableDataset's)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def test_batch_budget_over_a_loader_without_length():
+    trainer = Trainer(model=tiny_mlp(), train_dataloader=NoLength(_loader()), max_duration="5ba",
+                      progress_bar=False)
+    history = trainer.fit()
+    assert trainer.state.step == 5 and [r["step"] for r in history] == [2, 4, 5]
+    with pytest.raises(DataError, match="empty"):
+        Trainer(model=tiny_mlp(), train_dataloader=NoLength([]), max_duration="5ba",
+                progress_bar=False).fit()
