@@ -168,7 +168,8 @@ def test_checkpoint_missing_is_an_error(tmp_path):
 def test_checkpoint_of_another_architecture_is_an_error(tmp_path):
     path = str(tmp_path / "wide.pt")
     torch.save(tiny_mlp(hidden=32).state_dict(), path)
-    with pytest.raises(ModelError, match="(?s)does not match Sequential.*size mismatch.*same architecture"):
+    message = "(?s)does not match Sequential.*size mismatch.*same architecture"
+    with pytest.raises(ModelError, match=message):
         Distillation({path: tiny_mlp(hidden=16)}, KLDivergence())
 
 
