@@ -1,19 +1,24 @@
-"""The built-in PyTorch training loop.
+"""The one PyTorch training loop of the package.
 
-It is an ordinary loop that fires the experiment's hooks in the documented order
-(``neural_distill.events``), so it behaves exactly like a user's loop calling the same hooks.
-Per-step work beyond the user's own math is kept to Python bookkeeping: losses are read back
-from the device only when the progress bar is refreshed.
+:func:`train_loop` is an ordinary loop that fires the hooks of ``neural_distill.events`` in the
+documented order on a *hooks* object (anything with the ``Event`` method names): the
+``Distillation`` experiment itself (:func:`run`, behind ``Distillation.fit()`` and the CLI), or
+the algorithm dispatcher of ``neural_distill.trainer.Trainer``. So it behaves exactly like a
+user's loop calling the same hooks. Per-step work beyond the user's own math is kept to Python
+bookkeeping: losses are read back from the device only when the progress bar is refreshed.
 """
 
 import torch
 from tqdm.auto import tqdm
 
+from ...errors import DataError
 from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import call_model, to_device
 
-def _steps_per_epoch(loader, iteration):
+
+def steps_per_epoch(loader, iteration=None):
+    """Batches per epoch (None for an iterable dataset without a length), at most ``iteration``."""
     try:
         steps = len(loader)
     except TypeError:  # an iterable dataset without a length
@@ -21,6 +26,65 @@ def _steps_per_epoch(loader, iteration):
     return limit_steps(steps, iteration)
 
 
+def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs=None,
+               steps=None, iteration=None, max_batches=None, schedule=None,
+               max_grad_norm=None, show_bar=True):
+    """Train ``model`` and fire ``hooks``' events; returns the number of batches trained.
+
+    Args:
+        hooks: has the ``Event`` methods except ``on_train_begin``/``on_train_end`` (the caller
+            fires those, around its own set-up), plus ``running_losses() -> {name: float}``.
+        forward: ``forward(batch) -> (inputs, output, loss)``: the model's inputs (given to
+            ``on_after_compute_loss``, e.g. for a teacher), its output and its own loss.
+        optimizer: anything with ``zero_grad(set_to_none=)``, ``step()``, ``param_groups``.
+        epochs: the epoch numbers to run (any iterable, endless with ``max_batches``).
+        total_epochs: shown in the progress bar as the last epoch number.
+        steps: batches per epoch if known (for the bar and the schedule's progress).
+        iteration: at most this many batches per epoch.
+        max_batches: at most this many batches in all; the epoch it ends in still ends
+            (``on_epoch_end``), and no further one starts.
+        schedule: ``schedule.step(progress_in_epochs)`` before every step, if given.
+    """
+    done = 0
+    for epoch_index, epoch in enumerate(epochs):
+        if max_batches is not None and done >= max_batches:
+            break
+        hooks.on_epoch_begin(epoch)
+        model.train()
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{total_epochs or '?'}",
+                   disable=not show_bar, leave=False, dynamic_ncols=True)
+        done_before = done
+        for batch_id, batch in enumerate(loader):
+            if (iteration and batch_id >= iteration) or (
+                    max_batches is not None and done >= max_batches):
+                break
+            if schedule is not None:
+                schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
+            hooks.on_step_begin(batch_id)
+            inputs, output, loss = forward(batch)
+            loss = hooks.on_after_compute_loss(inputs, output, loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            hooks.on_before_optimizer_step()
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            hooks.on_after_optimizer_step()
+            hooks.on_step_end()
+            done += 1
+            if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
+                refresh_progress(bar, hooks.running_losses(),
+                                 optimizer.param_groups[0]["lr"], epoch, batch_id)
+            bar.update()
+        bar.close()
+        if done == done_before and max_batches is not None:
+            # An endless run on an empty loader would spin forever without a single step.
+            raise DataError("train_dataloader yielded no batch in an epoch; it is empty")
+        hooks.on_epoch_end()
+    return done
+
+
+# ---------------------------------------------------------------- the Distillation experiment
 def _trainable_parameters(student, criterion):
     """The student's parameters plus the criterion's own (e.g. feature matchers)."""
     params = [p for p in student.parameters() if p.requires_grad]
@@ -41,6 +105,7 @@ def _add_criterion_parameters(optimizer, criterion):
 
 
 def run(adapter, distiller):
+    """``Distillation.fit()``'s built-in loop, configured by ``distillation.train``."""
     conf = distiller.conf
     train = conf.distillation.train
     device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
@@ -57,40 +122,18 @@ def run(adapter, distiller):
         _add_criterion_parameters(optimizer, criterion)
     epochs = epoch_range(train)
     iteration = train.get("iteration")
-    steps = _steps_per_epoch(loader, iteration)
-    schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
-    max_grad_norm = train.get("max_grad_norm")
-    show_bar = train.progress_bar
+    steps = steps_per_epoch(loader, iteration)
 
-    for epoch_index, epoch in enumerate(epochs):
-        distiller.on_epoch_begin(epoch)
-        student.train()
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
-                   leave=False, dynamic_ncols=True)
-        for batch_id, batch in enumerate(loader):
-            if iteration and batch_id >= iteration:
-                break
-            schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
-            distiller.on_step_begin(batch_id)
-            inputs, labels = adapter.split_batch(batch)
-            inputs = to_device(inputs, device)
-            if labels is not None:
-                labels = to_device(labels, device)
-            output = call_model(student, inputs)
-            student_loss = criterion.student_loss(output, labels)
-            loss = distiller.on_after_compute_loss(inputs, output, student_loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distiller.on_before_optimizer_step()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
-            optimizer.step()
-            distiller.on_after_optimizer_step()
-            distiller.on_step_end()
-            if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
-                refresh_progress(bar, distiller.running_losses(), schedule.current, epoch,
-                                 batch_id)
-            bar.update()
-        bar.close()
-        distiller.on_epoch_end()
+    def forward(batch):
+        inputs, labels = adapter.split_batch(batch)
+        inputs = to_device(inputs, device)
+        if labels is not None:
+            labels = to_device(labels, device)
+        output = call_model(student, inputs)
+        return inputs, output, criterion.student_loss(output, labels)
+
+    train_loop(distiller, student, loader, forward, optimizer, epochs,
+               total_epochs=epochs.stop, steps=steps, iteration=iteration,
+               schedule=LearningRateSchedule(train.lr_schedule, optimizer, len(epochs)),
+               max_grad_norm=train.get("max_grad_norm"), show_bar=train.progress_bar)
     distiller.on_train_end()

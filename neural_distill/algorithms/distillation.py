@@ -1,0 +1,203 @@
+"""Knowledge distillation as an algorithm for :class:`neural_distill.trainer.Trainer` (PyTorch).
+
+::
+
+    from neural_distill.algorithms.distillation import Distillation, KLDivergence
+    from neural_distill.trainer import Trainer
+
+    distillation = Distillation(teachers=teacher_model, kd_loss_fn=KLDivergence(temperature=4.0),
+                                org_loss_weight=0.1, kd_loss_weight=0.9)
+    Trainer(model=student_model, train_dataloader=train_loader, max_duration="1ep",
+            algorithms=[distillation]).fit()
+
+At ``Event.AFTER_COMPUTE_LOSS`` the student's loss becomes
+``org_loss_weight * loss + kd_loss_weight * kd_loss_fn(student_logits, teacher_logits)``.
+"""
+
+import math
+import os
+import random
+
+import torch
+
+from ..adapters.torch.adapter import ADAPTER
+from ..adapters.torch.losses import kl_divergence
+from ..adapters.torch.outputs import call_model, logits_of
+from ..errors import ConfigError, ModelError
+from ..events import Event
+from ..trainer.checkpoint import load_weights
+from .base import Algorithm
+
+
+class KLDivergence(torch.nn.Module):
+    """``T² · mean over samples of Σ_c p_t (log p_t − log p_s)``, ``p = softmax(logits / T)``.
+
+    Called as ``kd(student_logits, teacher_logits)``; returns a scalar. The T² factor keeps the
+    gradient scale of the soft targets independent of T (Hinton et al., 2015), so
+    ``kd_loss_weight`` means the same at every temperature. Logits of any rank are flattened to
+    (positions, classes). Same math as the ``KL`` kd type of ``docs/criteria.md``.
+    """
+
+    def __init__(self, temperature=1.0):
+        super().__init__()
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+                math.isfinite(temperature) and temperature > 0):
+            raise ConfigError(f"KLDivergence: expected temperature > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+
+    def forward(self, student_logits, teacher_logits):
+        return kl_divergence(student_logits, teacher_logits, self.temperature)
+
+    def extra_repr(self):
+        return f"temperature={self.temperature}"
+
+
+def _weight(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value >= 0):
+        raise ConfigError(f"Distillation: expected {name} to be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _teacher_list(teachers):
+    """``[(name, model)]`` from a model, a list of models or ``{checkpoint path: model}``."""
+    if isinstance(teachers, torch.nn.Module):
+        return [("teachers", teachers)]
+    if isinstance(teachers, dict):
+        if not teachers:
+            raise ModelError("Distillation: teachers is an empty dict; give {checkpoint path: "
+                             "model}")
+        if all(isinstance(v, torch.Tensor) for v in teachers.values()):
+            raise ModelError("Distillation: teachers looks like a state dict. Load it into its "
+                             "model (model.load_state_dict(...)) and pass the model, or save it "
+                             "and pass {path: model}.")
+        result = []
+        for path, model in teachers.items():
+            where = f"Distillation: teachers[{path!r}]"
+            if not isinstance(path, (str, os.PathLike)):
+                raise ModelError(f"Distillation: teachers dict keys must be checkpoint paths, "
+                                 f"got a {type(path).__name__}")
+            if not isinstance(model, torch.nn.Module):
+                raise ModelError(f"{where}: expected a torch.nn.Module to load the checkpoint "
+                                 f"into, got {type(model).__name__}")
+            load_weights(model, path, where)
+            result.append((f"teachers[{path!r}]", model))
+        return result
+    if isinstance(teachers, (list, tuple)) and teachers:
+        for i, model in enumerate(teachers):
+            if not isinstance(model, torch.nn.Module):
+                raise ModelError(f"Distillation: teachers[{i}]: expected a torch.nn.Module, got "
+                                 f"{type(model).__name__}")
+        return [(f"teachers[{i}]", m) for i, m in enumerate(teachers)]
+    raise ModelError(f"Distillation: expected teachers to be a torch.nn.Module, a non-empty list "
+                     f"of them or {{checkpoint path: model}}, got {type(teachers).__name__}")
+
+
+class Distillation(Algorithm):
+    """Adds a teacher's term to the student's loss at every step inside ``[start_dur, end_dur)``.
+
+    Args:
+        teachers: a model, a list of models, or ``{checkpoint path: model}`` whose weights are
+            loaded now (tensors only; a Trainer checkpoint or a plain state dict).
+        kd_loss_fn: ``(student_logits, teacher_logits) -> scalar tensor``, e.g.
+            :class:`KLDivergence` or ``torch.nn.MSELoss()``.
+        kd_loss_weight, org_loss_weight: the loss is
+            ``org_loss_weight * loss + kd_loss_weight * kd_loss_fn(...)``.
+        start_dur, end_dur: the fractions of ``max_duration`` between which the term is on.
+            Outside, the loss is left as it is and no teacher runs.
+        n_teachers_to_sample: with several teachers, this many are drawn at random at every
+            step (from the trainer's seed); by default all are used. The term is the mean of
+            ``kd_loss_fn`` over the teachers used.
+
+    Teachers run in eval mode under ``torch.no_grad`` on the trainer's device: they are never
+    trained, and their weights and buffers are bit-identical after ``fit()``; their own
+    train/eval flags and device are restored when training ends.
+    """
+
+    def __init__(self, teachers, kd_loss_fn, kd_loss_weight=0.9, org_loss_weight=0.1,
+                 start_dur=0.0, end_dur=1.0, n_teachers_to_sample=None):
+        if not callable(kd_loss_fn):
+            raise ConfigError(f"Distillation: kd_loss_fn must be a callable (student_logits, "
+                              f"teacher_logits) -> scalar, got {type(kd_loss_fn).__name__}")
+        self.kd_loss_fn = kd_loss_fn
+        self.kd_loss_weight = _weight(kd_loss_weight, "kd_loss_weight")
+        self.org_loss_weight = _weight(org_loss_weight, "org_loss_weight")
+        for name, value in (("start_dur", start_dur), ("end_dur", end_dur)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    0.0 <= value <= 1.0):
+                raise ConfigError(f"Distillation: expected {name} to be a fraction of "
+                                  f"max_duration in [0, 1], got {value!r}")
+        if end_dur <= start_dur:
+            raise ConfigError(f"Distillation: end_dur ({end_dur}) must be greater than start_dur "
+                              f"({start_dur}); the term is on for start_dur <= elapsed < end_dur")
+        self.start_dur, self.end_dur = float(start_dur), float(end_dur)
+        self._named_teachers = _teacher_list(teachers)
+        self.teachers = [model for _, model in self._named_teachers]
+        count = len(self.teachers)
+        if n_teachers_to_sample is not None and (
+                isinstance(n_teachers_to_sample, bool) or not isinstance(n_teachers_to_sample, int)
+                or not 1 <= n_teachers_to_sample <= count):
+            raise ConfigError(f"Distillation: n_teachers_to_sample must be an int from 1 to the "
+                              f"number of teachers ({count}), got {n_teachers_to_sample!r}")
+        self.n_teachers_to_sample = n_teachers_to_sample
+        self._saved_modes = []
+        self._rng = None
+
+    def match(self, event, state):
+        return event in (Event.AFTER_COMPUTE_LOSS, Event.TRAIN_BEGIN, Event.TRAIN_END)
+
+    def apply(self, event, state, logger):
+        if event == Event.AFTER_COMPUTE_LOSS:
+            self._add_term(state, logger)
+        elif event == Event.TRAIN_BEGIN:
+            self._release()  # a previous fit that died before TRAIN_END
+            self._saved_modes = [ADAPTER.enter_teacher_mode(t, state.device)
+                                 for t in self.teachers]
+            seed = state.seed if state.seed is not None else random.getrandbits(63)
+            self._rng = random.Random(seed)
+        elif event == Event.TRAIN_END:
+            self._release()
+
+    def _release(self):
+        for teacher, saved in zip(self.teachers, self._saved_modes):
+            ADAPTER.exit_teacher_mode(teacher, saved)
+        self._saved_modes = []
+
+    def _chosen_teachers(self):
+        if self.n_teachers_to_sample is None or self.n_teachers_to_sample == len(self.teachers):
+            return self._named_teachers
+        rng = self._rng or random.Random()
+        picked = sorted(rng.sample(range(len(self.teachers)), self.n_teachers_to_sample))
+        return [self._named_teachers[i] for i in picked]
+
+    def _add_term(self, state, logger):
+        if not self.start_dur <= state.elapsed < self.end_dur:
+            return
+        if self.kd_loss_weight == 0.0:  # nothing to add: spare the teachers' forward passes
+            state.loss = self.org_loss_weight * state.loss
+            return
+        student_logits = logits_of(state.outputs, "student output")
+        terms = []
+        for name, teacher in self._chosen_teachers():
+            if teacher.training:  # someone called .train() on it since TRAIN_BEGIN
+                teacher.eval()
+            with torch.no_grad():
+                output = (teacher(state.batch) if callable(getattr(teacher, "loss", None))
+                          else call_model(teacher, state.inputs))
+            term = self.kd_loss_fn(student_logits, logits_of(output, f"{name} output"))
+            if not isinstance(term, torch.Tensor) or term.dim() != 0:
+                shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
+                raise ModelError(
+                    f"Distillation: kd_loss_fn must return a scalar tensor, got {shape}. Reduce "
+                    f"it (e.g. reduction='mean' or 'batchmean') or wrap it: lambda s, t: "
+                    f"fn(s, t).mean()")
+            terms.append(term)
+        kd = terms[0] if len(terms) == 1 else torch.stack(terms).mean()
+        logger.log_metrics({"distillation_loss": kd})
+        state.loss = self.org_loss_weight * state.loss + self.kd_loss_weight * kd
+
+    def __repr__(self):
+        return (f"Distillation(teachers={len(self.teachers)}, kd_loss_fn={self.kd_loss_fn!r}, "
+                f"kd_loss_weight={self.kd_loss_weight}, org_loss_weight={self.org_loss_weight}, "
+                f"start_dur={self.start_dur}, end_dur={self.end_dur}, "
+                f"n_teachers_to_sample={self.n_teachers_to_sample})")
