@@ -260,7 +260,7 @@ class Distillation:
         self._start()
         self._epochs_done += 1
         record = {"epoch": self._epochs_done, "step": self._global_step,
-                  **self._adapter.read_running_losses(self._running),
+                  **self._adapter.epoch_losses(self._running),
                   "time_s": round(time.perf_counter() - self._epoch_started_at, 3)}
         self._running = self._fresh_running_losses()
         frequency = self.conf.distillation.train.frequency
@@ -278,13 +278,14 @@ class Distillation:
                 self._record({"epoch": self._epochs_done, "step": self._global_step,
                               "final": True, **final})
         self._release_models()
-        if self._adapter.has_parameters(self.criterion):
+        if self._adapter.has_parameters(self.criterion) and self.workspace.writes:
             # Trained matchers are part of the training state, not of the student.
             self._adapter.save_weights(
                 self.criterion, self.workspace.file("criterion" + self._adapter.checkpoint_suffix))
         self.best_model = self._adapter.copy_with_state(self._student, self._best_state)
         path = self.workspace.file("best_student" + self._adapter.checkpoint_suffix)
-        self._adapter.save_weights(self.best_model, path)
+        if self.workspace.writes:
+            self._adapter.save_weights(self.best_model, path)
         self.logger.info("best student%s saved to %s", "" if self.best_score is None
                          else f" ({self._score_name()}={self.best_score:.4f})", path)
         self._started = False

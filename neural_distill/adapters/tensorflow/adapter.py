@@ -217,6 +217,10 @@ class TensorflowAdapter:
     def accumulate_losses(running, loss, student_loss, kd_loss):
         running.add(loss, student_loss, kd_loss)
 
+    def epoch_losses(self, running):
+        # MirroredStrategy runs are one process: the losses are already global.
+        return self.read_running_losses(running)
+
     @staticmethod
     def read_running_losses(running):
         return running.read()

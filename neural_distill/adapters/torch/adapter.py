@@ -9,7 +9,7 @@ import torch
 
 from ...batches import split_batch
 from ...errors import DataError, ModelError
-from . import data, loop
+from . import data, distributed, loop
 from .criteria import build_criterion
 from .outputs import call_model, logits_of, to_device
 
@@ -168,6 +168,10 @@ class TorchAdapter:
         if running["student_count"]:
             values["student_loss"] = float(running["student_loss"]) / running["student_count"]
         return values
+
+    def epoch_losses(self, running):
+        """The epoch's mean losses, averaged over processes in a torchrun run."""
+        return distributed.mean_over_processes(self.read_running_losses(running))
 
     # ---------------------------------------------------------------- batches
     @staticmethod

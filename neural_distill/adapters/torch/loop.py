@@ -12,7 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ...errors import DataError
+from ...process import is_main_process
 from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
+from . import distributed
+from .data import built_from_config
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import call_model, to_device
 
@@ -108,13 +111,17 @@ def run(adapter, distiller):
     """``Distillation.fit()``'s built-in loop, configured by ``distillation.train``."""
     conf = distiller.conf
     train = conf.distillation.train
-    device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
+    device = distributed.init_process_group(
+        adapter.resolve_device(conf.device, f"{distiller.conf_source}: device"))
     student = distiller.student_model
     student.to(device)
-    loader = distiller.train_dataloader
+    loader = distributed.shard_loader(distiller.train_dataloader, conf.tuning.random_seed,
+                                      built_from_config(distiller.train_dataloader))
 
     distiller.on_train_begin(loader)
     criterion = distiller.criterion
+    trained = distributed.wrap_student(student, device)
+    gradient_hooks = distributed.average_gradients_of(criterion)
     optimizer = distiller.optimizer
     if optimizer is None:
         optimizer = build_optimizer(train.optimizer, _trainable_parameters(student, criterion))
@@ -129,11 +136,16 @@ def run(adapter, distiller):
         inputs = to_device(inputs, device)
         if labels is not None:
             labels = to_device(labels, device)
-        output = call_model(student, inputs)
+        output = call_model(trained, inputs)
         return inputs, output, criterion.student_loss(output, labels)
 
-    train_loop(distiller, student, loader, forward, optimizer, epochs,
-               total_epochs=epochs.stop, steps=steps, iteration=iteration,
-               schedule=LearningRateSchedule(train.lr_schedule, optimizer, len(epochs)),
-               max_grad_norm=train.get("max_grad_norm"), show_bar=train.progress_bar)
+    try:
+        train_loop(distiller, trained, loader, forward, optimizer, epochs,
+                   total_epochs=epochs.stop, steps=steps, iteration=iteration,
+                   schedule=LearningRateSchedule(train.lr_schedule, optimizer, len(epochs)),
+                   max_grad_norm=train.get("max_grad_norm"),
+                   show_bar=train.progress_bar and is_main_process())
+    finally:
+        for hook in gradient_hooks:
+            hook.remove()
     distiller.on_train_end()
