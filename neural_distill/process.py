@@ -42,3 +42,20 @@ def _tf_config():
     except json.JSONDecodeError:
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def local_processes():
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE)."""
+    return max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+
+
+def cpu_threads(setting):
+    """Intra-op threads for one process: ``threads`` from the config ('auto' or a count).
+
+    'auto' takes half of this machine's cores, shared among its processes, at least one: on a
+    busy machine a framework's default (every core) oversubscribes it, and a small model then
+    runs many times slower than on one thread.
+    """
+    if setting != "auto":
+        return int(setting)
+    return max(1, (os.cpu_count() or 1) // (2 * local_processes()))

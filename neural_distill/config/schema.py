@@ -228,6 +228,10 @@ TRAIN = Section({
     "teacher_weights": _WEIGHT_LIST,
     "max_grad_norm": Leaf(number(0, exclusive=True), "a number > 0"),
     "progress_bar": _flag(True),
+    # Autocast precision of the student's and teachers' forward passes (PyTorch built-in loop).
+    "precision": Leaf(Or("fp32", "bf16", "fp16"), "'fp32', 'bf16' or 'fp16'", default="fp32"),
+    "gradient_accumulation_steps": Leaf(integer(1), "an int >= 1 (batches per optimizer step)",
+                                        default=1),
     # TensorFlow: the step is compiled (graph) unless `eager` is asked for; PyTorch runs eagerly.
     "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'"),
 }, default={}, check=_check_epochs)
@@ -242,6 +246,9 @@ TOP_LEVEL = Section({
     }, default={}),
     "device": Leaf(lambda v: isinstance(v, str) and bool(_DEVICE.match(v)),
                    "one of cpu, gpu, cuda, cuda:N, mps, auto", default="cpu"),
+    # CPU threads per process for the built-in loops; 'auto' leaves half the cores free.
+    "threads": Leaf(Or("auto", integer(1)), "'auto' or an int >= 1",
+                    default="auto"),
     "distillation": Section({"train": TRAIN}, default={}),
     "evaluation": Section({
         "accuracy": Section({
