@@ -247,8 +247,8 @@ TOP_LEVEL = Section({
     "device": Leaf(lambda v: isinstance(v, str) and bool(_DEVICE.match(v)),
                    "one of cpu, gpu, cuda, cuda:N, mps, auto", default="cpu"),
     # CPU threads per process for the built-in loops; 'auto' leaves half the cores free.
-    "threads": Leaf(Or("auto", integer(1)), "'auto' or an int >= 1",
-                    default="auto"),
+    # Unset, fit() leaves the framework's own setting alone (the CLI defaults to 'auto').
+    "threads": Leaf(Or(None, "auto", integer(1)), "'auto' or an int >= 1"),
     "distillation": Section({"train": TRAIN}, default={}),
     "evaluation": Section({
         "accuracy": Section({

@@ -70,3 +70,16 @@ def test_precision_and_threads_are_validated():
     with pytest.raises(ConfigError, match="threads"):
         Distillation({"threads": 0})
     assert cpu_threads(3) == 3 and cpu_threads("auto") >= 1
+
+
+def test_threads_setting_applies_to_the_built_in_loop(workspace, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    _fit(workspace, batch_size=32)
+    assert seen == []                 # unset: the user's own torch setting is left alone
+    x, y = make_blobs(n=32)
+    distiller = Distillation(base_config(workspace, threads=1))
+    distiller.student_model, distiller.teacher_model = tiny_mlp(), trained_teacher(x, y)
+    distiller.train_dataloader = tensor_loader(x, y)
+    distiller.fit()
+    assert seen == [1]

@@ -131,7 +131,8 @@ def run(adapter, distiller):
     train = conf.distillation.train
     device = distributed.init_process_group(
         adapter.resolve_device(conf.device, f"{distiller.conf_source}: device"))
-    torch.set_num_threads(cpu_threads(conf.threads))
+    if conf.get("threads") is not None:
+        torch.set_num_threads(cpu_threads(conf.threads))
     student = distiller.student_model
     student.to(device)
     loader = distributed.shard_loader(distiller.train_dataloader, conf.tuning.random_seed,
