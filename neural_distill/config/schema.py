@@ -179,7 +179,9 @@ def dataloader(shuffle_default):
         # reported when such a dataloader has to be built from the file.
         "transform": AnyMapping(),
         "filter": AnyMapping(),
-        "distributed": _flag(False),
+        # Under torchrun a config-built loader is sharded across processes (a
+        # DistributedSampler) unless this is false; outside torchrun it changes nothing.
+        "distributed": Leaf(Or(None, bool), "true, false or null", default=None),
     })
 
 

@@ -58,5 +58,6 @@ def build_dataloader(config, where, seed, base_dir):
     loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=config["shuffle"],
                         drop_last=config["last_batch"] == "no_rollover",
                         num_workers=config["num_workers"], generator=generator)
-    _BUILT_FROM_CONFIG.add(loader)
+    if config.get("distributed") is not False:
+        _BUILT_FROM_CONFIG.add(loader)
     return loader
