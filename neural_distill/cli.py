@@ -97,6 +97,8 @@ def _option_overrides(args):
         pairs.append(("tuning.workspace.resume", args.resume))
     if getattr(args, "quiet", False):
         pairs.append(("distillation.train.progress_bar", False))
+    if getattr(args, "threads", None) is not None:
+        pairs.append(("threads", args.threads))
     return pairs
 
 
@@ -144,6 +146,10 @@ def cmd_run(args):
 
     config = load_with_overrides(args.config, args.set, _option_overrides(args))
     _resolve_workspace(config, args.config)
+    if config.get("threads") is None:
+        # A run owns its process: on a busy machine torch's default (every core) can make a
+        # small model many times slower than one thread (docs/distributed.md).
+        config["threads"] = "auto"
     problems = check_for_run(config, args.config, for_run=True, import_factories=False)
     if problems:
         raise ConfigError("\n".join(problems), problems=problems)
@@ -156,6 +162,8 @@ def cmd_run(args):
         distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
     _set_threads(args.threads)  # the factories may have imported torch just now
     distiller.fit()
+    if not distiller.workspace.writes:
+        return 0  # under torchrun, the main process writes and reports
     run_dir = distiller.workspace.path
     teacher = config.model.get("teacher")
     if teacher is not None and not (isinstance(teacher, dict) and teacher.get("checkpoint")):

@@ -148,7 +148,7 @@ class RunLifecycle:
         state = self.state
         state.epochs_done += 1
         record = {"epoch": state.epochs_done, "step": state.global_step,
-                  **state.running_losses.read(),
+                  **self.distiller.adapter.mean_over_processes(state.running_losses.read()),
                   "time_s": round(time.perf_counter() - self._epoch_started_at, 3)}
         state.running_losses.reset()
         if self.step.cache is not None:
@@ -169,13 +169,15 @@ class RunLifecycle:
                              "final": True, **final})
         self.release()
         adapter = d.adapter
-        if adapter.has_parameters(d.criterion):
+        writes = self.workspace.writes  # only the main process of a multi-process run
+        if adapter.has_parameters(d.criterion) and writes:
             # Trained matchers are part of the training state, not of the student.
             adapter.save_weights(
                 d.criterion, self.workspace.file("criterion" + adapter.checkpoint_suffix))
         d.best_model = adapter.copy_with_state(d.student_model, state.best_weights)
         path = self.workspace.file("best_student" + adapter.checkpoint_suffix)
-        adapter.save_weights(d.best_model, path)
+        if writes:
+            adapter.save_weights(d.best_model, path)
         d.logger.info("best student%s saved to %s", "" if state.best_score is None else
                       f" ({self.evaluator.score_name(d.eval_func)}={state.best_score:.4f})",
                       path)

@@ -114,9 +114,6 @@ def check_dataloader_section(config, where, built_in):
             raise ConfigError(f"{where}.{unsupported}: building {unsupported}s from the config "
                               f"is not supported. Apply it in your dataset (dataset.factory) or "
                               f"assign distiller.train_dataloader / eval_dataloader yourself.")
-    if config.get("distributed"):
-        raise ConfigError(f"{where}.distributed: distributed data loading is not supported; "
-                          f"set it to false")
     (name, params), = config["dataset"].items()
     if name not in built_in:
         raise ConfigError(f"{where}.dataset.{name}: this dataset is not built in (built in: "

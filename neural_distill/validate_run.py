@@ -4,7 +4,7 @@ Factory names are checked by locating their file or top-level package (``importl
 package without executing it); importing them (and so running the config's code) happens only
 when asked for. ``for_run`` adds what ``neural-distill run`` needs that a file used from Python
 may leave out (its models and data can be assigned in code): the model factories, training data
-that can be built from the config (built-in dataset, no ``transform``/``filter``/``distributed``),
+that can be built from the config (built-in dataset, no ``transform``/``filter``),
 and the files the config names (a template may name files not made yet).
 """
 

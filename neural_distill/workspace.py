@@ -13,6 +13,7 @@ import os
 import yaml
 
 from .config.loader import to_plain
+from .process import is_main_process
 
 
 def _json_safe(value):
@@ -22,14 +23,21 @@ def _json_safe(value):
 
 
 class Workspace:
+    """The run folder. In a multi-process run only the main process has one (``writes``);
+    the others train the same model and write nothing."""
+
     def __init__(self, root):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         self.path = os.path.join(os.path.abspath(root), f"run-{stamp}")
-        os.makedirs(self.path, exist_ok=True)
+        self.writes = is_main_process()
+        if self.writes:
+            os.makedirs(self.path, exist_ok=True)
         self.metrics_file = os.path.join(self.path, "metrics.jsonl")
         self._tensorboard = None
 
     def write_config(self, config):
+        if not self.writes:
+            return
         if config.get("tuning", {}).get("workspace", {}).get("tensorboard"):
             from .tensorboard_events import ScalarWriter
 
@@ -38,6 +46,8 @@ class Workspace:
             yaml.safe_dump(to_plain(config), handle, sort_keys=False)
 
     def log_metrics(self, record):
+        if not self.writes:
+            return
         # Recreated if someone cleaned the workspace mid-run: losing a log line is worse.
         os.makedirs(self.path, exist_ok=True)
         with open(self.metrics_file, "a", encoding="utf-8") as handle:

@@ -131,6 +131,11 @@ class BackendAdapter:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- losses
+    def mean_over_processes(self, values):
+        """{name: float} averaged over the processes of a multi-process run (as they are in a
+        single process)."""
+        return values
+
     @_backend
     def new_running_losses(self):
         """An object with ``add(loss, student_loss, kd_loss)``, ``read()``, ``reset()``,

@@ -207,7 +207,9 @@ def dataloader(shuffle_default):
         # reported when such a dataloader has to be built from the file.
         "transform": AnyMapping(),
         "filter": AnyMapping(),
-        "distributed": _flag(False),
+        # Under torchrun a config-built loader is sharded across processes (a
+        # DistributedSampler) unless this is false; outside torchrun it changes nothing.
+        "distributed": Leaf(Or(None, bool), "true, false or null", default=None),
     })
 
 
@@ -270,6 +272,10 @@ TRAIN = Section({
                              default=0.05),
         "path": Leaf(Or(None, And(str, len)), "a folder path or null", default=None),
     }, default={}),
+    # Autocast precision of the student's and teachers' forward passes (PyTorch built-in loop).
+    "precision": Leaf(Or("fp32", "bf16", "fp16"), "'fp32', 'bf16' or 'fp16'", default="fp32"),
+    "gradient_accumulation_steps": Leaf(integer(1), "an int >= 1 (batches per optimizer step)",
+                                        default=1),
     # TensorFlow: the step is compiled (graph) unless `eager` is asked for; PyTorch runs eagerly.
     "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'"),
 }, default={}, check=_check_epochs)
@@ -284,6 +290,9 @@ TOP_LEVEL = Section({
     }, default={}),
     "device": Leaf(lambda v: isinstance(v, str) and bool(_DEVICE.match(v)),
                    "one of cpu, gpu, cuda, cuda:N, mps, auto", default="cpu"),
+    # CPU threads per process for the built-in loops; 'auto' leaves half the cores free.
+    # Unset, fit() leaves the framework's own setting alone (the CLI defaults to 'auto').
+    "threads": Leaf(Or(None, "auto", integer(1)), "'auto' or an int >= 1"),
     "distillation": Section({"train": TRAIN}, default={}),
     "evaluation": Section({
         "accuracy": Section({

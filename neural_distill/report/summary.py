@@ -50,6 +50,8 @@ def end_of_run(distiller, next_command=None):
     ``distiller.teacher_score`` (None when it could not be compared).
     """
     run_dir = distiller.workspace.path if distiller.workspace is not None else None
+    if not distiller.workspace.writes:  # another process of a multi-process run
+        return None
     if run_dir and os.path.isfile(distiller.conf_source):
         # Relative factory and data paths of the config start at its folder: `report` needs it.
         write_run_info(run_dir, distiller.conf_source)

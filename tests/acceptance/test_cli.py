@@ -257,7 +257,7 @@ def test_validate_for_run_checks_what_run_needs(tiny, tmp_path):
     document = yaml.safe_load(tiny.read_text())
     del document["model"]["student"]
     document["distillation"]["train"]["dataloader"] = {"dataset": {"npz": {"path": "gone.npz"}}}
-    document["evaluation"]["accuracy"]["dataloader"]["distributed"] = True
+    document["evaluation"]["accuracy"]["dataloader"]["transform"] = {"Resize": {"size": 4}}
     tiny.write_text(yaml.safe_dump(document))
     result = _cli("validate", str(tiny), cwd=tmp_path)  # fine for Python use
     assert result.returncode == 0, result.stderr
@@ -265,8 +265,8 @@ def test_validate_for_run_checks_what_run_needs(tiny, tmp_path):
     assert result.returncode == 1
     assert "model.student: missing; `neural-distill run` builds the student" in result.stderr
     assert "distillation.train.dataloader.dataset.npz.path: file" in result.stderr
-    assert "evaluation.accuracy.dataloader.distributed: distributed data loading is not " \
-           "supported" in result.stderr
+    assert "evaluation.accuracy.dataloader.transform: building transforms from the config is " \
+           "not supported" in result.stderr
     result = _cli("run", str(tiny), cwd=tmp_path)  # run refuses the same file before training
     assert "model.student: missing" in _one_paragraph_error(result)
 

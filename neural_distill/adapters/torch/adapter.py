@@ -10,7 +10,7 @@ import torch
 from ...batches import split_batch
 from ...errors import ModelError
 from ..base import LOSS_KEYS, BackendAdapter, loss_means
-from . import data, loop
+from . import data, distributed, loop
 from .outputs import call_model, logits_of, to_device
 
 
@@ -150,6 +150,10 @@ class TorchAdapter(BackendAdapter):
 
     # ---------------------------------------------------------------- criterion
     # ---------------------------------------------------------------- running losses
+    @staticmethod
+    def mean_over_processes(values):
+        return distributed.mean_over_processes(values)
+
     @staticmethod
     def new_running_losses():
         return RunningLosses()

@@ -1,5 +1,7 @@
 """Building PyTorch dataloaders from the ``dataloader`` section of a config."""
 
+import weakref
+
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -40,12 +42,22 @@ def _npz(params, where, base_dir):
 
 DATASETS = {"dummy": _dummy, "npz": _npz, "factory": dataset_from_factory}
 
+# Loaders this module built: under torchrun they are ours to shard; a user's loader is not.
+_BUILT_FROM_CONFIG = weakref.WeakSet()
+
+
+def built_from_config(loader):
+    return loader in _BUILT_FROM_CONFIG
+
 
 def build_dataloader(config, where, seed, base_dir):
     """A DataLoader from a validated ``dataloader`` section; shuffling is seeded."""
     name, params = check_dataloader_section(config, where, DATASETS)
     dataset = DATASETS[name](params, where, base_dir)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=config["batch_size"], shuffle=config["shuffle"],
-                      drop_last=config["last_batch"] == "no_rollover",
-                      num_workers=config["num_workers"], generator=generator)
+    loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=config["shuffle"],
+                        drop_last=config["last_batch"] == "no_rollover",
+                        num_workers=config["num_workers"], generator=generator)
+    if config.get("distributed") is not False:
+        _BUILT_FROM_CONFIG.add(loader)
+    return loader

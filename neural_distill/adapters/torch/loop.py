@@ -12,8 +12,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ...errors import DataError
+from ...process import cpu_threads, is_main_process
 from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
+from . import distributed
+from .data import built_from_config
 from .optim import LearningRateSchedule, build_optimizer
+from .precision import Precision
 from .outputs import call_model, to_device
 
 
@@ -28,7 +32,7 @@ def steps_per_epoch(loader, iteration=None):
 
 def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs=None,
                steps=None, iteration=None, max_batches=None, schedule=None,
-               max_grad_norm=None, show_bar=True):
+               max_grad_norm=None, show_bar=True, precision=None, accumulation=1):
     """Train ``model`` and fire ``hooks``' events; returns the number of batches trained.
 
     Args:
@@ -44,8 +48,12 @@ def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs
         max_batches: at most this many batches in all; the epoch it ends in still ends
             (``on_epoch_end``), and no further one starts.
         schedule: ``schedule.step(progress_in_epochs)`` before every step, if given.
+        precision: a ``precision.Precision`` (autocast and loss scaling), or None for fp32.
+        accumulation: batches whose gradients add up before one optimizer step (each batch's
+            loss is divided by it); an epoch's leftover batches still get their step.
     """
-    done = 0
+    precision = precision or Precision("fp32", torch.device("cpu"))
+    done = pending = 0
     for epoch_index, epoch in enumerate(epochs):
         if max_batches is not None and done >= max_batches:
             break
@@ -61,15 +69,16 @@ def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs
             if schedule is not None:
                 schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
             hooks.on_step_begin(batch_id)
-            inputs, output, loss = forward(batch)
-            loss = hooks.on_after_compute_loss(inputs, output, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            hooks.on_before_optimizer_step()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            hooks.on_after_optimizer_step()
+            with precision.autocast():
+                inputs, output, loss = forward(batch)
+                loss = hooks.on_after_compute_loss(inputs, output, loss)
+            if pending == 0:
+                optimizer.zero_grad(set_to_none=True)
+            precision.backward(loss / accumulation if accumulation > 1 else loss)
+            pending += 1
+            if pending == accumulation:
+                _optimizer_step(hooks, model, optimizer, precision, max_grad_norm)
+                pending = 0
             hooks.on_step_end()
             done += 1
             if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
@@ -77,11 +86,23 @@ def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs
                                  optimizer.param_groups[0]["lr"], epoch, batch_id)
             bar.update()
         bar.close()
+        if pending:  # the epoch's last few batches of an accumulation group
+            _optimizer_step(hooks, model, optimizer, precision, max_grad_norm)
+            pending = 0
         if done == done_before and max_batches is not None:
             # An endless run on an empty loader would spin forever without a single step.
             raise DataError("train_dataloader yielded no batch in an epoch; it is empty")
         hooks.on_epoch_end()
     return done
+
+
+def _optimizer_step(hooks, model, optimizer, precision, max_grad_norm):
+    hooks.on_before_optimizer_step()
+    if max_grad_norm:
+        precision.unscale(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    precision.step(optimizer)
+    hooks.on_after_optimizer_step()
 
 
 # ---------------------------------------------------------------- the Distillation experiment
@@ -108,13 +129,19 @@ def run(adapter, distiller):
     """``Distillation.fit()``'s built-in loop, configured by ``distillation.train``."""
     conf = distiller.conf
     train = conf.distillation.train
-    device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
+    device = distributed.init_process_group(
+        adapter.resolve_device(conf.device, f"{distiller.conf_source}: device"))
+    if conf.get("threads") is not None:
+        torch.set_num_threads(cpu_threads(conf.threads))
     student = distiller.student_model
     student.to(device)
-    loader = distiller.train_dataloader
+    loader = distributed.shard_loader(distiller.train_dataloader, conf.tuning.random_seed,
+                                      built_from_config(distiller.train_dataloader))
 
     distiller.on_train_begin(loader)
     criterion = distiller.criterion
+    trained = distributed.wrap_student(student, device)
+    gradient_hooks = distributed.average_gradients_of(criterion)
     optimizer = distiller.optimizer
     if optimizer is None:
         optimizer = build_optimizer(train.optimizer, _trainable_parameters(student, criterion))
@@ -129,11 +156,18 @@ def run(adapter, distiller):
         inputs = to_device(inputs, device)
         if labels is not None:
             labels = to_device(labels, device)
-        output = call_model(student, inputs)
+        output = call_model(trained, inputs)
         return inputs, output, criterion.student_loss(output, labels)
 
-    train_loop(distiller, student, loader, forward, optimizer, epochs,
-               total_epochs=epochs.stop, steps=steps, iteration=iteration,
-               schedule=LearningRateSchedule(train.lr_schedule, optimizer, len(epochs)),
-               max_grad_norm=train.get("max_grad_norm"), show_bar=train.progress_bar)
+    try:
+        train_loop(distiller, trained, loader, forward, optimizer, epochs,
+                   total_epochs=epochs.stop, steps=steps, iteration=iteration,
+                   schedule=LearningRateSchedule(train.lr_schedule, optimizer, len(epochs)),
+                   max_grad_norm=train.get("max_grad_norm"),
+                   show_bar=train.progress_bar and is_main_process(),
+                   precision=Precision(train.precision, device),
+                   accumulation=train.gradient_accumulation_steps)
+    finally:
+        for hook in gradient_hooks:
+            hook.remove()
     distiller.on_train_end()
