@@ -16,7 +16,8 @@ from .config.loader import to_plain
 from .process import is_main_process
 
 
-def _json_safe(value):
+def json_safe(value):
+    """``value`` as JSON can hold it: a non-finite float becomes its string ("nan", "inf")."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
@@ -51,7 +52,7 @@ class Workspace:
         # Recreated if someone cleaned the workspace mid-run: losing a log line is worse.
         os.makedirs(self.path, exist_ok=True)
         with open(self.metrics_file, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+            handle.write(json.dumps({k: json_safe(v) for k, v in record.items()}) + "\n")
         if self._tensorboard is not None:
             # One point per epoch: the x axis is the epoch, as in metrics.jsonl.
             self._tensorboard.add_scalars(

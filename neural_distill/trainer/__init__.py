@@ -29,7 +29,7 @@ from ..adapters.torch.outputs import call_model, logits_of, to_device
 from ..algorithms.base import MetricsLogger
 from ..batches import split_batch
 from ..errors import ConfigError, DataError, ModelError
-from .dispatch import Hooks
+from .dispatch import TrainerHooks
 from .state import State, parse_duration
 
 __all__ = ["Trainer", "State"]
@@ -212,7 +212,7 @@ class Trainer:
         self.state = State(self.model, self.optimizers, self.schedulers, self.device, self.seed,
                            self.train_dataloader, self.eval_dataloader, self.max_duration, steps)
         self.logger.reset()
-        hooks = Hooks(self)
+        hooks = TrainerHooks(self)
         hooks.on_train_begin()
         try:
             loop.train_loop(hooks, self.model, self.train_dataloader, self._device_forward,
@@ -220,9 +220,9 @@ class Trainer:
                             steps=steps, max_batches=max_batches, show_bar=self.progress_bar)
         except BaseException:
             # Teachers and anything else algorithms changed are restored even on failure.
-            hooks.on_train_end(finished=False)
+            hooks.end_after_failure()
             raise
-        hooks.on_train_end(finished=True)
+        hooks.on_train_end()
         return self.history
 
     def _device_forward(self, batch):

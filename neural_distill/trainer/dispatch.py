@@ -1,8 +1,10 @@
 """The Trainer's side of the loop's events: state updates, algorithms, logs, checkpoints.
 
-The loop (``adapters/torch/loop.py``) calls one method per ``Event`` value, as it does on the
-``Distillation`` experiment; here each call updates the :class:`State`, runs the algorithms
-that match the event, then does the trainer's own work for it.
+The loop (``adapters/torch/loop.py``) calls one hook per ``Event`` value, as it does on the
+``Distillation`` experiment. The hook methods are the package's generated ones
+(:class:`neural_distill.events.Hooks`); every hook lands in :meth:`TrainerHooks.dispatch`,
+which updates the :class:`State` for the event, runs the algorithms that match it, then does
+the trainer's own work for it. The two tables below say which work belongs to which event.
 """
 
 import json
@@ -10,16 +12,17 @@ import logging
 import os
 import time
 
+from .. import events
 from ..algorithms.base import fire
 from ..errors import ModelError
 from ..events import Event
-from ..workspace import _json_safe
+from ..workspace import json_safe
 from .checkpoint import save_checkpoint
 
 logger = logging.getLogger("neural_distill")
 
 
-class Hooks:
+class TrainerHooks(events.Hooks):
     def __init__(self, trainer):
         self.trainer = trainer
         self.state = trainer.state
@@ -28,28 +31,54 @@ class Hooks:
         self._epoch_started = time.perf_counter()
         self._saved_at_step = None
         self._save_count, self._save_unit = trainer.save_interval
+        self._failed = False
 
-    def _fire(self, event):
+    def dispatch(self, event, *args):
+        """State update (with the hook's arguments), then the algorithms, then the trainer's work.
+
+        Returns what the trainer's work returns: the checked loss for ``AFTER_COMPUTE_LOSS``,
+        None otherwise.
+        """
+        update = _STATE_UPDATES.get(event)
+        if update is not None:
+            update(self, *args)
         fire(self.algorithms, event, self.state, self.metrics)
+        work = _TRAINER_WORK.get(event)
+        return None if work is None else work(self)
 
-    def on_train_begin(self):
+    def end_after_failure(self):
+        """``on_train_end`` for a run that raised: algorithms give back what they changed
+        (teachers...), but no final checkpoint is written of a half-done step."""
+        self._failed = True
+        self.on_train_end()
+
+    def running_losses(self):
+        return self.metrics.means()
+
+    # ------------------------------------------------ state updates (before the algorithms)
+    def _start_training(self, dataloader=None):
         self.trainer.history = []
-        self._fire(Event.TRAIN_BEGIN)
 
-    def on_epoch_begin(self, epoch):
+    def _start_epoch(self, epoch):
         self.state.batch_in_epoch = 0
         self._epoch_started = time.perf_counter()
-        self._fire(Event.EPOCH_BEGIN)
 
-    def on_step_begin(self, batch_id):
+    def _start_step(self, batch_id):
         self.state.batch_in_epoch = batch_id
-        self._fire(Event.STEP_BEGIN)
 
-    def on_after_compute_loss(self, inputs, outputs, loss):
+    def _take_loss(self, inputs, outputs, loss, teacher_output=None):
         state = self.state
         state.inputs, state.outputs, state.loss = inputs, outputs, loss
-        self._fire(Event.AFTER_COMPUTE_LOSS)
-        loss = state.loss
+
+    def _count_step(self):
+        self.state.step += 1
+
+    def _count_epoch(self):
+        self.state.epoch += 1
+
+    # ------------------------------------------------ the trainer's work (after the algorithms)
+    def _checked_loss(self):
+        loss = self.state.loss
         if getattr(loss, "dim", None) is None or loss.dim() != 0:
             shape = tuple(loss.shape) if hasattr(loss, "shape") else type(loss).__name__
             raise ModelError(f"Trainer: the training loss must be a scalar tensor, got {shape} "
@@ -58,24 +87,16 @@ class Hooks:
         self.metrics.log_metrics({"loss": loss})
         return loss
 
-    def on_before_optimizer_step(self):
-        self._fire(Event.BEFORE_OPTIMIZER_STEP)
-
-    def on_after_optimizer_step(self):
-        self._fire(Event.AFTER_OPTIMIZER_STEP)
+    def _step_schedulers(self):
         for scheduler in self.state.schedulers:
             scheduler.step()
 
-    def on_step_end(self):
-        self.state.step += 1
-        self._fire(Event.STEP_END)
+    def _save_every_batches(self):
         if self._save_unit == "ba" and self.state.step % self._save_count == 0:
             self._save()
 
-    def on_epoch_end(self):
+    def _end_epoch(self):
         state = self.state
-        state.epoch += 1
-        self._fire(Event.EPOCH_END)
         record = {"epoch": state.epoch, "step": state.step, **self.metrics.means(),
                   "time_s": round(time.perf_counter() - self._epoch_started, 3)}
         self.metrics.reset()
@@ -84,13 +105,9 @@ class Hooks:
         if self._save_unit == "ep" and state.epoch % self._save_count == 0:
             self._save()
 
-    def on_train_end(self, finished=True):
-        self._fire(Event.TRAIN_END)
-        if finished and self._saved_at_step != self.state.step:
+    def _end_training(self):
+        if not self._failed and self._saved_at_step != self.state.step:
             self._save()
-
-    def running_losses(self):
-        return self.metrics.means()
 
     def _save(self):
         state = self.state
@@ -110,4 +127,24 @@ class Hooks:
         if folder is not None:
             os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, "metrics.jsonl"), "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+                handle.write(json.dumps({k: json_safe(v) for k, v in record.items()}) + "\n")
+
+
+# Event -> what changes in the State before the algorithms see the event (gets the hook's args).
+_STATE_UPDATES = {
+    Event.TRAIN_BEGIN: TrainerHooks._start_training,
+    Event.EPOCH_BEGIN: TrainerHooks._start_epoch,
+    Event.STEP_BEGIN: TrainerHooks._start_step,
+    Event.AFTER_COMPUTE_LOSS: TrainerHooks._take_loss,
+    Event.STEP_END: TrainerHooks._count_step,
+    Event.EPOCH_END: TrainerHooks._count_epoch,
+}
+
+# Event -> the trainer's own work once the algorithms ran (its result is the hook's result).
+_TRAINER_WORK = {
+    Event.AFTER_COMPUTE_LOSS: TrainerHooks._checked_loss,
+    Event.AFTER_OPTIMIZER_STEP: TrainerHooks._step_schedulers,
+    Event.STEP_END: TrainerHooks._save_every_batches,
+    Event.EPOCH_END: TrainerHooks._end_epoch,
+    Event.TRAIN_END: TrainerHooks._end_training,
+}
