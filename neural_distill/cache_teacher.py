@@ -37,13 +37,14 @@ def write_offline_cache(distiller, folder=None, dataloader=None, progress_bar=Tr
         raise ConfigError(f"{distiller.conf_source}: distillation.train.teacher_cache.path: "
                           f"where should the cache be written? Set it to a folder (or pass "
                           f"folder=...).")
+    adapter = adapter_for_model(teachers[0], "teacher_model")
     loader = dataloader if dataloader is not None else (
-        distiller.train_dataloader or distiller.run.config_dataloader("distillation.train"))
+        distiller.train_dataloader
+        or distiller.run.config_dataloader("distillation.train", adapter))
     if loader is None:
         raise DataError("write_offline_cache: no training data. Set "
                         "distiller.train_dataloader or name a dataset under "
                         "distillation.train.dataloader.dataset.")
-    adapter = adapter_for_model(teachers[0], "teacher_model")
     criterion = distiller.criterion or adapter.build_criterion(
         *criterion_name_and_args(distiller.conf.distillation.train.criterion))
     codec = codec_for(settings, criterion)
@@ -64,4 +65,6 @@ def write_offline_cache(distiller, folder=None, dataloader=None, progress_bar=Tr
     finally:
         for teacher, state in zip(teachers, states):
             adapter.exit_teacher_mode(teacher, state)
-    return cache.save(folder)
+    index = cache.save(folder)
+    index["folder"] = folder  # for the caller; not part of the file
+    return index

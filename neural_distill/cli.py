@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+import numpy as np
 import yaml
 
 from .config.loader import read_yaml, validate
@@ -22,6 +23,7 @@ Knowledge distillation from a YAML experiment file.
   neural-distill validate CONFIG      check the file (add --for-run for what 'run' needs)
   neural-distill run CONFIG           train the student; prints a summary and the run folder
   neural-distill report RUN_FOLDER    teacher vs student: table, report.html, PNG plots
+  neural-distill cache-teacher CONFIG run the teacher once; later runs read its outputs
 
 'run' and 'validate --import' execute the Python factories the config names (model.student,
 model.teacher, dataset factories): run them only on files you trust. Relative paths in the
@@ -158,7 +160,7 @@ def cmd_run(args):
     distiller.log_summary = False  # printed below, on stdout
     base_dir = os.path.dirname(os.path.abspath(args.config))
     distiller.student_model = build_model(config, "student", args.config, base_dir)
-    if config.model.get("teacher") is not None:
+    if config.model.get("teacher") is not None and not _reads_teacher_cache(config, base_dir):
         distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
     _set_threads(args.threads)  # the factories may have imported torch just now
     distiller.fit()
@@ -166,7 +168,8 @@ def cmd_run(args):
         return 0  # under torchrun, the main process writes and reports
     run_dir = distiller.workspace.path
     teacher = config.model.get("teacher")
-    if teacher is not None and not (isinstance(teacher, dict) and teacher.get("checkpoint")):
+    if distiller.teacher_model is not None and not (
+            isinstance(teacher, dict) and teacher.get("checkpoint")):
         # The factory may train or randomly initialise it: keep the teacher that taught, so
         # the report scores that one.
         distiller.adapter.save_weights(
@@ -175,6 +178,38 @@ def cmd_run(args):
     print("\n".join(summary_lines(distiller.run.score_name(), distiller.best_score,
                                    getattr(distiller, "teacher_score", None), run_dir,
                                    f"neural-distill report {run_dir}")))
+    return 0
+
+
+def _reads_teacher_cache(config, base_dir):
+    """Whether the run reads an offline teacher cache that exists (then no teacher is built)."""
+    from .teacher_cache.run_cache import offline_folder
+
+    folder = offline_folder(config.distillation.train.teacher_cache, base_dir)
+    return folder is not None and os.path.isfile(os.path.join(folder, "index.json"))
+
+
+def cmd_cache_teacher(args):
+    from .cache_teacher import write_offline_cache
+    from .distillation import Distillation
+
+    config = load_with_overrides(args.config, args.set, _option_overrides(args))
+    _resolve_workspace(config, args.config)
+    if config.model.get("teacher") is None:
+        raise ConfigError(f"{args.config}: model.teacher: missing; cache-teacher builds the "
+                          f"teacher from this factory and runs it over the training data")
+    _quiet(args)
+    distiller = Distillation(_as_conf(config, args.config))
+    base_dir = os.path.dirname(os.path.abspath(args.config))
+    distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
+    folder = os.path.abspath(args.output) if args.output else None
+    index = write_offline_cache(distiller, folder, progress_bar=not args.quiet)
+    samples = sum(shard["count"] for shard in index["shards"])
+    record_bytes = np.dtype(index["dtype"]).itemsize * int(np.prod(index["record_shape"]))
+    print(f"teacher cache: {samples} samples, {record_bytes} bytes per sample "
+          f"({index['codec']['compression']}), written to {index['folder']}")
+    print(f"next: neural-distill run {args.config}   (reads it: "
+          f"distillation.train.teacher_cache.path)")
     return 0
 
 
@@ -258,6 +293,21 @@ def build_parser():
                             "code: only for files you trust)")
     _common(check)
     check.set_defaults(func=cmd_validate, threads=None, quiet=False)
+
+    cache = commands.add_parser(
+        "cache-teacher", help="run the teacher once over the training data and store its "
+                              "outputs for later runs",
+        description="Run the teacher (model.teacher) over the training data once and write its "
+                    "outputs to distillation.train.teacher_cache.path (or --output), so later "
+                    "runs never build the teacher. Executes the factories the config names.")
+    _config_options(cache)
+    cache.add_argument("--output", metavar="FOLDER",
+                       help="where to write (default: distillation.train.teacher_cache.path, "
+                            "relative to the config file)")
+    cache.add_argument("--threads", type=_positive_int, help="CPU threads for the framework")
+    cache.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(cache)
+    cache.set_defaults(func=cmd_cache_teacher)
 
     report = commands.add_parser(
         "report", help="teacher vs student report of a finished run folder",

@@ -56,7 +56,8 @@ class RunLifecycle:
         if d.criterion is None:
             d.criterion = build_criterion(d)
         adapter.check_criterion(d.criterion)
-        if not d.teachers and needs_teacher(d.criterion):
+        if not d.teachers and needs_teacher(d.criterion) and offline_folder(
+                d.conf.distillation.train.teacher_cache, config_dir(d)) is None:
             d.logger.warning("no teacher_model set: on_after_compute_loss will need the "
                              "teacher_output argument")
         metric = resolve_metric(d.metric, d.conf)
@@ -255,8 +256,9 @@ class RunLifecycle:
             d.eval_dataloader = self.config_dataloader("evaluation.accuracy")
         d.adapter.run_builtin_loop(d)
 
-    def config_dataloader(self, section):
-        """The dataloader a config section (``distillation.train``...) describes, or None."""
+    def config_dataloader(self, section, adapter=None):
+        """The dataloader a config section (``distillation.train``...) describes, or None;
+        built by ``adapter`` (default: the student's)."""
         d = self.distiller
         node = d.conf
         for key in section.split("."):
@@ -264,7 +266,7 @@ class RunLifecycle:
         loader_config = node.get("dataloader") if isinstance(node, dict) else None
         if not loader_config or "dataset" not in loader_config:
             return None
-        return d.adapter.build_dataloader(
+        return (adapter or d.adapter).build_dataloader(
             loader_config, f"{d.conf_source}: {section}.dataloader",
             seed=d.conf.tuning.random_seed, base_dir=config_dir(d))
 

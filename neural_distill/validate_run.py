@@ -85,8 +85,11 @@ def check_for_run(config, source, for_run=False, import_factories=False):
 
 
 def _needs_teacher(config):
-    criterion = _section(config, "distillation.train").get("criterion") or {}
-    return "SelfKnowledgeDistillationLoss" not in criterion
+    train = _section(config, "distillation.train")
+    criterion = train.get("criterion") or {}
+    # A run reading an offline teacher cache never builds the teacher.
+    cache_path = (train.get("teacher_cache") or {}).get("path")
+    return "SelfKnowledgeDistillationLoss" not in criterion and not cache_path
 
 
 def _dataset_problems(loader, where, base_dir, import_factories, for_run):

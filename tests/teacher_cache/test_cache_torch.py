@@ -153,3 +153,53 @@ def test_offline_cache_needs_a_teacher_and_a_folder(workspace, data):
         write_offline_cache(_distiller(workspace, None, tensor_loader(x, y)))
     with pytest.raises(ConfigError, match="teacher_cache.path"):
         write_offline_cache(_distiller(workspace, teacher, tensor_loader(x, y)))
+
+
+def test_cli_cache_teacher_then_run_without_building_the_teacher(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    x, y = make_blobs(n=64)
+    np.savez(tmp_path / "data.npz", x=x.astype(np.float32), y=y)
+    (tmp_path / "project.py").write_text(textwrap.dedent("""
+        import os
+        import torch
+
+        def student():
+            torch.manual_seed(0)
+            return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                       torch.nn.Linear(16, 3))
+
+        def teacher():
+            # Marks each time the teacher is built: a run reading the cache must not build it.
+            open("teacher_built", "a").write("x")
+            torch.manual_seed(1)
+            return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(),
+                                       torch.nn.Linear(32, 3))
+    """))
+    (tmp_path / "distill.yaml").write_text(textwrap.dedent("""
+        model: {student: project.py:student, teacher: project.py:teacher}
+        distillation:
+          train:
+            epoch: 2
+            criterion: {KnowledgeDistillationLoss: {temperature: 2.0, loss_types: [CE, KL]}}
+            dataloader: {batch_size: 16, dataset: {npz: {path: data.npz}}}
+            teacher_cache: {path: teacher_outputs, compression: float16}
+        tuning: {workspace: {path: ws}}
+    """))
+    env = dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "neural_distill.cli", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    cached = cli("cache-teacher", "distill.yaml", "--quiet")
+    assert cached.returncode == 0, cached.stderr
+    assert "64 samples, 6 bytes per sample (float16)" in cached.stdout
+    assert (tmp_path / "teacher_outputs" / "index.json").is_file()
+    assert (tmp_path / "teacher_built").read_text() == "x"
+    run = cli("run", "distill.yaml", "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "teacher_built").read_text() == "x"  # not built again
