@@ -17,12 +17,16 @@ from .config.nodes import OneOf, Section
 from .config.schema import METRICS
 from .criterion.specs import criterion_name_and_args
 from .errors import ConfigError, DataError, ModelError
+from .eval_scores import eval_score
 from .logging_utils import get_logger
 from .metrics import Metric, build_metric
 from .workspace import Workspace
+from .common import like, unwrap, unwrap_all
+from .saving import with_save
+from .strict_attributes import StrictAttributes
 
 
-class Distillation:
+class Distillation(StrictAttributes):
     """A knowledge-distillation experiment.
 
     Args:
@@ -31,6 +35,9 @@ class Distillation:
     Assign ``student_model`` and ``teacher_model``, then either call :meth:`fit` (built-in
     loop, or your ``train_func(model)`` calling the hooks) or call the hooks from your own loop.
     """
+
+    # ``distiller.model = m`` (the Python-config style) is the student.
+    _attribute_aliases = {"model": "student_model"}
 
     def __init__(self, conf=None):
         self.conf, self.conf_source = load_config(conf)
@@ -61,6 +68,8 @@ class Distillation:
         self._last_eval_epoch = None
         self._running = None
         self.logger = get_logger()
+        self._given_student = None
+        self._seal()  # from now on, setting an unknown attribute is an error
 
     # ------------------------------------------------------------------ models
     @property
@@ -69,6 +78,7 @@ class Distillation:
 
     @student_model.setter
     def student_model(self, model):
+        self._given_student, model = model, unwrap(model)
         self._student = self._checked_model(model, "student_model")
         self._adapter = None if model is None else adapter_for_model(model, "student_model")
 
@@ -83,6 +93,7 @@ class Distillation:
         With a dict, each checkpoint's weights are loaded into its model now (safely: tensors
         only), so a wrong path or a mismatching checkpoint is reported at assignment.
         """
+        model = unwrap_all(model)
         if isinstance(model, dict):
             if model and all(detect_framework(m) is None for m in model.values()):
                 # Not {path: model}: most likely a state_dict; say how to use it.
@@ -238,7 +249,7 @@ class Distillation:
                                      "pass the teacher's output.")
                 teacher_output = adapter.teachers_forward(self._teachers, input,
                                                           self.teacher_weights)
-        else:
+        elif self._needs_teacher():  # self-distillation reads the student's own outputs
             teacher_output = adapter.as_teacher_output(teacher_output, student_output)
         kd_loss = self.criterion.distillation_loss(student_output, teacher_output)
         loss = self.criterion.combine(student_loss, kd_loss)
@@ -285,6 +296,7 @@ class Distillation:
         self.best_model = self._adapter.copy_with_state(self._student, self._best_state)
         path = self.workspace.file("best_student" + self._adapter.checkpoint_suffix)
         self._adapter.save_weights(self.best_model, path)
+        self.best_model = with_save(self.best_model)
         self.logger.info("best student%s saved to %s", "" if self.best_score is None
                          else f" ({self._score_name()}={self.best_score:.4f})", path)
         self._started = False
@@ -308,13 +320,7 @@ class Distillation:
         self._last_eval_epoch = self._epochs_done
         score = None
         if self.eval_func is not None:
-            score = self.eval_func(self._student)
-            if isinstance(score, (list, tuple)):
-                score = score[0]
-            try:
-                score = float(score)
-            except (TypeError, ValueError):
-                raise DataError(f"eval_func must return a number, got {score!r}") from None
+            score = eval_score(self.eval_func(self._student), self._metric_obj, self)
         elif self.eval_dataloader is not None:
             if self._metric_obj is None:
                 self._metric_obj = build_metric({"topk": 1})
@@ -364,7 +370,7 @@ class Distillation:
             self._release_models()
             self._started = False
             raise
-        return self.best_model
+        return like(self.best_model, self._given_student)
 
     def _fit(self):
         if self.train_func is not None:

@@ -30,15 +30,16 @@ This module imports no framework.
 import contextlib
 import os
 
-import yaml
-
 from .adapters import adapter_for_model, detect_framework, import_framework_module
 from .config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
 from .distillation import Distillation
+from .common import unwrap
 from .errors import ConfigError, ModelError
+from .run_record import config_yaml
+from .saving import with_save
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.compression"}
 
@@ -71,6 +72,7 @@ def prepare_compression(model, configs):
                               f"DistillationConfig or a QuantizationAwareTrainingConfig, got "
                               f"{type(config).__name__}. Build configs with "
                               f"neural_distill.config.")
+    model = unwrap(model)  # a neural_distill.common.Model
     qat_count = sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs)
     if qat_count > 1:
         raise ConfigError(f"prepare_compression: configs: expected at most one "
@@ -303,6 +305,7 @@ class CompressionManager:
                 raise ModelError(_TENSORFLOW_QAT)
             self.qat = self._backend.prepare_qat(model, qat_config)
         self.model = self.qat.model if self.qat is not None else model
+        with_save(self.model)  # manager.model.save('./saved'), see docs/saving.md
         self._parts = []
         for config in configs:
             if isinstance(config, QuantizationAwareTrainingConfig):
@@ -391,7 +394,7 @@ class CompressionManager:
         except ConfigError:
             document = [config.to_dict() for config in self.configs]
         with open(os.path.join(path, "compression.yaml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump(document, handle, sort_keys=False)
+            handle.write(config_yaml(document))  # never fails on a callable layer process
         return path
 
     def export(self, path, example_inputs=None):

@@ -101,6 +101,8 @@ class DistillationModel(keras.Model):
         self._track_matchers()
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        # Keras' own keras.distillation.Distiller reports the combined loss as total_loss.
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
 
     @property
     def teachers(self):
@@ -165,9 +167,25 @@ class DistillationModel(keras.Model):
         if student_loss is not None:
             self.student_loss_tracker.update_state(student_loss)
         self.distillation_loss_tracker.update_state(kd_loss)
+        self.total_loss_tracker.update_state(total)
         return total
+
+    # The wrapper is a training device; what is worth keeping is the student. Delegating here
+    # makes Keras' checkpoint callbacks (ModelCheckpoint, BackupAndRestore), which call
+    # self.model.save / save_weights / load_weights, write and read files of the student.
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Save the student (``keras.models.load_model`` gives the student back)."""
+        return self.student.save(filepath, overwrite=overwrite, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """Save the student's weights (load them with ``student.load_weights``)."""
+        return self.student.save_weights(filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        """Load weights saved by :meth:`save_weights` (the student's) into the student."""
+        return self.student.load_weights(filepath, **kwargs)
 
     def get_config(self):
         raise NotImplementedError(
-            "DistillationModel is a training wrapper and is not serialized; save "
-            "model.student (model.student.save('student.keras')).")
+            "DistillationModel is a training wrapper and is not serialized itself; "
+            "model.save(...) saves model.student (model.student.save('student.keras')).")

@@ -1,0 +1,64 @@
+"""Keras users' own code (issue 10): Keras checkpoint callbacks and logs on DistillationModel,
+a softmax head with the default from_logits, a dict-returning eval_func, callables in configs."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from helpers import NUM_CLASSES, NUM_FEATURES, make_blobs  # noqa: E402
+from neural_distill.criterion import TensorflowKnowledgeDistillationLoss  # noqa: E402
+from neural_distill.integrations.keras import DistillationModel  # noqa: E402
+from tf_helpers import accuracy, mlp, tf_config, train_plain  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = make_blobs(n=192, seed=0)
+    x_eval, y_eval = make_blobs(n=96, seed=5)
+    return x, y, x_eval, y_eval
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    x, y, _, _ = data
+    return train_plain(mlp(hidden=32, seed=1), x, y)
+
+
+def test_keras_checkpoint_callbacks_save_the_student(data, teacher, tmp_path):
+    x, y, x_eval, y_eval = data
+    student = mlp(seed=0)
+    model = DistillationModel(student, teacher,
+                              TensorflowKnowledgeDistillationLoss(temperature=2.0,
+                                                                  loss_types=["CE", "KL"]))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
+    # What a Keras user writes: a best-model file and a weights-only file.
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0,
+                        validation_data=(x_eval, y_eval), callbacks=[
+                            keras.callbacks.ModelCheckpoint("best.keras", monitor="val_loss",
+                                                            save_best_only=True),
+                            keras.callbacks.ModelCheckpoint("last.weights.h5",
+                                                            save_weights_only=True)])
+
+    logs = history.history
+    # Keras' own Distiller reports total_loss; ours reports it next to Keras' `loss`.
+    assert {"loss", "total_loss", "student_loss", "distillation_loss"} <= set(logs)
+    np.testing.assert_allclose(logs["total_loss"], logs["loss"], rtol=1e-5)
+
+    restored = keras.models.load_model("best.keras")
+    assert isinstance(restored, keras.Sequential) and len(restored.weights) == \
+        len(student.weights)
+    assert accuracy(restored, x_eval, y_eval) > 0.8
+    fresh = mlp(seed=7)
+    fresh.load_weights("last.weights.h5")
+    np.testing.assert_allclose(fresh(x_eval, training=False).numpy(),
+                               student(x_eval, training=False).numpy(), atol=1e-6)
+    # model.save on the wrapper is the student's save, too.
+    model.save("student_again.keras")
+    np.testing.assert_allclose(
+        keras.models.load_model("student_again.keras")(x_eval, training=False).numpy(),
+        student(x_eval, training=False).numpy(), atol=1e-6)
