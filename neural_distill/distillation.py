@@ -18,6 +18,7 @@ from .config.schema import METRICS
 from .criterion.specs import criterion_name_and_args
 from .errors import ConfigError, DataError, ModelError
 from .eval_scores import eval_score
+from . import matcher_training, output_check
 from .logging_utils import get_logger
 from .metrics import Metric, build_metric
 from .workspace import Workspace
@@ -251,7 +252,8 @@ class Distillation(StrictAttributes):
                                                           self.teacher_weights)
         elif self._needs_teacher():  # self-distillation reads the student's own outputs
             teacher_output = adapter.as_teacher_output(teacher_output, student_output)
-        kd_loss = self.criterion.distillation_loss(student_output, teacher_output)
+        output_check.check_outputs(self, student_output, teacher_output)  # first batch only
+        kd_loss = matcher_training.distillation_loss(self, student_output, teacher_output)
         loss = self.criterion.combine(student_loss, kd_loss)
         adapter.accumulate_losses(self._running, loss, student_loss, kd_loss)
         return loss
@@ -261,14 +263,17 @@ class Distillation(StrictAttributes):
 
     def on_after_optimizer_step(self):
         self._start()
+        matcher_training.step_pending(self)  # matchers created after your optimizer
 
     def on_step_end(self):
         self._start()
+        matcher_training.step_pending(self)  # matchers created after your optimizer
         self._global_step += 1
 
     def on_epoch_end(self):
         """Ends an epoch: logs its losses and evaluates the student every ``frequency`` epochs."""
         self._start()
+        matcher_training.step_pending(self)  # matchers created after your optimizer
         self._epochs_done += 1
         record = {"epoch": self._epochs_done, "step": self._global_step,
                   **self._adapter.read_running_losses(self._running),

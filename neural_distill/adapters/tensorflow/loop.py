@@ -24,6 +24,7 @@ when the progress bar is refreshed.
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ... import output_check
 from ...errors import DataError
 from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
 from . import features
@@ -142,6 +143,7 @@ def _run(adapter, distiller, train):
     distiller.on_train_begin(loader)
     criterion = distiller.criterion
     _build_models(adapter, [student, *distiller._teachers], loader)
+    output_check.check_first_batch(distiller, loader)  # the step below is compiled
     optimizer, coupled_weight_decay = distiller.optimizer, 0.0
     if optimizer is None:
         optimizer, coupled_weight_decay = build_optimizer(train.optimizer)

@@ -1,0 +1,90 @@
+"""Catching logits/probabilities mix-ups on the first batch.
+
+A model with a softmax head (every ``keras.applications`` model, many exported classifiers)
+outputs probabilities. Trained with the default ``from_logits: true``, the criterion applies a
+second softmax to them and silently optimizes a different loss (flattened targets, tiny
+gradients). The reverse mistake (``from_logits: false`` on raw logits) takes logs of negative
+numbers. Neither raises: both train, badly. So the first batch's outputs are looked at once
+per run: rows that are non-negative and sum to 1 are probabilities; rows with negative values
+or sums away from 1 are not. One warning names the exact key to set.
+"""
+
+import warnings
+
+import numpy as np
+
+from .adapters import import_framework_module
+
+_CHECKED = "_outputs_convention_checked"
+_SUM_TOLERANCE = 1e-3
+
+
+def kind_of(values):
+    """'probabilities', 'logits' or None (undecidable, e.g. one class or no rows)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim < 2 or values.shape[-1] < 2 or values.size == 0:
+        return None
+    if not np.all(np.isfinite(values)):
+        return None
+    rows = values.reshape(-1, values.shape[-1])
+    if rows.min() >= 0.0 and np.all(np.abs(rows.sum(-1) - 1.0) <= _SUM_TOLERANCE):
+        return "probabilities"
+    return "logits"
+
+
+def _message(criterion, role, kind):
+    name = getattr(criterion, "yaml_name", type(criterion).__name__)
+    if kind == "probabilities":
+        seen, have, want = "non-negative rows summing to 1", "true", "false"
+        extra = ", or remove the softmax from the model's head"
+    else:
+        seen, have, want = "negative values or rows not summing to 1", "false", "true"
+        extra = ""
+    return (f"the {role} model's outputs look like {kind} ({seen} on the first batch) but "
+            f"{name} has from_logits: {have}, so it optimizes a different loss than you "
+            f"expect. Set distillation.train.criterion.{name}.from_logits: {want} in the "
+            f"config (from_logits={want.capitalize()} on the criterion or its config "
+            f"class){extra}.")
+
+
+def check_outputs(distiller, student_output, teacher_output):
+    """Warn once per run if the outputs contradict ``criterion.from_logits``."""
+    criterion = distiller.criterion
+    from_logits = getattr(criterion, "from_logits", None)
+    if from_logits is None or distiller.__dict__.get(_CHECKED) is criterion:
+        return
+    adapter = distiller._adapter
+    found = []
+    for role, output in (("student", student_output), ("teacher", teacher_output)):
+        if output is None:
+            continue
+        try:
+            values = adapter.to_numpy(adapter.logits_of(output, f"{role} output"))
+        except Exception:  # noqa: BLE001 - symbolic (traced) tensors: checked on real ones
+            return
+        found.append((role, kind_of(values)))
+    setattr(distiller, _CHECKED, criterion)
+    for role, kind in found:
+        if (kind == "probabilities" and from_logits) or (kind == "logits" and not from_logits):
+            warnings.warn(_message(criterion, role, kind), stacklevel=3)
+            return
+
+
+def check_first_batch(distiller, dataloader):
+    """The same check, run eagerly on the first batch (for loops whose step is compiled)."""
+    if getattr(distiller.criterion, "from_logits", None) is None or distiller.framework != \
+            "tensorflow":
+        return
+    outputs = import_framework_module("neural_distill.adapters.tensorflow.outputs",
+                                      "tensorflow")
+    adapter = distiller._adapter
+    try:
+        batch = next(iter(dataloader))
+    except StopIteration:
+        return
+    inputs = outputs.to_tensor(adapter.split_batch(batch)[0])
+    student_output = outputs.call_model(distiller.student_model, inputs, training=False)
+    teacher_output = (adapter.teachers_forward(distiller._teachers, inputs,
+                                               distiller.teacher_weights)
+                      if distiller._teachers else None)
+    check_outputs(distiller, student_output, teacher_output)
