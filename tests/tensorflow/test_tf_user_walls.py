@@ -62,3 +62,37 @@ def test_keras_checkpoint_callbacks_save_the_student(data, teacher, tmp_path):
     np.testing.assert_allclose(
         keras.models.load_model("student_again.keras")(x_eval, training=False).numpy(),
         student(x_eval, training=False).numpy(), atol=1e-6)
+
+
+def _softmax_mlp(seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((NUM_FEATURES,)),
+                             keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(NUM_CLASSES, activation="softmax")])
+
+
+def test_a_softmax_head_with_from_logits_true_warns_in_the_built_in_loop(data, workspace):
+    from neural_distill import Distillation
+
+    x, y, _, _ = data
+    distiller = Distillation(tf_config(workspace, distillation={"train": {"epoch": 1}}))
+    distiller.student_model, distiller.teacher_model = _softmax_mlp(0), _softmax_mlp(1)
+    distiller.train_dataloader = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    with pytest.warns(UserWarning, match="KnowledgeDistillationLoss.from_logits: false") as got:
+        distiller.fit()
+    assert sum("from_logits" in str(w.message) for w in got) == 1
+
+
+def test_logits_with_from_logits_false_warn_in_a_user_loop(data, teacher, workspace):
+    from neural_distill import Distillation
+
+    x, y, _, _ = data
+    distiller = Distillation(tf_config(workspace, distillation={"train": {"criterion": {
+        "KnowledgeDistillationLoss": {"from_logits": False}}}}))
+    student = mlp(seed=0)
+    distiller.student_model, distiller.teacher_model = student, teacher
+    distiller.on_train_begin()
+    with pytest.warns(UserWarning, match="KnowledgeDistillationLoss.from_logits: true"):
+        with tf.GradientTape():
+            output = student(x[:32], training=True)
+            distiller.on_after_compute_loss(x[:32], output, None)
