@@ -9,11 +9,12 @@ Scripts written for that API import it next to ``Distillation``::
     torch_model = model.model
 
 Importing this module loads no framework: the wrapped model's framework is already loaded.
+``neural_distill.common.criterion`` is :mod:`neural_distill.criterion` under the documents' path.
 """
 
-from .adapters import detect_framework
-from .errors import ModelError
-from .saving import save_model
+from ..adapters import detect_framework
+from ..errors import ModelError
+from ..saving import save_model
 
 
 class Model:
