@@ -16,9 +16,10 @@ optimizer updates the matchers (they added ``criterion.parameters()`` to it), th
 (the parameters changed though we did not step) and the private optimizer is dropped for good:
 the matchers are then stepped exactly once per step, by the user's optimizer.
 
-Only PyTorch has this path: the TensorFlow criterion builds its matchers from the models'
-graphs at ``on_train_begin`` and a Keras user loop computes gradients for the variables it
-names (see docs/feature_distillation.md).
+TensorFlow: a Keras loop differentiates only the variables it names, so the matchers are
+never in it unless the user adds ``criterion.trainable_variables``, whenever they were
+created. In eager execution their gradient is taken in ``on_after_compute_loss`` and applied
+the same way (``adapters/tensorflow/matcher_optimizer.py``).
 """
 
 import warnings
@@ -28,19 +29,28 @@ from .adapters import import_framework_module
 _STATE = "_lazy_matcher_training"
 
 
-def _backend(distiller):
-    if distiller.framework != "torch":
-        return None
-    return import_framework_module("neural_distill.adapters.torch.matcher_optimizer", "torch")
+def _backend(framework):
+    module = {"torch": "neural_distill.adapters.torch.matcher_optimizer",
+              "tensorflow": "neural_distill.adapters.tensorflow.matcher_optimizer"}[framework]
+    return import_framework_module(module, framework)
 
 
 def distillation_loss(distiller, student_output, teacher_output):
-    """``criterion.distillation_loss``, giving matchers created by this call an optimizer."""
+    """``criterion.distillation_loss``, making sure its matchers are trained (module doc)."""
     criterion = distiller.criterion
     step_pending(distiller)
-    backend = _backend(distiller) if getattr(criterion, "needs_preparation", False) else None
-    if backend is None:
+    if distiller.framework == "tensorflow":
+        if not getattr(criterion, "trainable_variables", None) and \
+                not getattr(criterion, "needs_preparation", False):
+            return criterion.distillation_loss(student_output, teacher_output)
+        with warnings.catch_warnings():
+            # Matchers created now are trained from the next step on (see the module doc).
+            warnings.filterwarnings("ignore", message="feature matchers were created")
+            return _backend("tensorflow").distillation_loss(distiller, student_output,
+                                                            teacher_output, _STATE)
+    if not getattr(criterion, "needs_preparation", False):
         return criterion.distillation_loss(student_output, teacher_output)
+    backend = _backend("torch")
     with warnings.catch_warnings():
         # The criterion's own warning says the matchers will not be trained; here they are.
         warnings.filterwarnings("ignore", message="feature matchers were created")
@@ -56,7 +66,7 @@ def step_pending(distiller):
     trainer = getattr(distiller, _STATE, None)
     if trainer is None:
         return
-    if trainer.criterion is distiller.criterion:
-        trainer.step_if_due()
-    if trainer.criterion is not distiller.criterion or trainer.handed_over:
+    if trainer.criterion is not distiller.criterion:  # a new criterion: a new run
         setattr(distiller, _STATE, None)
+    else:
+        trainer.step_if_due()

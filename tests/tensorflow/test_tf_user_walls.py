@@ -96,3 +96,71 @@ def test_logits_with_from_logits_false_warn_in_a_user_loop(data, teacher, worksp
         with tf.GradientTape():
             output = student(x[:32], training=True)
             distiller.on_after_compute_loss(x[:32], output, None)
+
+
+# The seed's loop shape, in Keras: optimizer first, on_train_begin() without data, the user's
+# own tape over the student's variables, only on_after_compute_loss and on_epoch_end.
+def _keras_seed_loop(distiller, student, x, y, optimizer, epochs, variables=None):
+    distiller.on_train_begin()
+    for _ in range(epochs):
+        for start in range(0, len(x), 32):
+            xb, yb = x[start:start + 32], y[start:start + 32]
+            with tf.GradientTape() as tape:
+                output = distiller.criterion.student_forward(xb, training=True)
+                loss = keras.losses.sparse_categorical_crossentropy(yb, output,
+                                                                    from_logits=True)
+                loss = distiller.on_after_compute_loss(xb, output, tf.reduce_mean(loss))
+            names = variables if variables is not None else student.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(loss, names), names))
+        distiller.on_epoch_end()
+
+
+FEATURES = {"distillation": {"train": {
+    "optimizer": {"Adam": {"learning_rate": 0.02}},
+    "criterion": {"IntermediateLayersKnowledgeDistillationLoss": {
+        "layer_mappings": [["hidden", "hidden"]]}}}}}
+
+
+# The feature term alone does not reach the logits layer: Keras says so, rightly.
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")
+def test_matchers_learn_in_a_keras_user_loop(data, teacher, workspace):
+    from neural_distill import Distillation
+
+    x, y, _, _ = data
+    distiller = Distillation(tf_config(workspace, **FEATURES))
+    student = mlp(seed=0)
+    distiller.student_model, distiller.teacher_model = student, teacher
+    before = [np.array(w) for w in student.weights]
+    # learning rate 0: a falling feature loss can only come from the matchers.
+    _keras_seed_loop(distiller, student, x, y, keras.optimizers.SGD(0.0), epochs=4)
+    losses = [r["distillation_loss"] for r in distiller.history]
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, student.weights))
+
+
+# The feature term alone does not reach the logits layer: Keras says so, rightly.
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")
+def test_matchers_the_keras_loop_updates_are_updated_once(data, teacher, workspace):
+    from neural_distill import Distillation
+
+    x, y, _, _ = data
+    distiller = Distillation(tf_config(workspace, **FEATURES))
+    student = mlp(seed=0)
+    distiller.student_model, distiller.teacher_model = student, teacher
+    distiller.on_train_begin()
+    matchers = list(distiller.criterion.trainable_variables)
+    variables = list(student.trainable_variables) + matchers
+    optimizer = keras.optimizers.SGD(0.1)
+    for start in range(0, 96, 32):
+        xb, yb = x[start:start + 32], y[start:start + 32]
+        with tf.GradientTape() as tape:
+            output = distiller.criterion.student_forward(xb, training=True)
+            loss = distiller.on_after_compute_loss(xb, output, None)
+        grads = tape.gradient(loss, variables)
+        kernel_before = np.array(matchers[0])
+        optimizer.apply_gradients(zip(grads, variables))
+        distiller.on_step_end()
+        # Exactly the user's SGD step: their own optimizer did not step as well.
+        np.testing.assert_allclose(np.array(matchers[0]),
+                                   kernel_before - 0.1 * grads[len(variables) - 2].numpy(),
+                                   rtol=1e-6, atol=1e-7)
