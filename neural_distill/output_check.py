@@ -88,3 +88,37 @@ def check_first_batch(distiller, dataloader):
                                                distiller.teacher_weights)
                       if distiller._teachers else None)
     check_outputs(distiller, student_output, teacher_output)
+
+
+def _keras_head_kind(model):
+    """'probabilities' / 'logits' from a Keras model's output layer, or None if unknown."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        return None  # subclassed or several outputs: nothing static to read
+    try:
+        layer = outputs[0]._keras_history[0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if type(layer).__name__ == "Softmax":
+        return "probabilities"
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if name == "softmax":
+        return "probabilities"
+    if name == "linear" and type(layer).__name__ == "Dense":
+        return "logits"
+    return None
+
+
+def check_keras_heads(criterion, student, teachers):
+    """The same check for Keras' own fit() (its step is compiled): read from the output
+    layers of Sequential/Functional models, e.g. ``Dense(..., activation='softmax')``."""
+    from_logits = getattr(criterion, "from_logits", None)
+    if from_logits is None:
+        return
+    for role, model in (("student", student), *(("teacher", t) for t in teachers)):
+        kind = _keras_head_kind(model)
+        if (kind == "probabilities" and from_logits) or (kind == "logits" and not from_logits):
+            warnings.warn(_message(criterion, role, kind).replace(
+                " on the first batch", " at its output layer"), stacklevel=3)
+            return

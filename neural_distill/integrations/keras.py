@@ -28,6 +28,7 @@ from ..config.loader import validate
 from ..config.nodes import OneOf, Section
 from ..config.schema import CRITERIA
 from ..errors import ModelError
+from ..output_check import check_keras_heads
 
 _CRITERION_SECTION = Section({"criterion": OneOf(CRITERIA, "criterion")})
 
@@ -99,6 +100,7 @@ class DistillationModel(keras.Model):
         if hasattr(self.criterion, "attach"):
             self.criterion.attach(student, teachers)
         self._track_matchers()
+        check_keras_heads(self.criterion, student, teachers)  # softmax head vs from_logits
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         # Keras' own keras.distillation.Distiller reports the combined loss as total_loss.

@@ -168,6 +168,20 @@ def test_a_callable_process_set_on_the_conf_is_recorded_not_a_crash(workspace, b
     distiller.on_train_end()
 
 
+def test_a_callable_process_in_a_config_dict(workspace, blobs, teacher):
+    from neural_distill import Distillation
+
+    distiller = Distillation(base_config(workspace, distillation={"train": {"criterion": {
+        "IntermediateLayersKnowledgeDistillationLoss": {
+            "layer_mappings": [["2", "", "2", lambda x: x[:, :2, ...]]]}}}}))
+    distiller.student_model = tiny_mlp(seed=0)
+    distiller.teacher_model = copy.deepcopy(teacher)
+    distiller.train_dataloader = tensor_loader(*blobs[:2])
+    distiller.fit()
+    text = open(os.path.join(distiller.workspace.path, "config.yaml"), encoding="utf-8").read()
+    assert "<lambda>" in text and text.startswith("#")
+
+
 def test_a_callable_process_in_the_python_config_api(blobs, teacher, workspace):
     from neural_distill.config import (DistillationConfig,
                                        IntermediateLayersKnowledgeDistillationLossConfig)

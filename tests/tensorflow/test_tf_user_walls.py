@@ -164,3 +164,16 @@ def test_matchers_the_keras_loop_updates_are_updated_once(data, teacher, workspa
         np.testing.assert_allclose(np.array(matchers[0]),
                                    kernel_before - 0.1 * grads[len(variables) - 2].numpy(),
                                    rtol=1e-6, atol=1e-7)
+
+
+def test_distillation_model_with_softmax_heads_warns(data):
+    # A keras.applications-style classifier: Dense(..., activation="softmax") on top.
+    with pytest.warns(UserWarning, match="KnowledgeDistillationLoss.from_logits: false"):
+        DistillationModel(_softmax_mlp(0), _softmax_mlp(1))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DistillationModel(_softmax_mlp(0), _softmax_mlp(1),
+                          {"KnowledgeDistillationLoss": {"from_logits": False}})
+        DistillationModel(mlp(seed=0), mlp(seed=1))
