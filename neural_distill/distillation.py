@@ -11,20 +11,20 @@ import time
 
 import numpy as np
 
+from . import matcher_training, output_check
 from .adapters import adapter_for_model, detect_framework, framework_of_config_name
+from .common import like, unwrap, unwrap_all
 from .config.loader import load_config, validate
 from .config.nodes import OneOf, Section
 from .config.schema import METRICS
 from .criterion.specs import criterion_name_and_args
 from .errors import ConfigError, DataError, ModelError
 from .eval_scores import eval_score
-from . import matcher_training, output_check
 from .logging_utils import get_logger
 from .metrics import Metric, build_metric
-from .workspace import Workspace
-from .common import like, unwrap, unwrap_all
 from .saving import with_save
 from .strict_attributes import StrictAttributes
+from .workspace import Workspace
 
 
 class Distillation(StrictAttributes):

@@ -5,8 +5,8 @@ outputs probabilities. Trained with the default ``from_logits: true``, the crite
 second softmax to them and silently optimizes a different loss (flattened targets, tiny
 gradients). The reverse mistake (``from_logits: false`` on raw logits) takes logs of negative
 numbers. Neither raises: both train, badly. So the first batch's outputs are looked at once
-per run: rows that are non-negative and sum to 1 are probabilities; rows with negative values
-or sums away from 1 are not. One warning names the exact key to set.
+(per criterion): rows that are non-negative and sum to 1 are probabilities; rows with negative
+values or sums away from 1 are not. One warning names the exact key to set.
 """
 
 import warnings
@@ -48,7 +48,7 @@ def _message(criterion, role, kind):
 
 
 def check_outputs(distiller, student_output, teacher_output):
-    """Warn once per run if the outputs contradict ``criterion.from_logits``."""
+    """Warn once per criterion if the outputs contradict ``criterion.from_logits``."""
     criterion = distiller.criterion
     from_logits = getattr(criterion, "from_logits", None)
     if from_logits is None or distiller.__dict__.get(_CHECKED) is criterion:
