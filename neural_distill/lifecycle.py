@@ -10,12 +10,16 @@ import os
 import time
 
 from . import rng
+from .batches import is_one_shot
 from .criterion.registry import needs_teacher
 from .criterion.specs import criterion_name_and_args
 from .errors import DataError, ModelError
 from .evaluation import Evaluator, resolve_metric
 from .events import Event, Hooks
+from .matcher_training import MatcherTraining
+from .output_check import OutputCheck
 from .run_state import RunState
+from .saving import with_save
 from .step import DistillationStep
 from .teacher_cache.run_cache import build_run_cache, offline_folder
 from .workspace import Workspace
@@ -30,6 +34,8 @@ class RunLifecycle:
         self.workspace = None
         self.step = None
         self.evaluator = None
+        self.output_check = OutputCheck()  # outputs vs from_logits, once per criterion
+        self.matchers = None  # MatcherTraining of the criterion (kept across runs)
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -56,6 +62,9 @@ class RunLifecycle:
         if d.criterion is None:
             d.criterion = build_criterion(d)
         adapter.check_criterion(d.criterion)
+        if self.matchers is None or self.matchers.criterion is not d.criterion:
+            self.matchers = MatcherTraining(adapter.name, d.criterion,
+                                            d.conf.distillation.train.optimizer)
         if not d.teachers and needs_teacher(d.criterion):
             d.logger.warning("no teacher_model set: on_after_compute_loss will need the "
                              "teacher_output argument")
@@ -77,25 +86,42 @@ class RunLifecycle:
                                          d.conf.distillation.train.teacher_cache, adapter,
                                          d.criterion, d.teachers, d.teacher_weights,
                                          self.workspace.file("teacher_cache"),
-                                         config_dir(d)))
+                                         config_dir(d)),
+                                     matchers=self.matchers, output_check=self.output_check)
         self._epoch_started_at = time.perf_counter()
         self.started, self.ended = True, False
 
     def _enter_models(self, dataloader=None):
         """Teachers frozen on the student's device, the criterion attached to the models and,
-        given a dataloader, its feature matchers built by a dry run on one batch (before any
-        optimizer step, so the built-in loop or a user reading criterion.parameters() trains
-        them)."""
+        given a dataloader, the first-batch pass (:meth:`_first_batch`)."""
         d = self.distiller
         d.teacher_set.enter(d.adapter, d.adapter.model_device(d.student_model))
         try:
             if hasattr(d.criterion, "attach"):
                 d.criterion.attach(d.student_model, d.teachers, d.teacher_set.keys)
-            if dataloader is not None and getattr(d.criterion, "needs_preparation", False):
-                d.adapter.dry_run(d.student_model, d.teachers, dataloader, d.criterion)
+            # Peeking at a one-shot iterator loses its batch: only when matchers need it.
+            if dataloader is not None and (getattr(d.criterion, "needs_preparation", False)
+                                           or not is_one_shot(dataloader)):
+                self._first_batch(dataloader)
         except Exception:
             self.release()
             raise
+
+    def _first_batch(self, dataloader):
+        """One forward pass of every model on the first batch, changing nothing, before any
+        step: the criterion builds its feature matchers from it (before any optimizer exists,
+        so the built-in loop or a user reading criterion.parameters() trains them), and the
+        outputs are checked while they are eager (a compiled TensorFlow step cannot be)."""
+        d = self.distiller
+        settings = d.conf.distillation.train.teacher_cache
+        # A teacher cache promises one teacher pass per sample: its teachers are not run here
+        # (cached criteria build no matchers, and the student's outputs are still checked).
+        cached = (settings.get("enabled") or offline_folder(settings, config_dir(d)) is not None
+                  ) and not getattr(d.criterion, "needs_preparation", False)
+        batch = d.adapter.first_batch(dataloader)
+        student_output, teacher_outputs = d.adapter.dry_run(
+            d.student_model, [] if cached else d.teachers, batch, d.criterion)
+        self.output_check.check(d.adapter, d.criterion, student_output, teacher_outputs)
 
     def release(self):
         """Teachers back to their own mode and device; no hook of ours left on any model."""
@@ -140,12 +166,17 @@ class RunLifecycle:
         return self.step(inputs, student_output, student_loss, teacher_output,
                          running=self.state.running_losses)
 
+    def on_after_optimizer_step(self):
+        self.matchers.step_pending()  # matchers created after the user's optimizer
+
     def on_step_end(self):
+        self.matchers.step_pending()
         self.state.end_step()
 
     def on_epoch_end(self):
         """Logs the epoch's losses; evaluates the student every ``frequency`` epochs."""
         state = self.state
+        self.matchers.step_pending()
         state.epochs_done += 1
         record = {"epoch": state.epochs_done, "step": state.global_step,
                   **state.running_losses.read(),
@@ -173,7 +204,8 @@ class RunLifecycle:
             # Trained matchers are part of the training state, not of the student.
             adapter.save_weights(
                 d.criterion, self.workspace.file("criterion" + adapter.checkpoint_suffix))
-        d.best_model = adapter.copy_with_state(d.student_model, state.best_weights)
+        # with_save: model.save(path) works on what fit() returns (docs/saving.md).
+        d.best_model = with_save(adapter.copy_with_state(d.student_model, state.best_weights))
         path = self.workspace.file("best_student" + adapter.checkpoint_suffix)
         adapter.save_weights(d.best_model, path)
         d.logger.info("best student%s saved to %s", "" if state.best_score is None else

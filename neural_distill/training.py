@@ -30,9 +30,8 @@ This module imports no framework.
 import contextlib
 import os
 
-import yaml
-
 from .adapters import adapter_for_model, detect_framework, import_framework_module
+from .common import unwrap
 from .config.layer_mappings import parse_layer_mappings
 from .config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
@@ -42,6 +41,8 @@ from .criterion.registry import needs_teacher
 from .distillation import Distillation
 from .errors import ConfigError, ModelError
 from .events import Dispatcher, Event, Hooks
+from .run_record import config_yaml
+from .saving import with_save
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.compression"}
 
@@ -74,6 +75,7 @@ def prepare_compression(model, configs):
                               f"DistillationConfig or a QuantizationAwareTrainingConfig, got "
                               f"{type(config).__name__}. Build configs with "
                               f"neural_distill.config.")
+    model = unwrap(model)  # a neural_distill.common.Model
     qat_count = sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs)
     if qat_count > 1:
         raise ConfigError(f"prepare_compression: configs: expected at most one "
@@ -230,6 +232,7 @@ class CompressionManager(Dispatcher):
             self.qat = self._backend.prepare_qat(model, qat_config)
         self.model = self.qat.model if self.qat is not None else model
         self._adapter = adapter_for_model(self.model, "model")
+        with_save(self.model)  # manager.model.save('./saved'), see docs/saving.md
         self._parts = []
         for config in configs:
             if isinstance(config, QuantizationAwareTrainingConfig):
@@ -292,7 +295,7 @@ class CompressionManager(Dispatcher):
         except ConfigError:
             document = [config.to_dict() for config in self.configs]
         with open(os.path.join(path, "compression.yaml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump(document, handle, sort_keys=False)
+            handle.write(config_yaml(document))  # never fails on a callable layer process
         return path
 
     def export(self, path, example_inputs=None):

@@ -9,9 +9,8 @@ import json
 import math
 import os
 
-import yaml
-
 from .config.loader import to_plain
+from .run_record import config_yaml
 
 
 def _json_safe(value):
@@ -28,8 +27,9 @@ class Workspace:
         self.metrics_file = os.path.join(self.path, "metrics.jsonl")
 
     def write_config(self, config):
+        # config_yaml never fails on values YAML cannot hold (e.g. a callable process).
         with open(os.path.join(self.path, "config.yaml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump(to_plain(config), handle, sort_keys=False)
+            handle.write(config_yaml(to_plain(config)))
 
     def log_metrics(self, record):
         # Recreated if someone cleaned the workspace mid-run: losing a log line is worse.

@@ -16,13 +16,14 @@ PACKAGE = os.path.join(REPO, "neural_distill")
 # Lowest first. A module is in the layer of the longest prefix that names it.
 LAYERS = [
     ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
-                    "metrics", "objectives", "outputs", "rng"]),
+                    "metrics", "objectives", "outputs", "rng", "strict_attributes", "output_check",
+                    "saving", "run_record"]),
     ("config", ["config"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
-                   "teacher_cache"]),
+                   "teacher_cache", "common"]),
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
-                    "durable", "cache_teacher"]),
+                    "durable", "cache_teacher", "matcher_training"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 

@@ -135,6 +135,11 @@ class TensorflowAdapter(BackendAdapter):
         """Nothing was changed on the teacher, so nothing is restored."""
 
     @staticmethod
+    def peek_batch(dataloader):
+        # A tf.data pipeline draws its shuffle seeds per iterator: a new one changes nothing.
+        return next(iter(dataloader))
+
+    @staticmethod
     def inference_forward(model, inputs):
         """Through the model's feature capture (if a criterion attached one), changing
         nothing: training=False, not recorded by any tape, behind stop_gradient."""

@@ -120,6 +120,18 @@ class TorchAdapter(BackendAdapter):
             return torch.stack(tensors).mean(0)
         return sum(w * z for w, z in zip(weights, tensors))
 
+    @staticmethod
+    def peek_batch(dataloader):
+        # A shuffling DataLoader draws its order from its generator (or torch's global one)
+        # when iterated: both are put back, so the peek does not change what is trained.
+        generator = getattr(dataloader, "generator", None)
+        state = generator.get_state() if isinstance(generator, torch.Generator) else None
+        with torch.random.fork_rng(devices=[]):
+            batch = next(iter(dataloader))
+        if state is not None:
+            generator.set_state(state)
+        return batch
+
     def inference_forward(self, model, inputs):
         with torch.no_grad():
             return call_model(model, to_device(inputs, self.model_device(model)))
