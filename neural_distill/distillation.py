@@ -11,12 +11,14 @@ import time
 
 import numpy as np
 
+from . import checks
 from .adapters import adapter_for_model, detect_framework, framework_of_config_name
 from .config.loader import load_config, validate
 from .config.nodes import OneOf, Section
 from .config.schema import METRICS
 from .criterion.specs import criterion_name_and_args
 from .errors import ConfigError, DataError, ModelError
+from .loop_common import epoch_range
 from .logging_utils import get_logger
 from .metrics import Metric, build_metric
 from .workspace import Workspace
@@ -71,6 +73,7 @@ class Distillation:
     def student_model(self, model):
         self._student = self._checked_model(model, "student_model")
         self._adapter = None if model is None else adapter_for_model(model, "student_model")
+        checks.check_models(self)
 
     @property
     def teacher_model(self):
@@ -109,6 +112,7 @@ class Distillation:
             teachers, keys = [self._checked_model(model, "teacher_model")], [0]
         self._teacher = model
         self._teachers, self._teacher_keys = teachers, keys
+        checks.check_models(self)
 
     def _checked_model(self, model, role):
         if model is None:
@@ -175,6 +179,7 @@ class Distillation:
         if self.criterion is None:
             self.criterion = self._build_criterion()
         self._adapter.check_criterion(self.criterion)
+        checks.check_models(self)
         if not self._teachers and self._needs_teacher():
             self.logger.warning("no teacher_model set: on_after_compute_loss will need the "
                                 "teacher_output argument")
@@ -187,6 +192,7 @@ class Distillation:
         self._teacher_states = [self._adapter.enter_teacher_mode(t, device)
                                 for t in self._teachers]
         try:
+            checks.preflight(self, dataloader)
             if hasattr(self.criterion, "attach"):
                 self.criterion.attach(self._student, self._teachers, self._teacher_keys)
             if dataloader is not None and getattr(self.criterion, "needs_preparation", False):
@@ -204,6 +210,7 @@ class Distillation:
         self.history = []
         self._running = self._fresh_running_losses()
         self._epoch_started_at = time.perf_counter()
+        checks.start_run(self)
         self._started = True
 
     # ------------------------------------------------------------------ hooks
@@ -241,7 +248,9 @@ class Distillation:
         else:
             teacher_output = adapter.as_teacher_output(teacher_output, student_output)
         kd_loss = self.criterion.distillation_loss(student_output, teacher_output)
+        student_loss = checks.checked_student_loss(self, student_loss)
         loss = self.criterion.combine(student_loss, kd_loss)
+        checks.loss_guard(self).observe(loss)
         adapter.accumulate_losses(self._running, loss, student_loss, kd_loss)
         return loss
 
@@ -254,10 +263,13 @@ class Distillation:
     def on_step_end(self):
         self._start()
         self._global_step += 1
+        checks.loss_guard(self).poll()
 
     def on_epoch_end(self):
         """Ends an epoch: logs its losses and evaluates the student every ``frequency`` epochs."""
         self._start()
+        checks.loss_guard(self).poll(wait=True)
+        checks.check_epoch_had_steps(self)
         self._epochs_done += 1
         record = {"epoch": self._epochs_done, "step": self._global_step,
                   **self._adapter.read_running_losses(self._running),
@@ -272,6 +284,7 @@ class Distillation:
         """After training: final evaluation if due, teacher restored, best student built."""
         if not self._started:
             return
+        checks.loss_guard(self).poll(wait=True)
         if self._last_eval_epoch != self._epochs_done:
             final = self._evaluate()
             if final:
@@ -280,11 +293,11 @@ class Distillation:
         self._release_models()
         if self._adapter.has_parameters(self.criterion):
             # Trained matchers are part of the training state, not of the student.
-            self._adapter.save_weights(
-                self.criterion, self.workspace.file("criterion" + self._adapter.checkpoint_suffix))
+            checks.save_atomically(self._adapter, self.criterion, self.workspace.file(
+                "criterion" + self._adapter.checkpoint_suffix))
         self.best_model = self._adapter.copy_with_state(self._student, self._best_state)
         path = self.workspace.file("best_student" + self._adapter.checkpoint_suffix)
-        self._adapter.save_weights(self.best_model, path)
+        checks.save_atomically(self._adapter, self.best_model, path)
         self.logger.info("best student%s saved to %s", "" if self.best_score is None
                          else f" ({self._score_name()}={self.best_score:.4f})", path)
         self._started = False
@@ -321,6 +334,7 @@ class Distillation:
                 self.logger.info("no metric configured: evaluating top-1 accuracy")
             score = self._adapter.evaluate(self._student, self.eval_dataloader, self._metric_obj)
         if score is None:
+            checks.warn_metric_without_data(self)
             # Nothing to judge by: the latest student is the best one we know.
             self._best_state = self._adapter.snapshot(self._student)
             return {}
@@ -358,11 +372,12 @@ class Distillation:
         self._seed(self.conf.tuning.random_seed)
         try:
             self._fit()
-        except BaseException:
+        except BaseException as exc:
             # A failed or interrupted run must not leave the teacher in eval mode or hooks
             # on the models.
             self._release_models()
             self._started = False
+            checks.raise_clear_error(self, exc)
             raise
         return self.best_model
 
@@ -384,6 +399,7 @@ class Distillation:
                     f"distiller.train_func to use your own loop.")
             if self.eval_dataloader is None:
                 self.eval_dataloader = self._config_dataloader("evaluation.accuracy", False)
+            checks.check_train_dataloader(self, epoch_range(self.conf.distillation.train))
             self._adapter.run_builtin_loop(self)
 
     def __call__(self):

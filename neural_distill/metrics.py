@@ -12,6 +12,7 @@ import difflib
 
 import numpy as np
 
+from . import checks
 from .errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
@@ -133,6 +134,7 @@ class TopK(Metric):
 
     def update(self, preds, labels):
         preds, labels = _class_scores(preds, labels, self.name)
+        checks.warn_topk_covers_all(self, preds.shape[-1])
         k = min(self.k, preds.shape[-1])
         top = np.argpartition(-preds, k - 1, axis=-1)[:, :k]
         self._sum += float((top == labels[:, None]).any(axis=-1).sum())

@@ -37,6 +37,7 @@ from .config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
+from .checks import scalar_loss as _scalar
 from .distillation import Distillation
 from .errors import ConfigError, ModelError
 
@@ -256,27 +257,6 @@ class _DistillationPart(_Part):
         with self.backend.quiet_copies() if self.backend is not None else \
                 contextlib.nullcontext():
             self.distiller.on_train_end()
-
-
-def _scalar(loss):
-    """One scalar loss tensor: a per-sample loss is averaged, anything else is an error."""
-    if loss is None:
-        raise ModelError("on_after_compute_loss: there is no loss to return: student_loss is "
-                         "None and no distillation config adds a term. Pass the student's loss.")
-    if isinstance(loss, (list, tuple)):
-        raise ModelError(f"on_after_compute_loss: student_loss: expected one scalar loss tensor "
-                         f"(or None for an unlabeled batch), got a {type(loss).__name__} of "
-                         f"{len(loss)}. Pass the loss itself, e.g. outputs.loss or sum(losses).")
-    if not hasattr(loss, "shape"):
-        raise ModelError(f"on_after_compute_loss: student_loss: expected a loss tensor of the "
-                         f"model's framework, got {type(loss).__name__}")
-    if len(loss.shape) == 0:
-        return loss
-    if hasattr(loss, "mean") and callable(loss.mean):  # torch
-        return loss.mean()
-    import tensorflow as tf
-
-    return tf.reduce_mean(loss)
 
 
 class CompressionManager:

@@ -11,7 +11,9 @@ import os
 
 import yaml
 
+from .checks import file_error_message
 from .config.loader import to_plain
+from .errors import ConfigError
 
 
 def _json_safe(value):
@@ -24,12 +26,20 @@ class Workspace:
     def __init__(self, root):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         self.path = os.path.join(os.path.abspath(root), f"run-{stamp}")
-        os.makedirs(self.path, exist_ok=True)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:  # not creatable: a file in the way, no permission, read-only
+            raise ConfigError(file_error_message(root, exc, "creating the run folder")) \
+                from exc
         self.metrics_file = os.path.join(self.path, "metrics.jsonl")
 
     def write_config(self, config):
-        with open(os.path.join(self.path, "config.yaml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump(to_plain(config), handle, sort_keys=False)
+        try:
+            with open(os.path.join(self.path, "config.yaml"), "w", encoding="utf-8") as handle:
+                yaml.safe_dump(to_plain(config), handle, sort_keys=False)
+        except OSError as exc:
+            raise ConfigError(file_error_message(self.path, exc, "writing config.yaml")) \
+                from exc
 
     def log_metrics(self, record):
         # Recreated if someone cleaned the workspace mid-run: losing a log line is worse.
