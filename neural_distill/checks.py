@@ -45,7 +45,8 @@ def scalar_loss(loss, owner=None, what="student_loss"):
                          f"(or None for an unlabeled batch), got a {type(loss).__name__} of "
                          f"{len(loss)}. Pass the loss itself, e.g. outputs.loss or sum(losses).")
     if isinstance(loss, (int, float, np.number)):
-        raise ModelError(f"on_after_compute_loss: {what}: got the Python number {loss!r}, which "
+        raise ModelError(f"on_after_compute_loss: {what}: expected a loss tensor of the model's "
+                         f"framework, got {type(loss).__name__} {loss!r}: a Python number "
                          f"carries no gradient, so the student would not learn from it. Pass the "
                          f"loss tensor itself (do not call .item() or float() on it).")
     if not hasattr(loss, "shape"):
@@ -154,13 +155,13 @@ def preflight(distiller, dataloader):
     iterators (peeking would lose a batch)."""
     if dataloader is None or is_one_shot(dataloader):
         return
+    adapter = distiller._adapter
+    checks = backend(adapter.name)
     try:
-        batch = next(iter(dataloader))
+        batch = checks.peek(dataloader)
     except StopIteration:
         raise DataError("train_dataloader is empty: it yields no batch, so nothing would be "
                         "trained.") from None
-    adapter = distiller._adapter
-    checks = backend(adapter.name)
     inputs, labels = adapter.split_batch(batch)
     outputs = checks.first_outputs(distiller, batch, inputs)
     if outputs is None:
@@ -175,10 +176,11 @@ def preflight(distiller, dataloader):
             if logits.shape[-1:] != student_logits.shape[-1:]:
                 role = "teacher_model" if len(teacher_logits) == 1 else f"teacher_model[{index}]"
                 raise ModelError(
-                    f"the student predicts {student_logits.shape[-1]} classes but {role} "
-                    f"predicts {logits.shape[-1]} (outputs {tuple(student_logits.shape)} and "
-                    f"{tuple(logits.shape)}): logit distillation needs the same classes. Give "
-                    f"the student's last layer {logits.shape[-1]} outputs.")
+                    f"student output shape {tuple(student_logits.shape)} and teacher output "
+                    f"shape {tuple(logits.shape)} disagree: the student predicts "
+                    f"{student_logits.shape[-1]} classes but {role} predicts {logits.shape[-1]}"
+                    f", and logit distillation needs the same classes. Give the student's last "
+                    f"layer {logits.shape[-1]} outputs.")
         if not criterion.from_logits:
             _warn_if_logits(distiller, student_logits, "student")
             for logits in teacher_logits:

@@ -43,9 +43,13 @@ class Workspace:
 
     def log_metrics(self, record):
         # Recreated if someone cleaned the workspace mid-run: losing a log line is worse.
-        os.makedirs(self.path, exist_ok=True)
-        with open(self.metrics_file, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            with open(self.metrics_file, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+        except OSError as exc:
+            raise ConfigError(file_error_message(self.path, exc, "writing metrics.jsonl")) \
+                from exc
 
     def file(self, name):
         return os.path.join(self.path, name)

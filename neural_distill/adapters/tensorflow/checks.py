@@ -33,6 +33,11 @@ def check_model(model, role):
 
 
 # ---------------------------------------------------------------------------- first batch
+def peek(loader):
+    """The first batch (a tf.data pipeline draws its shuffle seeds per iterator)."""
+    return next(iter(loader))
+
+
 def first_outputs(distiller, batch, inputs):
     """(student logits, [teacher logits]) as NumPy for the first batch, training=False."""
     inputs = to_tensor(inputs)

@@ -40,6 +40,18 @@ def mps_device(where):
 
 
 # ---------------------------------------------------------------------------- first batch
+def peek(loader):
+    """The first batch, leaving every random generator as it was: training then shuffles
+    and draws exactly as it would have without the peek."""
+    generator = getattr(loader, "generator", None)
+    state = generator.get_state() if isinstance(generator, torch.Generator) else None
+    with torch.random.fork_rng(devices=[]):
+        batch = next(iter(loader))
+    if state is not None:
+        generator.set_state(state)
+    return batch
+
+
 def first_outputs(distiller, batch, inputs):
     """(student logits, [teacher logits]) as NumPy for the first batch, in eval mode."""
     student = distiller._student
