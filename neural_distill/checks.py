@@ -7,14 +7,13 @@ are done once (on the first batch, :func:`preflight`) or turned into clear error
 framework has already failed (:func:`raise_clear_error`).
 """
 
-import errno
-import os
 import re
 import warnings
 
 import numpy as np
 
-from .errors import ConfigError, DataError, ModelError
+from .errors import DataError, ModelError
+from .workspace import save_atomically  # noqa: F401 - one place for the hooks' checks
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.checks",
              "tensorflow": "neural_distill.adapters.tensorflow.checks"}
@@ -321,6 +320,22 @@ class LossGuard:
         raise DataError(message)
 
 
+def check_returned_weights(distiller):
+    """The student returned must be finite even when every loss was (a NaN gradient)."""
+    state = distiller._best_state
+    if state is None:
+        return
+    values = state.values() if isinstance(state, dict) else state
+    name = backend(distiller._adapter.name).first_non_finite(values)
+    if name is not None:
+        distiller._release_models()
+        distiller._started = False
+        raise DataError("the student's weights became non-finite (NaN or inf) although every "
+                        "training loss was finite, e.g. through a NaN gradient; no student is "
+                        "returned. Lower the learning rate or set "
+                        "distillation.train.max_grad_norm.")
+
+
 def start_run(distiller):
     """Fresh run-time state at train begin: a new loss guard, no step counted yet."""
     distiller._nd_loss_guard = LossGuard(distiller)
@@ -380,28 +395,3 @@ def raise_clear_error(distiller, exc):
 
 def _student_classes(distiller):
     return distiller.__dict__.get("_nd_student_classes")
-
-
-def save_atomically(adapter, model, path):
-    """Write to a temporary file and rename it: a full disk never leaves a truncated file."""
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, ".tmp-" + name)
-    try:
-        adapter.save_weights(model, temporary)
-        os.replace(temporary, path)
-    except OSError as exc:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise ConfigError(file_error_message(folder, exc, f"writing {name}")) from exc
-
-
-def file_error_message(folder, exc, doing):
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC:
-        advice = "Free some disk space or choose a workspace on another disk"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        advice = "Choose a folder you can write to"
-    else:
-        advice = "Choose another folder"
-    return (f"tuning.workspace.path: {doing} in {folder} failed: {reason}. {advice} "
-            f"(tuning.workspace.path).")

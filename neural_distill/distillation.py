@@ -295,6 +295,7 @@ class Distillation:
             # Trained matchers are part of the training state, not of the student.
             checks.save_atomically(self._adapter, self.criterion, self.workspace.file(
                 "criterion" + self._adapter.checkpoint_suffix))
+        checks.check_returned_weights(self)
         self.best_model = self._adapter.copy_with_state(self._student, self._best_state)
         path = self.workspace.file("best_student" + self._adapter.checkpoint_suffix)
         checks.save_atomically(self._adapter, self.best_model, path)

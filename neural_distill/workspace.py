@@ -5,13 +5,13 @@ is ever overwritten.
 """
 
 import datetime
+import errno
 import json
 import math
 import os
 
 import yaml
 
-from .checks import file_error_message
 from .config.loader import to_plain
 from .errors import ConfigError
 
@@ -53,3 +53,28 @@ class Workspace:
 
     def file(self, name):
         return os.path.join(self.path, name)
+
+
+def save_atomically(adapter, model, path):
+    """Write to a temporary file and rename it: a full disk never leaves a truncated file."""
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, ".tmp-" + name)
+    try:
+        adapter.save_weights(model, temporary)
+        os.replace(temporary, path)
+    except OSError as exc:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise ConfigError(file_error_message(folder, exc, f"writing {name}")) from exc
+
+
+def file_error_message(folder, exc, doing):
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        advice = "Free some disk space or choose a workspace on another disk"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "Choose a folder you can write to"
+    else:
+        advice = "Choose another folder"
+    return (f"tuning.workspace.path: {doing} in {folder} failed: {reason}. {advice} "
+            f"(tuning.workspace.path).")

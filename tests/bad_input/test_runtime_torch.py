@@ -132,6 +132,26 @@ def test_non_finite_loss_in_a_user_loop(workspace, blobs):
             distiller.on_step_end()
 
 
+
+def test_non_finite_weights_after_finite_losses_are_not_returned(workspace, blobs):
+    def train_func(student):
+        distiller.on_train_begin()
+        distiller.on_epoch_begin(0)
+        for step, (x, y) in enumerate(batches(blobs)):
+            distiller.on_step_begin(step)
+            out = student(x)
+            distiller.on_after_compute_loss(x, out, torch.nn.functional.cross_entropy(out, y))
+            distiller.on_step_end()
+        with torch.no_grad():  # what a NaN gradient in the last update leaves behind
+            student[0].bias[0] = float("nan")
+        distiller.on_epoch_end()
+
+    distiller = distiller_for(workspace)
+    distiller.train_func = train_func
+    with pytest.raises(DataError, match="weights became non-finite.*max_grad_norm"):
+        distiller.fit()
+    assert distiller.best_model is None
+
 # ---------------------------------------------------------------------------- 5: empty data
 @pytest.mark.parametrize("make_loader", [
     lambda blobs: [],

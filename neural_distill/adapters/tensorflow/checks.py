@@ -91,6 +91,15 @@ def check_student_labels(logits, labels, loss_type):
 
 
 # ---------------------------------------------------------------------------- losses
+def first_non_finite(arrays):
+    """Index of the first floating array holding NaN/inf, or None."""
+    for index, array in enumerate(arrays):
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            return index
+    return None
+
+
 class LossFlag:
     """Finds the first non-finite loss, also inside a compiled step.
 

@@ -170,6 +170,14 @@ def load_state_dict_file(path, where):
 
 
 # ---------------------------------------------------------------------------- losses
+def first_non_finite(tensors):
+    """Index of the first floating tensor holding NaN/inf, or None (one sync, at train end)."""
+    for index, tensor in enumerate(tensors):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return index
+    return None
+
+
 class LossFlag:
     """Finds the first non-finite loss without making the device wait at every step.
 
