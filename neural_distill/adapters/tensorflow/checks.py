@@ -1,5 +1,6 @@
 """TensorFlow side of ``neural_distill.checks``: the checks that need tensors or variables."""
 
+import collections
 import math
 
 import keras
@@ -103,29 +104,42 @@ def first_non_finite(arrays):
 class LossFlag:
     """Finds the first non-finite loss, also inside a compiled step.
 
-    Eagerly the loss is read at once. Traced, ``observe`` adds two ops to the step: the first
-    non-finite loss is written to a variable (kept there afterwards), which ``poll`` reads at
-    each ``on_step_end``: one small read of a variable the step has just finished writing.
+    ``observe`` adds a few scalar ops to the step: one float64 variable holds (first
+    non-finite loss, the index of its step, steps seen). ``poll`` reads it every ``EVERY`` steps
+    and at epoch end: a read costs about 20 us, a tenth of a tiny step, so reading it at every
+    step would cost more than the 1% we allow. The step named in the error is still the exact
+    first one (its index was recorded in the graph); only the stop comes up to ``EVERY - 1``
+    steps later, which is harmless since the diverged weights are never returned.
     """
+
+    EVERY = 8
 
     def __init__(self):
         with tf.init_scope():  # created eagerly even when the first hook runs in a trace
-            self.value = tf.Variable(0.0, trainable=False, name="nd_first_non_finite_loss")
+            self.state = tf.Variable([0.0, -1.0, 0.0], dtype=tf.float64, trainable=False,
+                                     name="nd_first_non_finite_loss")
+        self._polls = 0
+        self._where = collections.deque(maxlen=4 * self.EVERY)
 
     def observe(self, loss, where):
-        loss = tf.cast(tf.reduce_sum(loss), tf.float32)
-        if tf.executing_eagerly():
-            value = float(loss.numpy())
-            return None if math.isfinite(value) else (value, where)
-        first = tf.logical_and(tf.math.is_finite(self.value),
-                               tf.logical_not(tf.math.is_finite(loss)))
-        self.value.assign(tf.where(first, loss, self.value))
+        loss = tf.cast(tf.reduce_sum(loss), tf.float64)
+        old = self.state
+        first = tf.logical_and(tf.math.is_finite(old[0]), tf.logical_not(tf.math.is_finite(loss)))
+        count = old[2]
+        self.state.assign(tf.where(first, tf.stack([loss, count, count + 1.0]),
+                                   tf.stack([old[0], old[1], count + 1.0])))
         return None
 
     def poll(self, where, wait=False):
+        if not wait:  # one call per step (on_step_end); epoch and train end wait
+            self._where.append((self._polls, where))
+            self._polls += 1
+            if self._polls % self.EVERY:
+                return None
         with tf.init_scope():
-            value = float(self.value.numpy())
+            value, at, _ = (float(v) for v in self.state.numpy())
             if math.isfinite(value):
                 return None
-            self.value.assign(0.0)
-        return value, where
+            self.state.assign([0.0, -1.0, 0.0])
+        found = [w for index, w in self._where if index == int(at)]
+        return value, found[0] if found else where
