@@ -200,7 +200,8 @@ class LossFlag:
         if loss.device.type != "cuda":
             value = loss.item() if loss.numel() == 1 else float(loss.sum())
             return None if math.isfinite(value) else (value, where)
-        host = self._free.pop() if self._free else torch.empty((), dtype=loss.dtype,
+        # float32 keeps NaN and inf of any floating dtype; buffers are reused.
+        host = self._free.pop() if self._free else torch.empty((), dtype=torch.float32,
                                                                 pin_memory=True)
         host.copy_(loss.reshape(()) if loss.numel() == 1 else loss.sum(), non_blocking=True)
         event = torch.cuda.Event()
@@ -218,8 +219,7 @@ class LossFlag:
                 event.synchronize()
             self._pending.popleft()
             value = float(host)
-            if host.dtype == torch.float32:
-                self._free.append(host)
+            self._free.append(host)
             if not math.isfinite(value):
                 self._pending.clear()
                 return value, at
