@@ -24,6 +24,7 @@ bench: setup
 	$(PY) benchmarks/kd_step_overhead.py
 	$(PY) benchmarks/feature_kd_step_overhead.py
 	$(PY) benchmarks/tf_kd_step_overhead.py
+	$(PY) benchmarks/loss_check_overhead.py
 
 clean:
 	rm -rf $(VENV) nd_workspace

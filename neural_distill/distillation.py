@@ -8,6 +8,7 @@ everything that needs torch or tensorflow goes through the adapter chosen when t
 assigned (``neural_distill.adapters``).
 """
 
+from . import checks
 from .adapters import adapter_for_model
 from .common import like, unwrap, unwrap_all
 from .config.loader import load_config
@@ -66,6 +67,7 @@ class Distillation(StrictAttributes):
         self._given_student, model = model, unwrap(model)
         self._student = self._check(model, "student_model", self._teachers.models, "teacher")
         self._adapter = None if model is None else adapter_for_model(model, "student_model")
+        checks.check_models(self._adapter, self._student, self._teachers.models)
 
     @property
     def teacher_model(self):
@@ -77,6 +79,7 @@ class Distillation(StrictAttributes):
     def teacher_model(self, model):
         self._teachers.assign(
             unwrap_all(model), lambda m, role: self._check(m, role, [self._student], "student"))
+        checks.check_models(self._adapter, self._student, self._teachers.models)
 
     def _check(self, model, role, others, other_role):
         return check_model(model, role, self.conf.model.get("framework"), self.conf_source,

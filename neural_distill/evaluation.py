@@ -13,7 +13,7 @@ from .config.loader import validate
 from .config.nodes import OneOf, Section
 from .config.schema import METRICS
 from .errors import ConfigError, DataError
-from .logging_utils import get_logger
+from .logging_utils import get_logger, warn_once
 from .metrics import Metric, build_metric
 
 _METRIC_SECTION = Section({"metric": OneOf(METRICS, "metric")})
@@ -121,6 +121,12 @@ class Evaluator:
         state.last_eval_epoch = state.epochs_done
         score = self.score(student, eval_func, eval_dataloader)
         if score is None:
+            if self.metric is not None:
+                warn_once(self, "metric without data",
+                          "a metric is configured (evaluation.accuracy.metric / "
+                          "distiller.metric) but there is no evaluation data: the last student "
+                          "is returned and no best score is kept. Set distiller.eval_dataloader "
+                          "(or evaluation.accuracy.dataloader).")
             # Nothing to judge by: the latest student is the best one we know.
             state.best_weights = self.adapter.snapshot(student)
             return {}, True

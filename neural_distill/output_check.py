@@ -36,9 +36,9 @@ def _message(criterion, role, kind):
         extra = ", or remove the softmax from the model's head"
     else:
         seen, have, want = "negative values or rows not summing to 1", "false", "true"
-        extra = ""
-    return (f"the {role} model's outputs look like {kind} ({seen} on the first batch) but "
-            f"{name} has from_logits: {have}, so it optimizes a different loss than you "
+        extra = ", or end the model with a softmax"
+    return (f"from_logits is {have} but the {role} model's outputs look like {kind} ({seen} "
+            f"on the first batch), so {name} optimizes a different loss than you "
             f"expect. Set distillation.train.criterion.{name}.from_logits: {want} in the "
             f"config (from_logits={want.capitalize()} on the criterion or its config "
             f"class){extra}.")

@@ -9,10 +9,12 @@ compute the loss here::
     check the outputs against from_logits (once)     # output_check.py
     kd_loss = criterion.distillation_loss(student_output, teacher_output)
                                 # through matcher_training.py in a run: matchers get trained
+    student_loss: one scalar tensor (checks.scalar_loss)
     loss = criterion.combine(student_loss, kd_loss)
     running.add(loss, student_loss, kd_loss)            # the epoch's running losses
 """
 
+from .checks import scalar_loss
 from .criterion.registry import needs_teacher
 from .errors import ModelError
 from .teacher_cache.run_cache import numpy_inputs
@@ -74,6 +76,8 @@ class DistillationStep:
         distillation_loss = (self.criterion.distillation_loss if self.matchers is None
                              else self.matchers.distillation_loss)
         kd_loss = distillation_loss(student_output, teacher_output)
+        if student_loss is not None:  # one scalar: a per-sample loss is averaged, with a warning
+            student_loss = scalar_loss(student_loss, self.adapter, owner=self)
         loss = self.criterion.combine(student_loss, kd_loss)
         if running is not None:
             running.add(loss, student_loss, kd_loss)

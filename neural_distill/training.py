@@ -37,6 +37,7 @@ from .config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
+from .checks import scalar_loss
 from .criterion.registry import needs_teacher
 from .distillation import Distillation
 from .errors import ConfigError, ModelError
@@ -190,23 +191,6 @@ class _DistillationPart(Dispatcher):
             self.distiller.on_train_end()
 
 
-def _scalar(loss, adapter):
-    """One scalar loss tensor: a per-sample loss is averaged, anything else is an error."""
-    if loss is None:
-        raise ModelError("on_after_compute_loss: there is no loss to return: student_loss is "
-                         "None and no distillation config adds a term. Pass the student's loss.")
-    if isinstance(loss, (list, tuple)):
-        raise ModelError(f"on_after_compute_loss: student_loss: expected one scalar loss tensor "
-                         f"(or None for an unlabeled batch), got a {type(loss).__name__} of "
-                         f"{len(loss)}. Pass the loss itself, e.g. outputs.loss or sum(losses).")
-    if not hasattr(loss, "shape"):
-        raise ModelError(f"on_after_compute_loss: student_loss: expected a loss tensor of the "
-                         f"model's framework, got {type(loss).__name__}")
-    if len(loss.shape) == 0:
-        return loss
-    return adapter.reduce_mean(loss)
-
-
 class CompressionManager(Dispatcher):
     """The model being trained, the hooks that compress it, and ``save`` / ``export``.
 
@@ -268,8 +252,8 @@ class CompressionManager(Dispatcher):
         if event is Event.AFTER_COMPUTE_LOSS:
             student_loss = args[event.chain_index]
             if isinstance(student_loss, (list, tuple)):
-                _scalar(student_loss, self._adapter)  # raises: a list of losses is ambiguous
-            return _scalar(super().dispatch(event, *args), self._adapter)
+                scalar_loss(student_loss, self._adapter)  # raises: a list of losses is ambiguous
+            return scalar_loss(super().dispatch(event, *args), self._adapter)
         return super().dispatch(event, *args)
 
     # ------------------------------------------------------------------ results

@@ -20,7 +20,7 @@ LAYERS = [
                     "saving", "run_record"]),
     ("config", ["config"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
-                   "teacher_cache", "common"]),
+                   "teacher_cache", "common", "checks"]),
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
                     "durable", "cache_teacher", "matcher_training"]),
