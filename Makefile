@@ -25,6 +25,7 @@ bench: setup
 	$(PY) benchmarks/feature_kd_step_overhead.py
 	$(PY) benchmarks/tf_kd_step_overhead.py
 	$(PY) benchmarks/trainer_algorithm_overhead.py
+	$(PY) benchmarks/loss_check_overhead.py
 
 clean:
 	rm -rf $(VENV) nd_workspace

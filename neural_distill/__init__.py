@@ -30,6 +30,7 @@ _LAZY = {
     "metrics": ("neural_distill.metrics", None),
     "metric": ("neural_distill.metrics", None),  # the documents import it under this name too
     "objectives": ("neural_distill.objectives", None),
+    "common": ("neural_distill.common", None),  # from neural_distill import Distillation, common
 }
 
 

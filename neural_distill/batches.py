@@ -28,3 +28,9 @@ def split_batch(batch, is_single_input, where="train_dataloader"):
             return tuple(batch[:-1]), batch[-1]
     raise DataError(f"{where}: cannot read a batch of type {type(batch).__name__}; expected a "
                     f"tensor, an (inputs, labels) tuple, or a dict of tensors")
+
+
+def is_one_shot(loader):
+    """A generator or iterator: iterating it a second time yields nothing. Decided from the
+    type alone: calling iter() on a DataLoader would start its worker processes."""
+    return hasattr(type(loader), "__next__")

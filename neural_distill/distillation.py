@@ -8,17 +8,20 @@ everything that needs torch or tensorflow goes through the adapter chosen when t
 assigned (``neural_distill.adapters``).
 """
 
+from . import checks
 from .adapters import adapter_for_model
+from .common import like, unwrap, unwrap_all
 from .config.loader import load_config
 from .events import install_hooks
 from .lifecycle import RunLifecycle
 from .logging_utils import get_logger
 from .report import end_of_run, report
+from .strict_attributes import StrictAttributes
 from .teachers import Teachers, check_model
 
 
 @install_hooks
-class Distillation:
+class Distillation(StrictAttributes):
     """A knowledge-distillation experiment.
 
     Args:
@@ -28,7 +31,12 @@ class Distillation:
     loop, or your ``train_func(model)`` calling the hooks) or call the hooks from your own loop.
     The hooks (``on_train_begin`` ... ``on_train_end``, see ``neural_distill.events``) are safe
     to call from any loop; the first one called starts the run.
+
+    Setting an attribute it does not have (``distiller.studnet_model = m``) is an error, not a
+    setting silently ignored; ``distiller.model`` is ``distiller.student_model``.
     """
+
+    _attribute_aliases = {"model": "student_model"}
 
     def __init__(self, conf=None):
         self.conf, self.conf_source = load_config(conf)
@@ -50,6 +58,8 @@ class Distillation:
         self._adapter = None
         self._teachers = Teachers()
         self._run = RunLifecycle(self)
+        self._given_student = None  # as assigned: fit() returns a common.Model for one
+        self._seal()  # from now on, setting an unknown attribute is an error
 
     # ------------------------------------------------------------------ models
     @property
@@ -58,8 +68,10 @@ class Distillation:
 
     @student_model.setter
     def student_model(self, model):
+        self._given_student, model = model, unwrap(model)
         self._student = self._check(model, "student_model", self._teachers.models, "teacher")
         self._adapter = None if model is None else adapter_for_model(model, "student_model")
+        checks.check_models(self._adapter, self._student, self._teachers.models)
 
     @property
     def teacher_model(self):
@@ -70,7 +82,8 @@ class Distillation:
     @teacher_model.setter
     def teacher_model(self, model):
         self._teachers.assign(
-            model, lambda m, role: self._check(m, role, [self._student], "student"))
+            unwrap_all(model), lambda m, role: self._check(m, role, [self._student], "student"))
+        checks.check_models(self._adapter, self._student, self._teachers.models)
 
     def _check(self, model, role, others, other_role):
         return check_model(model, role, self.conf.model.get("framework"), self.conf_source,
@@ -134,7 +147,7 @@ class Distillation:
         With ``train_func`` set, calls ``train_func(student)`` (which calls the hooks);
         otherwise runs the built-in loop configured under ``distillation.train``.
         """
-        best = self._run.fit()
+        best = like(self._run.fit(), self._given_student)
         end_of_run(self)
         return best
 

@@ -28,12 +28,14 @@ def import_framework_module(module_name, framework):
 
 def detect_framework(model):
     """'torch' or 'tensorflow' for a model object; None if it belongs to neither."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return "torch"
+    # Keras first: on Keras' torch backend a keras.Model is also a torch.nn.Module, and must
+    # reach the Keras adapter (which says which backend it needs), not the PyTorch one.
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, keras.Model):
         return "tensorflow"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(model, tf.Module):
         return "tensorflow"

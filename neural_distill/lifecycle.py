@@ -9,13 +9,18 @@ writes the workspace.
 import os
 import time
 
-from . import rng
+from . import checks, rng
+from .batches import is_one_shot
 from .criterion.registry import needs_teacher
 from .criterion.specs import criterion_name_and_args
 from .errors import DataError, ModelError
 from .evaluation import Evaluator, resolve_metric
 from .events import Event, Hooks
+from .loop_common import epoch_range
+from .matcher_training import MatcherTraining
+from .output_check import OutputCheck
 from .run_state import RunState
+from .saving import with_save
 from .step import DistillationStep
 from .teacher_cache.run_cache import build_run_cache, offline_folder
 from .workspace import Workspace
@@ -30,6 +35,10 @@ class RunLifecycle:
         self.workspace = None
         self.step = None
         self.evaluator = None
+        self.output_check = OutputCheck()  # outputs vs from_logits, once per criterion
+        self.matchers = None  # MatcherTraining of the criterion (kept across runs)
+        self.guard = None  # the run's checks.LossGuard
+        self.student_classes = None  # read on the first batch, for clearer label errors
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -56,6 +65,10 @@ class RunLifecycle:
         if d.criterion is None:
             d.criterion = build_criterion(d)
         adapter.check_criterion(d.criterion)
+        checks.check_models(adapter, d.student_model, d.teachers)  # shared since assignment?
+        if self.matchers is None or self.matchers.criterion is not d.criterion:
+            self.matchers = MatcherTraining(adapter.name, d.criterion,
+                                            d.conf.distillation.train.optimizer)
         if not d.teachers and needs_teacher(d.criterion) and offline_folder(
                 d.conf.distillation.train.teacher_cache, config_dir(d)) is None:
             d.logger.warning("no teacher_model set: on_after_compute_loss will need the "
@@ -72,31 +85,57 @@ class RunLifecycle:
         # variable it captured when it was traced.
         self.state = RunState(running.reset() if running is not None
                               else adapter.new_running_losses())
+        self.guard = checks.LossGuard(adapter.name)
         self.evaluator = Evaluator(adapter, metric, d.higher_is_better, self.state, d.logger)
         self.step = DistillationStep(adapter, d.criterion, d.teachers, d.teacher_weights,
                                      cache=build_run_cache(
                                          d.conf.distillation.train.teacher_cache, adapter,
                                          d.criterion, d.teachers, d.teacher_weights,
                                          self.workspace.file("teacher_cache"),
-                                         config_dir(d)))
+                                         config_dir(d)),
+                                     matchers=self.matchers, output_check=self.output_check)
         self._epoch_started_at = time.perf_counter()
         self.started, self.ended = True, False
 
     def _enter_models(self, dataloader=None):
         """Teachers frozen on the student's device, the criterion attached to the models and,
-        given a dataloader, its feature matchers built by a dry run on one batch (before any
-        optimizer step, so the built-in loop or a user reading criterion.parameters() trains
-        them)."""
+        given a dataloader, the first-batch pass (:meth:`_first_batch`)."""
         d = self.distiller
         d.teacher_set.enter(d.adapter, d.adapter.model_device(d.student_model))
         try:
             if hasattr(d.criterion, "attach"):
                 d.criterion.attach(d.student_model, d.teachers, d.teacher_set.keys)
-            if dataloader is not None and getattr(d.criterion, "needs_preparation", False):
-                d.adapter.dry_run(d.student_model, d.teachers, dataloader, d.criterion)
+            # Peeking at a one-shot iterator loses its batch: only when matchers need it.
+            if dataloader is not None and (getattr(d.criterion, "needs_preparation", False)
+                                           or not is_one_shot(dataloader)):
+                self._first_batch(dataloader)
         except Exception:
             self.release()
             raise
+
+    def _first_batch(self, dataloader):
+        """One forward pass of every model on the first batch, changing nothing, before any
+        step: the criterion builds its feature matchers from it (before any optimizer exists,
+        so the built-in loop or a user reading criterion.parameters() trains them), and the
+        outputs are checked while they are eager (a compiled TensorFlow step cannot be)."""
+        d = self.distiller
+        settings = d.conf.distillation.train.teacher_cache
+        # A teacher cache promises one teacher pass per sample: its teachers are not run here
+        # (cached criteria build no matchers, and the student's outputs are still checked).
+        cached = (settings.get("enabled") or offline_folder(settings, config_dir(d)) is not None
+                  ) and not getattr(d.criterion, "needs_preparation", False)
+        teachers = [] if cached else d.teachers
+        batch = d.adapter.first_batch(dataloader)
+        checks.check_batch(d.adapter, d.student_model, batch)
+        try:
+            student_output, teacher_outputs = d.adapter.dry_run(d.student_model, teachers,
+                                                                batch, d.criterion)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            checks.explain_first_batch_error(d.adapter, d.student_model, teachers, batch, exc)
+            raise
+        self.output_check.check(d.adapter, d.criterion, student_output, teacher_outputs)
+        self.student_classes = checks.check_first_batch(d.adapter, d.criterion, batch,
+                                                        student_output, teacher_outputs, self)
 
     def release(self):
         """Teachers back to their own mode and device; no hook of ours left on any model."""
@@ -138,15 +177,25 @@ class RunLifecycle:
         self.state.step = batch_id
 
     def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None):
-        return self.step(inputs, student_output, student_loss, teacher_output,
+        loss = self.step(inputs, student_output, student_loss, teacher_output,
                          running=self.state.running_losses)
+        self._stop_if_diverged(self.guard.observe(loss, self._where()))
+        return loss
+
+    def on_after_optimizer_step(self):
+        self.matchers.step_pending()  # matchers created after the user's optimizer
 
     def on_step_end(self):
+        self.matchers.step_pending()
         self.state.end_step()
+        self._stop_if_diverged(self.guard.poll(self._where()))
 
     def on_epoch_end(self):
         """Logs the epoch's losses; evaluates the student every ``frequency`` epochs."""
         state = self.state
+        self.matchers.step_pending()
+        self._stop_if_diverged(self.guard.poll(self._where(), wait=True))
+        self.guard.end_epoch(state.global_step, state.epochs_done)
         state.epochs_done += 1
         record = {"epoch": state.epochs_done, "step": state.global_step,
                   **self.distiller.adapter.mean_over_processes(state.running_losses.read()),
@@ -163,26 +212,49 @@ class RunLifecycle:
         if not self.started:
             return
         d, state = self.distiller, self.state
+        self._stop_if_diverged(self.guard.poll(self._where(), wait=True))
         if state.last_eval_epoch != state.epochs_done:
             final = self.evaluate()
             if final:
                 self.record({"epoch": state.epochs_done, "step": state.global_step,
                              "final": True, **final})
         self.release()
+        self.started, self.ended = False, True  # ended, even if a check or a save fails
         adapter = d.adapter
-        writes = self.workspace.writes  # only the main process of a multi-process run
-        if adapter.has_parameters(d.criterion) and writes:
+        if adapter.has_parameters(d.criterion):
             # Trained matchers are part of the training state, not of the student.
-            adapter.save_weights(
-                d.criterion, self.workspace.file("criterion" + adapter.checkpoint_suffix))
-        d.best_model = adapter.copy_with_state(d.student_model, state.best_weights)
-        path = self.workspace.file("best_student" + adapter.checkpoint_suffix)
-        if writes:
-            adapter.save_weights(d.best_model, path)
-        d.logger.info("best student%s saved to %s", "" if state.best_score is None else
-                      f" ({self.evaluator.score_name(d.eval_func)}={state.best_score:.4f})",
-                      path)
-        self.started, self.ended = False, True
+            self.workspace.save_weights(adapter, d.criterion,
+                                        "criterion" + adapter.checkpoint_suffix)
+        checks.check_returned_weights(adapter, state.best_weights)
+        d.logger.info("best student%s saved to %s", self._best_score_text(), self._keep_best())
+
+    def _keep_best(self):
+        """``distiller.best_model`` from the best weights, saved; returns the file's path."""
+        d, adapter = self.distiller, self.distiller.adapter
+        # with_save: model.save(path) works on what fit() returns (docs/saving.md).
+        d.best_model = with_save(adapter.copy_with_state(d.student_model,
+                                                         self.state.best_weights))
+        return self.workspace.save_weights(adapter, d.best_model,
+                                           "best_student" + adapter.checkpoint_suffix)
+
+    def _where(self):
+        return self.state.epoch, self.state.step
+
+    def _stop_if_diverged(self, bad):
+        """At the first non-finite loss (``bad`` = (value, where)): stop, keeping (and saving)
+        the best student evaluated so far, never the diverged one."""
+        if bad is None:
+            return
+        self.abort()
+        saved_to = self._keep_best() if self.state.best_weights is not None else None
+        raise DataError(checks.diverged_message(*bad, saved_to=saved_to,
+                                                score=self._best_score_text()))
+
+    def _best_score_text(self):
+        if self.state.best_score is None:
+            return ""
+        return (f" ({self.evaluator.score_name(self.distiller.eval_func)}="
+                f"{self.state.best_score:.4f})")
 
     # ------------------------------------------------------------------ records
     @property
@@ -226,10 +298,12 @@ class RunLifecycle:
                 self._fit_train_func()
             else:
                 self._fit_builtin()
-        except BaseException:
+        except BaseException as exc:
             # A failed or interrupted run must not leave the teacher in eval mode or hooks
             # on the models.
             self.abort()
+            checks.raise_clear_error(exc, d.adapter, d.student_model, d.teachers,
+                                     self.student_classes)
             raise
         return d.best_model
 
@@ -254,6 +328,7 @@ class RunLifecycle:
                 f"distiller.train_func to use your own loop.")
         if d.eval_dataloader is None:
             d.eval_dataloader = self.config_dataloader("evaluation.accuracy")
+        checks.check_train_dataloader(d.train_dataloader, epoch_range(d.conf.distillation.train))
         d.adapter.run_builtin_loop(d)
 
     def config_dataloader(self, section, adapter=None):

@@ -1,6 +1,7 @@
 """The package logger: INFO lines (epoch summaries) visible by default, once."""
 
 import logging
+import warnings
 
 _LOGGER_NAME = "neural_distill"
 
@@ -16,3 +17,12 @@ def get_logger():
         if logger.level == logging.NOTSET:  # keep a level the application chose
             logger.setLevel(logging.INFO)
     return logger
+
+
+def warn_once(owner, key, message, category=UserWarning):
+    """``message`` once per ``owner`` (a run's object, a metric) and ``key``: a loop must not
+    flood the log."""
+    seen = owner.__dict__.setdefault("_warned_once", set())
+    if key not in seen:
+        seen.add(key)
+        warnings.warn(message, category, stacklevel=3)

@@ -13,6 +13,7 @@ import difflib
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .logging_utils import warn_once
 
 IGNORE_INDEX = -100
 
@@ -133,6 +134,10 @@ class TopK(Metric):
 
     def update(self, preds, labels):
         preds, labels = _class_scores(preds, labels, self.name)
+        if self.k >= preds.shape[-1]:
+            warn_once(self, "topk", f"metric topk: k={self.k} but the model predicts "
+                      f"{preds.shape[-1]} classes, so every prediction counts as correct (score "
+                      f"1.0). Use a k below {preds.shape[-1]}.")
         k = min(self.k, preds.shape[-1])
         top = np.argpartition(-preds, k - 1, axis=-1)[:, :k]
         self._sum += float((top == labels[:, None]).any(axis=-1).sum())

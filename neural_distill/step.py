@@ -6,11 +6,15 @@ compute the loss here::
 
     teacher_output = teachers' (weighted) output      # unless the caller gives it, or the
                                                       # teacher cache has it
+    check the outputs against from_logits (once)     # output_check.py
     kd_loss = criterion.distillation_loss(student_output, teacher_output)
+                                # through matcher_training.py in a run: matchers get trained
+    student_loss: one scalar tensor (checks.scalar_loss)
     loss = criterion.combine(student_loss, kd_loss)
     running.add(loss, student_loss, kd_loss)            # the epoch's running losses
 """
 
+from .checks import scalar_loss
 from .criterion.registry import needs_teacher
 from .errors import ModelError
 from .teacher_cache.run_cache import numpy_inputs
@@ -18,15 +22,19 @@ from .teacher_cache.run_cache import numpy_inputs
 
 class DistillationStep:
     """Args: the backend adapter, the criterion, the teacher models (a list) and their
-    weights (None: equal)."""
+    weights (None: equal); in a run also the teacher cache, the ``MatcherTraining`` of the
+    criterion and the experiment's ``OutputCheck``."""
 
-    def __init__(self, adapter, criterion, teachers, teacher_weights=None, cache=None):
+    def __init__(self, adapter, criterion, teachers, teacher_weights=None, cache=None,
+                 matchers=None, output_check=None):
         self.adapter = adapter
         self.criterion = criterion
         self.teachers = list(teachers)
         self.teacher_weights = teacher_weights
         self.needs_teacher = needs_teacher(criterion)
         self.cache = cache  # a teacher_cache.TeacherCache, or None
+        self.matchers = matchers
+        self.output_check = output_check
 
     def teacher_output(self, inputs, student_output=None, eager=True):
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
@@ -60,9 +68,16 @@ class DistillationStep:
         """The combined loss (one scalar tensor); ``running`` (if given) records the terms."""
         if teacher_output is None:
             teacher_output = self.teacher_output(inputs, student_output)
-        else:
+        elif self.needs_teacher:  # self-distillation reads the student's own outputs
             teacher_output = self.adapter.as_teacher_output(teacher_output, student_output)
-        kd_loss = self.criterion.distillation_loss(student_output, teacher_output)
+        if self.output_check is not None:
+            self.output_check.check(self.adapter, self.criterion, student_output,
+                                    [teacher_output] if self.needs_teacher else [])
+        distillation_loss = (self.criterion.distillation_loss if self.matchers is None
+                             else self.matchers.distillation_loss)
+        kd_loss = distillation_loss(student_output, teacher_output)
+        if student_loss is not None:  # one scalar: a per-sample loss is averaged, with a warning
+            student_loss = scalar_loss(student_loss, self.adapter, owner=self)
         loss = self.criterion.combine(student_loss, kd_loss)
         if running is not None:
             running.add(loss, student_loss, kd_loss)

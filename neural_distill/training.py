@@ -30,18 +30,20 @@ This module imports no framework.
 import contextlib
 import os
 
-import yaml
-
 from .adapters import adapter_for_model, detect_framework, import_framework_module
+from .common import unwrap
 from .config.layer_mappings import parse_layer_mappings
 from .config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
+from .checks import scalar_loss
 from .criterion.registry import needs_teacher
 from .distillation import Distillation
 from .errors import ConfigError, ModelError
 from .events import Dispatcher, Event, Hooks
+from .run_record import config_yaml
+from .saving import with_save
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.compression",
              "tensorflow": "neural_distill.adapters.tensorflow.compression"}
@@ -71,6 +73,7 @@ def prepare_compression(model, confs=None, configs=None):
                               f"DistillationConfig or a QuantizationAwareTrainingConfig, got "
                               f"{type(config).__name__}. Build configs with "
                               f"neural_distill.config.")
+    model = unwrap(model)  # a neural_distill.common.Model
     qat_count = sum(isinstance(c, QuantizationAwareTrainingConfig) for c in configs)
     if qat_count > 1:
         raise ConfigError(f"prepare_compression: configs: expected at most one "
@@ -185,23 +188,6 @@ class _DistillationPart(Dispatcher):
             self.distiller.on_train_end()
 
 
-def _scalar(loss, adapter):
-    """One scalar loss tensor: a per-sample loss is averaged, anything else is an error."""
-    if loss is None:
-        raise ModelError("on_after_compute_loss: there is no loss to return: student_loss is "
-                         "None and no distillation config adds a term. Pass the student's loss.")
-    if isinstance(loss, (list, tuple)):
-        raise ModelError(f"on_after_compute_loss: student_loss: expected one scalar loss tensor "
-                         f"(or None for an unlabeled batch), got a {type(loss).__name__} of "
-                         f"{len(loss)}. Pass the loss itself, e.g. outputs.loss or sum(losses).")
-    if not hasattr(loss, "shape"):
-        raise ModelError(f"on_after_compute_loss: student_loss: expected a loss tensor of the "
-                         f"model's framework, got {type(loss).__name__}")
-    if len(loss.shape) == 0:
-        return loss
-    return adapter.reduce_mean(loss)
-
-
 class CompressionManager(Dispatcher):
     """The model being trained, the hooks that compress it, and ``save`` / ``export``.
 
@@ -225,6 +211,7 @@ class CompressionManager(Dispatcher):
             self.qat = self._backend.prepare_qat(model, qat_config)
         self.model = self.qat.model if self.qat is not None else model
         self._adapter = adapter_for_model(self.model, "model")
+        with_save(self.model)  # manager.model.save('./saved'), see docs/saving.md
         self._parts = self._build_parts()
         self.callbacks = Callbacks(self)
 
@@ -268,8 +255,8 @@ class CompressionManager(Dispatcher):
         if event is Event.AFTER_COMPUTE_LOSS:
             student_loss = args[event.chain_index]
             if isinstance(student_loss, (list, tuple)):
-                _scalar(student_loss, self._adapter)  # raises: a list of losses is ambiguous
-            return _scalar(super().dispatch(event, *args), self._adapter)
+                scalar_loss(student_loss, self._adapter)  # raises: a list of losses is ambiguous
+            return scalar_loss(super().dispatch(event, *args), self._adapter)
         return super().dispatch(event, *args)
 
     # ------------------------------------------------------------------ results
@@ -295,7 +282,7 @@ class CompressionManager(Dispatcher):
         except ConfigError:
             document = [config.to_dict() for config in self.configs]
         with open(os.path.join(path, "compression.yaml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump(document, handle, sort_keys=False)
+            handle.write(config_yaml(document))  # never fails on a callable layer process
         return path
 
     def export(self, path, example_inputs=None):

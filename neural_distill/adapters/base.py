@@ -77,14 +77,19 @@ class BackendAdapter:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- set-up
+    @_backend
+    def peek_batch(self, dataloader):
+        """The first batch of ``dataloader``, leaving every random generator as it was (so
+        training shuffles and draws exactly as it would have without the peek)."""
+        raise NotImplementedError
+
     def first_batch(self, dataloader):
-        """The inputs of the first batch of ``dataloader`` as the backend's tensors."""
+        """The first batch of ``dataloader``; a DataError when it yields none."""
         try:
-            batch = next(iter(dataloader))
+            return self.peek_batch(dataloader)
         except StopIteration:
-            raise DataError("train_dataloader is empty") from None
-        inputs, _ = self.split_batch(batch)
-        return inputs
+            raise DataError("train_dataloader is empty: it yields no batch, so nothing would "
+                            "be trained.") from None
 
     @_backend
     def inference_forward(self, model, inputs):
@@ -96,16 +101,18 @@ class BackendAdapter:
         """The model's output for evaluation (inference mode, no gradient)."""
         raise NotImplementedError
 
-    def dry_run(self, student, teachers, dataloader, criterion):
-        """Run every model once on the first batch, changing nothing (the student's BatchNorm
+    def dry_run(self, student, teachers, batch, criterion):
+        """Run every model once on ``batch``, changing nothing (the student's BatchNorm
         statistics included), and let the criterion build what depends on feature shapes (its
-        matchers) before any optimizer exists."""
-        inputs = self.first_batch(dataloader)
+        matchers) before any optimizer exists. Returns the student's output and the teachers'
+        (a list), for the first-batch checks: one forward pass serves both."""
+        inputs, _ = self.split_batch(batch)
         with self.evaluation_mode(student):
-            self.inference_forward(student, inputs)
-        for teacher in teachers:
-            self.inference_forward(teacher, inputs)
-        criterion.prepare()
+            student_output = self.inference_forward(student, inputs)
+        teacher_outputs = [self.inference_forward(teacher, inputs) for teacher in teachers]
+        if getattr(criterion, "needs_preparation", False):
+            criterion.prepare()
+        return student_output, teacher_outputs
 
     # ---------------------------------------------------------------- criterion
     def build_criterion(self, name, args):

@@ -32,6 +32,7 @@ from ..config.loader import validate
 from ..config.nodes import OneOf, Section
 from ..criterion.registry import REGISTRY, needs_teacher
 from ..errors import ModelError
+from ..output_check import check_keras_heads
 from ..step import DistillationStep
 
 _CRITERION_SECTION = Section({"criterion": OneOf({name: entry.node for name, entry
@@ -117,8 +118,11 @@ class DistillationModel(keras.Model):
         if hasattr(self.criterion, "attach"):
             self.criterion.attach(student, teachers)
         self._track_matchers()
+        check_keras_heads(self.criterion, student, teachers)  # softmax head vs from_logits
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        # Keras' own keras.distillation.Distiller reports the combined loss as total_loss.
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self._step = _Untracked(DistillationStep(ADAPTER, self.criterion, teachers,
                                                  self.teacher_weights))
         self._trackers = _Untracked(_LossTrackers(self.student_loss_tracker,
@@ -141,7 +145,7 @@ class DistillationModel(keras.Model):
         """
         if not getattr(self.criterion, "needs_preparation", False):
             return
-        ADAPTER.dry_run(self.student, self.teachers, [(x,)], self.criterion)
+        ADAPTER.dry_run(self.student, self.teachers, (x,), self.criterion)
         self._track_matchers()
 
     def _ensure_attached(self):
@@ -170,9 +174,25 @@ class DistillationModel(keras.Model):
         total = self._step.value(x, y_pred, student_loss, running=self._trackers.value)
         if self.losses:
             total = total + tf.add_n(self.losses)
+        self.total_loss_tracker.update_state(total)  # regularization losses included
         return total
+
+    # The wrapper is a training device; what is worth keeping is the student. Delegating here
+    # makes Keras' checkpoint callbacks (ModelCheckpoint, BackupAndRestore), which call
+    # self.model.save / save_weights / load_weights, write and read files of the student.
+    def save(self, filepath, overwrite=True, **kwargs):
+        """Save the student (``keras.models.load_model`` gives the student back)."""
+        return self.student.save(filepath, overwrite=overwrite, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """Save the student's weights (load them with ``student.load_weights``)."""
+        return self.student.save_weights(filepath, overwrite=overwrite, **kwargs)
+
+    def load_weights(self, filepath, **kwargs):
+        """Load weights saved by :meth:`save_weights` (the student's) into the student."""
+        return self.student.load_weights(filepath, **kwargs)
 
     def get_config(self):
         raise NotImplementedError(
-            "DistillationModel is a training wrapper and is not serialized; save "
-            "model.student (model.student.save('student.keras')).")
+            "DistillationModel is a training wrapper and is not serialized itself; "
+            "model.save(...) saves model.student (model.student.save('student.keras')).")

@@ -17,13 +17,13 @@ PACKAGE = os.path.join(REPO, "neural_distill")
 LAYERS = [
     ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
                     "metrics", "objectives", "outputs", "rng", "tensorboard_events", "process",
-                    "version"]),
+                    "version", "strict_attributes", "output_check", "saving", "run_record"]),
     ("config", ["config"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
-                   "teacher_cache"]),
+                   "teacher_cache", "common", "checks"]),
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
-                    "durable", "cache_teacher", "report", "validate_run"]),
+                    "durable", "cache_teacher", "report", "validate_run", "matcher_training"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 

@@ -17,14 +17,11 @@ import tensorflow as tf
 from ...batches import split_batch
 from ...errors import ModelError
 from ..base import LOSS_KEYS, BackendAdapter, loss_means
+from . import checks as tf_checks
 from . import data, features, loop
 from .outputs import is_tensor, logits_of, model_input, to_tensor
 
-if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
-    raise ModelError(
-        f"Keras is running on the '{keras.backend.backend()}' backend, but neural_distill's "
-        f"Keras support runs on TensorFlow. Set the environment variable "
-        f"KERAS_BACKEND=tensorflow before importing keras.")
+tf_checks.check_keras_backend()
 
 try:
     # Stops every active gradient tape from recording the teacher's forward, so a user's tape
@@ -133,6 +130,11 @@ class TensorflowAdapter(BackendAdapter):
 
     def exit_teacher_mode(self, teacher, state):
         """Nothing was changed on the teacher, so nothing is restored."""
+
+    @staticmethod
+    def peek_batch(dataloader):
+        # A tf.data pipeline draws its shuffle seeds per iterator: a new one changes nothing.
+        return next(iter(dataloader))
 
     @staticmethod
     def inference_forward(model, inputs):

@@ -21,6 +21,7 @@ import tensorflow as tf
 from ...criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
                               KnowledgeDistillationSpec, SelfDistillationSpec)
 from ...errors import ModelError
+from . import checks as tf_checks
 from . import losses
 from .features import FeatureCapture, build_matcher, model_kind, select, symbolic_shape
 from .outputs import logits_of, static_shape
@@ -78,9 +79,9 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
         """The student's own loss against ``labels``; None when the batch has no labels."""
         if labels is None:
             return None
-        logits = logits_of(student_output, "student output")
-        return self._student_fn(logits, tf.convert_to_tensor(labels),
-                                from_logits=self.from_logits)
+        logits, labels = logits_of(student_output, "student output"), tf.convert_to_tensor(labels)
+        tf_checks.check_student_labels(logits, labels, self.loss_types[0])
+        return self._student_fn(logits, labels, from_logits=self.from_logits)
 
     def distillation_loss(self, student_output, teacher_output):
         student = logits_of(student_output, "student output")

@@ -126,7 +126,7 @@ def _build_models(adapter, models, loader):
     unbuilt = [m for m in models if not m.built]
     if not unbuilt:
         return
-    inputs = adapter.first_batch(loader)
+    inputs, _ = adapter.split_batch(adapter.first_batch(loader))
     for model in unbuilt:
         adapter.inference_forward(model, inputs)
 

@@ -10,6 +10,7 @@ import torch
 from ...batches import split_batch
 from ...errors import ModelError
 from ..base import LOSS_KEYS, BackendAdapter, loss_means
+from . import checks as torch_checks
 from . import data, distributed, loop
 from .outputs import call_model, logits_of, to_device
 
@@ -78,7 +79,7 @@ class TorchAdapter(BackendAdapter):
                                  f"CUDA device. Use device: cpu (or auto).")
             return torch.device("cuda" if spec == "gpu" else spec)
         if spec == "mps":
-            return torch.device("mps")
+            return torch_checks.mps_device(where)
         if spec == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device("cpu")
@@ -119,6 +120,18 @@ class TorchAdapter(BackendAdapter):
         if weights is None:
             return torch.stack(tensors).mean(0)
         return sum(w * z for w, z in zip(weights, tensors))
+
+    @staticmethod
+    def peek_batch(dataloader):
+        # A shuffling DataLoader draws its order from its generator (or torch's global one)
+        # when iterated: both are put back, so the peek does not change what is trained.
+        generator = getattr(dataloader, "generator", None)
+        state = generator.get_state() if isinstance(generator, torch.Generator) else None
+        with torch.random.fork_rng(devices=[]):
+            batch = next(iter(dataloader))
+        if state is not None:
+            generator.set_state(state)
+        return batch
 
     def inference_forward(self, model, inputs):
         with torch.no_grad():
@@ -190,10 +203,7 @@ class TorchAdapter(BackendAdapter):
     @staticmethod
     def load_weights_file(model, path, where):
         """Load a state dict saved with torch.save; only tensors are unpickled (weights_only)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(
-                state["state_dict"], dict):
-            state = state["state_dict"]
+        state = torch_checks.load_state_dict_file(path, where)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

@@ -8,6 +8,7 @@ import torch
 from ...criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
                               SelfDistillationSpec)
 from ...errors import ModelError
+from . import checks as torch_checks
 from . import losses
 from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
 from .outputs import logits_of
@@ -20,7 +21,7 @@ def _student_term(loss_fn, student_output, labels, from_logits):
     logits = logits_of(student_output, "student output")
     if not labels.is_floating_point() and labels.dtype != torch.long:
         labels = labels.long()  # cross_entropy wants int64 class indices
-    return loss_fn(logits, labels, from_logits=from_logits)
+    return torch_checks.student_loss(loss_fn, logits, labels, from_logits)
 
 
 class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Module):
