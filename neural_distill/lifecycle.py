@@ -10,12 +10,14 @@ import os
 import time
 
 from . import rng
+from .checkpoints import atomic_write
 from .criterion.registry import needs_teacher
 from .criterion.specs import criterion_name_and_args
 from .errors import DataError, ModelError
 from .evaluation import Evaluator, resolve_metric
 from .events import Event, Hooks
 from .run_state import RunState
+from .durable import Durability, NoCheckpoints
 from .step import DistillationStep
 from .workspace import Workspace
 
@@ -29,6 +31,8 @@ class RunLifecycle:
         self.workspace = None
         self.step = None
         self.evaluator = None
+        self.durable = None      # checkpoints and resume, for a run of a built-in loop
+        self._builtin = False
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -62,14 +66,20 @@ class RunLifecycle:
         if d.higher_is_better is None:
             d.higher_is_better = metric.higher_is_better if metric is not None else True
         adapter.move_to_device(d.criterion, adapter.model_device(d.student_model))
+        # Only a built-in loop can be resumed: it tells where its data and optimizer are.
+        self.durable = Durability(self) if self._builtin else None
+        found = self.durable.find() if self.durable is not None else None
         self._enter_models(dataloader)
-        self.workspace = Workspace(d.conf.tuning.workspace.path)
+        self.workspace = (self.durable.workspace(found) if self.durable is not None
+                          else Workspace(d.conf.tuning.workspace.path))
         self.workspace.write_config(d.conf)
         running = self.state.running_losses
         # Zeroed in place, not replaced: a user's compiled TensorFlow step keeps updating the
         # variable it captured when it was traced.
         self.state = RunState(running.reset() if running is not None
                               else adapter.new_running_losses())
+        if found is not None:
+            self.durable.restore(found, self.state)
         self.evaluator = Evaluator(adapter, metric, d.higher_is_better, self.state, d.logger)
         self.step = DistillationStep(adapter, d.criterion, d.teachers, d.teacher_weights)
         self._epoch_started_at = time.perf_counter()
@@ -103,6 +113,28 @@ class RunLifecycle:
         """A failed or interrupted run: models released, nothing more recorded."""
         self.release()
         self.started = False
+        if self.durable is not None:
+            self.durable.detach()
+
+    def track(self, optimizer):
+        """Called by a built-in loop once its optimizer exists: checkpoints of this run (and
+        the resumed optimizer state). Returns what tells the loop which epochs and batches
+        are left (``skip_epoch``, ``batches``)."""
+        if self.durable is None:
+            return NoCheckpoints()
+        return self.durable.attach(optimizer)
+
+    def save_best(self, final=False):
+        """best_student (atomically): the student when it just improved, the best weights
+        otherwise."""
+        d, adapter, state = self.distiller, self.distiller.adapter, self.state
+        if self.workspace is None or (final and state.best_weights is None):
+            return None
+        model = d.student_model if not final else adapter.copy_with_state(d.student_model,
+                                                                          state.best_weights)
+        path = self.workspace.file("best_student" + adapter.checkpoint_suffix)
+        atomic_write(path, lambda temporary: adapter.save_weights(model, temporary))
+        return path
 
     def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None):
         """on_after_compute_loss after the run ended: the loss, with the teachers frozen only
@@ -136,6 +168,8 @@ class RunLifecycle:
 
     def on_step_end(self):
         self.state.end_step()
+        if self.durable is not None and self.durable.optimizer is not None:
+            self.durable.after_step()
 
     def on_epoch_end(self):
         """Logs the epoch's losses; evaluates the student every ``frequency`` epochs."""
@@ -148,6 +182,8 @@ class RunLifecycle:
         if state.epochs_done % self.distiller.conf.distillation.train.frequency == 0:
             record.update(self.evaluate())
         self.record(record)
+        if self.durable is not None and self.durable.optimizer is not None:
+            self.durable.after_epoch()
 
     def on_train_end(self):
         """Final evaluation if due, teachers restored, best student built and saved."""
@@ -160,14 +196,16 @@ class RunLifecycle:
                 self.record({"epoch": state.epochs_done, "step": state.global_step,
                              "final": True, **final})
         self.release()
+        if self.durable is not None:
+            self.durable.detach()
         adapter = d.adapter
         if adapter.has_parameters(d.criterion):
             # Trained matchers are part of the training state, not of the student.
-            adapter.save_weights(
-                d.criterion, self.workspace.file("criterion" + adapter.checkpoint_suffix))
+            atomic_write(self.workspace.file("criterion" + adapter.checkpoint_suffix),
+                         lambda temporary: adapter.save_weights(d.criterion, temporary))
         d.best_model = adapter.copy_with_state(d.student_model, state.best_weights)
         path = self.workspace.file("best_student" + adapter.checkpoint_suffix)
-        adapter.save_weights(d.best_model, path)
+        atomic_write(path, lambda temporary: adapter.save_weights(d.best_model, temporary))
         d.logger.info("best student%s saved to %s", "" if state.best_score is None else
                       f" ({self.evaluator.score_name(d.eval_func)}={state.best_score:.4f})",
                       path)
@@ -176,7 +214,10 @@ class RunLifecycle:
     # ------------------------------------------------------------------ records
     def evaluate(self):
         d = self.distiller
-        record, _ = self.evaluator.evaluate(d.student_model, d.eval_func, d.eval_dataloader)
+        record, improved = self.evaluator.evaluate(d.student_model, d.eval_func,
+                                                   d.eval_dataloader)
+        if improved:
+            self.save_best()  # a later crash or divergence never loses this student
         return record
 
     def record(self, record):
@@ -205,8 +246,14 @@ class RunLifecycle:
                 self._fit_builtin()
         except BaseException:
             # A failed or interrupted run must not leave the teacher in eval mode or hooks
-            # on the models.
+            # on the models, and keeps the best student it had (a diverged run too).
+            started = self.started
             self.abort()
+            if started:
+                try:
+                    self.save_best(final=True)
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    d.logger.warning("could not save the best student after the failure")
             raise
         return d.best_model
 
@@ -231,7 +278,11 @@ class RunLifecycle:
                 f"distiller.train_func to use your own loop.")
         if d.eval_dataloader is None:
             d.eval_dataloader = self._config_dataloader("evaluation.accuracy")
-        d.adapter.run_builtin_loop(d)
+        self._builtin = True
+        try:
+            d.adapter.run_builtin_loop(d)
+        finally:
+            self._builtin = False
 
     def _config_dataloader(self, section):
         d = self.distiller

@@ -19,7 +19,8 @@ def _backend(method):
 
 class BackendAdapter:
     name = None
-    checkpoint_suffix = None
+    checkpoint_suffix = None   # weights files (best_student, criterion)
+    state_suffix = None        # training checkpoints (write_state)
     # The criterion class named in "expected a neural_distill criterion such as ..." errors.
     criterion_example = None
 
@@ -165,6 +166,16 @@ class BackendAdapter:
         raise NotImplementedError
 
     @_backend
+    def load_snapshot(self, model, state):
+        """Put a :meth:`snapshot` back into ``model``."""
+        raise NotImplementedError
+
+    @_backend
+    def fingerprint(self, model):
+        """A hex digest of the model's weights and buffers (names, shapes, values)."""
+        raise NotImplementedError
+
+    @_backend
     def save_weights(self, model, path):
         raise NotImplementedError
 
@@ -191,6 +202,33 @@ class BackendAdapter:
 
     @_backend
     def set_rng_state(self, state):
+        raise NotImplementedError
+
+    @_backend
+    def data_order_state(self, loader):
+        """What decides the order of ``loader``'s next epoch (its own generators), or None."""
+        raise NotImplementedError
+
+    @_backend
+    def set_data_order_state(self, loader, state):
+        raise NotImplementedError
+
+    @_backend
+    def optimizer_state(self, optimizer):
+        raise NotImplementedError
+
+    @_backend
+    def load_optimizer_state(self, optimizer, state):
+        raise NotImplementedError
+
+    @_backend
+    def write_state(self, state, path):
+        """Write a checkpoint's plain-data contents (tensors, numbers, lists, dicts) to path."""
+        raise NotImplementedError
+
+    @_backend
+    def read_state(self, path):
+        """Read what :meth:`write_state` wrote, without running arbitrary code."""
         raise NotImplementedError
 
     @_backend

@@ -7,6 +7,8 @@ everywhere, so its variables are never read by a gradient and never written.
 """
 
 import contextlib
+import hashlib
+import pickle
 import sys
 import warnings
 
@@ -92,6 +94,7 @@ class TensorflowAdapter(BackendAdapter):
     criterion_example = "TensorflowKnowledgeDistillationLoss"
     # Keras 3 saves weights only to files with this suffix.
     checkpoint_suffix = ".weights.h5"
+    state_suffix = ".ckpt"
 
     # ---------------------------------------------------------------- devices
     @staticmethod
@@ -231,6 +234,19 @@ class TensorflowAdapter(BackendAdapter):
         return clone
 
     @staticmethod
+    def load_snapshot(model, state):
+        model.set_weights(state)
+
+    @staticmethod
+    def fingerprint(model):
+        digest = hashlib.sha256()
+        for variable in model.weights:
+            value = np.ascontiguousarray(variable.numpy())
+            digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.tobytes())
+        return digest.hexdigest()
+
+    @staticmethod
     def save_weights(model, path):
         model.save_weights(path)
 
@@ -276,11 +292,53 @@ class TensorflowAdapter(BackendAdapter):
             keras.random.global_seed_generator().state.assign(state["keras_global"])
 
     @staticmethod
+    def data_order_state(loader):
+        """tf.data keeps its shuffle state inside the iterator: nothing to read from outside
+        (docs/checkpoints.md)."""
+        return None
+
+    @staticmethod
+    def set_data_order_state(loader, state):
+        """See data_order_state."""
+
+    @staticmethod
+    def optimizer_state(optimizer):
+        return [np.array(v.numpy(), copy=True) for v in optimizer.variables]
+
+    @staticmethod
+    def load_optimizer_state(optimizer, state):
+        for variable, value in zip(optimizer.variables, state):
+            variable.assign(value)
+
+    @staticmethod
+    def write_state(state, path):
+        with open(path, "wb") as handle:
+            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def read_state(path):
+        with open(path, "rb") as handle:
+            return _ArraysOnly(handle).load()
+
+    @staticmethod
     def build_dataloader(loader_config, where, seed, base_dir):
         return data.build_dataloader(loader_config, where, seed, base_dir)
 
     def run_builtin_loop(self, distiller):
         loop.run(self, distiller)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles plain data and NumPy arrays only: a checkpoint file cannot run code."""
+
+    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
 
 
 def _layer_configs(model):

@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import hashlib
 import random
 
 import numpy as np
@@ -59,6 +60,7 @@ class RunningLosses:
 class TorchAdapter(BackendAdapter):
     name = "torch"
     checkpoint_suffix = ".pt"
+    state_suffix = ".pt"
     criterion_example = "PyTorchKnowledgeDistillationLoss"
 
     # ---------------------------------------------------------------- devices
@@ -180,6 +182,19 @@ class TorchAdapter(BackendAdapter):
         return clone
 
     @staticmethod
+    def load_snapshot(model, state):
+        model.load_state_dict(state)
+
+    @staticmethod
+    def fingerprint(model):
+        digest = hashlib.sha256()
+        for name, tensor in model.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    @staticmethod
     def save_weights(model, path):
         torch.save(model.state_dict(), path)
 
@@ -218,6 +233,42 @@ class TorchAdapter(BackendAdapter):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+    @staticmethod
+    def _generators(loader):
+        """The loader's own generators (its shuffling and worker seeds come from them; with
+        none, from torch's global generator, which the run state captures)."""
+        found = []
+        for owner in (loader, getattr(loader, "sampler", None),
+                      getattr(loader, "batch_sampler", None),
+                      getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+                found.append(generator)
+        return found
+
+    def data_order_state(self, loader):
+        return [g.get_state() for g in self._generators(loader)]
+
+    def set_data_order_state(self, loader, state):
+        for generator, saved in zip(self._generators(loader), state or []):
+            generator.set_state(saved)
+
+    @staticmethod
+    def optimizer_state(optimizer):
+        return optimizer.state_dict()
+
+    @staticmethod
+    def load_optimizer_state(optimizer, state):
+        optimizer.load_state_dict(state)
+
+    @staticmethod
+    def write_state(state, path):
+        torch.save(state, path)
+
+    @staticmethod
+    def read_state(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
     @staticmethod
     def build_dataloader(loader_config, where, seed, base_dir):

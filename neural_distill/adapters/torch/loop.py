@@ -61,13 +61,17 @@ def run(adapter, distiller):
     schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
     max_grad_norm = train.get("max_grad_norm")
     show_bar = train.progress_bar
+    # Checkpoints and resume (neural_distill/durable.py): finished epochs and batches skipped.
+    progress = distiller.run.track(optimizer)
 
     for epoch_index, epoch in enumerate(epochs):
+        if progress.skip_epoch(epoch_index):
+            continue
         distiller.on_epoch_begin(epoch)
         student.train()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
                    leave=False, dynamic_ncols=True)
-        for batch_id, batch in enumerate(loader):
+        for batch_id, batch in progress.batches(loader, epoch_index):
             if iteration and batch_id >= iteration:
                 break
             schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
