@@ -97,6 +97,13 @@ def prune(folder, keep):
             pass
 
 
+def _why(exc):
+    """The first line of a reader's error (torch's run on for paragraphs of advice that does
+    not apply to a damaged file)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:160]}"
+
+
 def read_latest(paths, read):
     """``(path, contents)`` of the newest of ``paths`` that ``read`` accepts, or None.
 
@@ -107,8 +114,8 @@ def read_latest(paths, read):
         try:
             return path, read(path)
         except Exception as exc:  # noqa: BLE001 - any failure to read means "not intact"
-            logger.warning("checkpoint %s is unreadable (%s: %s); trying the previous one",
-                           path, type(exc).__name__, exc)
+            logger.warning("checkpoint %s is unreadable (%s); trying the previous one", path,
+                           _why(exc))
     return None
 
 
@@ -121,5 +128,5 @@ def read_one(path, read):
         return read(path)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"tuning.workspace.resume: checkpoint {path} is unreadable "
-                              f"({type(exc).__name__}: {exc}); it is truncated or corrupt. "
-                              f"Resume from an earlier checkpoint or use 'auto'.") from None
+                              f"({_why(exc)}); it is truncated or corrupt. Resume from an "
+                              f"earlier checkpoint or use 'auto'.") from None

@@ -204,7 +204,10 @@ class Durability:
             self._continue(pending)
 
     def _continue(self, pending):
-        rng.restore(pending["rng"], self.adapter)  # dropout & co. as at the checkpoint
+        if pending["steps_in_epoch"]:
+            # Dropout & co. as at the checkpoint. At an epoch's start there is nothing to do:
+            # the generators were restored before the loader drew this epoch's order.
+            rng.restore(pending["rng"], self.adapter)
         self.pending = None
 
     # ------------------------------------------------------------------ writing
