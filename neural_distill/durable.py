@@ -263,3 +263,52 @@ class Durability:
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+
+
+# ---------------------------------------------------------------------------- other trainers
+TRAINER_STATE_FILE = "neural_distill_state.pt"
+
+
+def save_run(lifecycle, folder):
+    """A trainer's checkpoint folder gets our part of the run: the criterion's trained state,
+    the run state (epoch and step counts, best score and weights, history) and the run
+    folder. The trainer saves the rest (student, optimizer, its own RNGs)."""
+    d = lifecycle.distiller
+    adapter = d.adapter
+    contents = {
+        "format": FORMAT,
+        "criterion": (adapter.snapshot(d.criterion) if adapter.has_parameters(d.criterion)
+                      else None),
+        "run_state": lifecycle.state.to_state(),
+        "workspace": lifecycle.workspace.path if lifecycle.workspace is not None else None,
+    }
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, TRAINER_STATE_FILE)
+    atomic_write(path, lambda temporary: adapter.write_state(contents, temporary))
+    return path
+
+
+def restore_run(lifecycle, folder):
+    """Continue the started run from what :func:`save_run` wrote in ``folder``; False when
+    the folder holds nothing of ours (a checkpoint written without distillation)."""
+    path = os.path.join(folder, TRAINER_STATE_FILE)
+    if not os.path.isfile(path):
+        logger.warning("%s has no %s: the distillation run state starts fresh", folder,
+                       TRAINER_STATE_FILE)
+        return False
+    d = lifecycle.distiller
+    contents = read_one(path, d.adapter.read_state)
+    if contents.get("criterion") is not None:
+        d.adapter.load_snapshot(d.criterion, contents["criterion"])
+    lifecycle.state.load_state(contents["run_state"], restore_rng=False)
+    saved = contents.get("workspace")
+    if saved and os.path.isdir(saved) and lifecycle.workspace is not None \
+            and os.path.abspath(saved) != lifecycle.workspace.path:
+        fresh = lifecycle.workspace.path
+        lifecycle.workspace = ResumedWorkspace(saved)
+        if sorted(os.listdir(fresh)) == ["config.yaml"]:  # the folder this start just made
+            os.remove(os.path.join(fresh, "config.yaml"))
+            os.rmdir(fresh)
+    if lifecycle.workspace is not None and hasattr(lifecycle.workspace, "rewrite_metrics"):
+        lifecycle.workspace.rewrite_metrics(lifecycle.state.history)
+    return True

@@ -42,6 +42,7 @@ try:
     import torch
     import transformers
     from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 except ImportError as exc:  # pragma: no cover - exercised only without transformers installed
     raise FrameworkNotInstalledError("Hugging Face transformers (with PyTorch)",
                                      "transformers") from exc
@@ -49,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
 from ..adapters import framework_of_config_name
 from ..config.python_api import DistillationConfig
 from ..criterion.registry import needs_teacher
+from ..durable import restore_run, save_run
 from ..errors import ConfigError, DataError, ModelError
 from ..evaluation import resolve_metric
 from ..events import Event
@@ -112,6 +114,14 @@ class DistillationCallback(TrainerCallback):
             self._epoch_end_pending = False
             self.manager.on_epoch_end()
 
+    def on_save(self, args, state, control, **kwargs):
+        # The Trainer has just written checkpoint-<step>/: our part of the run goes with it,
+        # so resume_from_checkpoint continues epochs, steps, matchers and the best student.
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            for index, distiller in enumerate(self.manager.distillers):
+                save_run(distiller.run, os.path.join(folder, _part_folder(index)))
+
     def on_train_end(self, args, state, control, **kwargs):
         if self._epoch_end_pending:  # the evaluation the epoch waited for never came
             self._epoch_end_pending = False
@@ -144,6 +154,11 @@ def _forwarding(event, arguments):
 
 for _name, (_event, _arguments) in _FORWARDED.items():
     setattr(DistillationCallback, _name, _forwarding(_event, _arguments))
+
+
+def _part_folder(index):
+    # One folder per DistillationConfig of the manager, inside the Trainer's checkpoint.
+    return "neural_distill" if index == 0 else f"neural_distill_{index}"
 
 
 class _FirstBatch:
@@ -227,6 +242,7 @@ class DistillationMixin:
         self.add_callback(callback)
         try:
             callback.begin(_FirstBatch(self))
+            self._nd_restore(manager, resume_from_checkpoint)
             self.train(resume_from_checkpoint=resume_from_checkpoint)
         except BaseException:
             # A failed or interrupted run leaves neither the teacher in eval mode nor our
@@ -352,6 +368,18 @@ class DistillationMixin:
             return metric.result()
 
         return evaluate
+
+    def _nd_restore(self, manager, resume_from_checkpoint):
+        """Our run state from the checkpoint the Trainer resumes from (see on_save)."""
+        if not resume_from_checkpoint:
+            return
+        folder = resume_from_checkpoint
+        if folder is True:
+            folder = get_last_checkpoint(self.args.output_dir)
+            if folder is None:
+                return  # the Trainer itself raises the error that says so
+        for index, distiller in enumerate(manager.distillers):
+            restore_run(distiller.run, os.path.join(folder, _part_folder(index)))
 
     @staticmethod
     def _nd_all_ignored(inputs, labeled):
