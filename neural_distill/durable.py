@@ -155,6 +155,8 @@ class Durability:
         path, contents = found
         d, adapter = self.distiller, self.adapter
         adapter.load_snapshot(d.student_model, contents["student"])
+        # Nothing draws from these before the resumed step (the dry run is inference-only).
+        adapter.set_model_rng_state(d.student_model, contents.get("student_rng"))
         if contents.get("criterion") is not None:
             adapter.load_snapshot(d.criterion, contents["criterion"])
         state.load_state(contents["run_state"], adapter, restore_rng=False)
@@ -175,7 +177,10 @@ class Durability:
         return self
 
     def skip_epoch(self, epoch_index):
-        return self.pending is not None and epoch_index < self.pending["epoch_index"]
+        if self.pending is None or epoch_index >= self.pending["epoch_index"]:
+            return False
+        self.adapter.advance_data_order(self.distiller.train_dataloader)
+        return True
 
     def batches(self, loader, epoch_index):
         """``enumerate(loader)``, continuing where a resumed checkpoint stopped."""
@@ -236,6 +241,7 @@ class Durability:
         contents = {
             "format": FORMAT,
             "student": adapter.snapshot(d.student_model),
+            "student_rng": adapter.model_rng_state(d.student_model),
             "criterion": (adapter.snapshot(d.criterion) if adapter.has_parameters(d.criterion)
                           else None),
             "optimizer": (adapter.optimizer_state(self.optimizer)

@@ -205,12 +205,27 @@ class BackendAdapter:
         raise NotImplementedError
 
     @_backend
+    def model_rng_state(self, model):
+        """Random generators that belong to the model itself (None when it draws from the
+        framework's global ones)."""
+        raise NotImplementedError
+
+    @_backend
+    def set_model_rng_state(self, model, state):
+        raise NotImplementedError
+
+    @_backend
     def data_order_state(self, loader):
         """What decides the order of ``loader``'s next epoch (its own generators), or None."""
         raise NotImplementedError
 
     @_backend
     def set_data_order_state(self, loader, state):
+        raise NotImplementedError
+
+    @_backend
+    def advance_data_order(self, loader):
+        """What an epoch does to the order of the next one, for a resumed run that skips it."""
         raise NotImplementedError
 
     @_backend

@@ -210,7 +210,10 @@ class TensorflowAdapter(BackendAdapter):
     # ---------------------------------------------------------------- weights
     @staticmethod
     def snapshot(model):
-        return [np.array(w, copy=True) for w in model.get_weights()]
+        """The weights of a Keras model, or the variables of a criterion (its matchers)."""
+        if hasattr(model, "get_weights"):
+            return [np.array(w, copy=True) for w in model.get_weights()]
+        return [np.array(v.numpy(), copy=True) for v in model.trainable_variables]
 
     @staticmethod
     def copy_with_state(model, state):
@@ -235,14 +238,20 @@ class TensorflowAdapter(BackendAdapter):
 
     @staticmethod
     def load_snapshot(model, state):
-        model.set_weights(state)
+        if hasattr(model, "set_weights"):
+            model.set_weights(state)
+            return
+        for variable, value in zip(model.trainable_variables, state):
+            variable.assign(value)
 
     @staticmethod
     def fingerprint(model):
         digest = hashlib.sha256()
-        for variable in model.weights:
+        # By position, not by path: Keras numbers the names of every model built in a
+        # process, so the same teacher built again has other paths.
+        for index, variable in enumerate(model.weights):
             value = np.ascontiguousarray(variable.numpy())
-            digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
+            digest.update(f"{index}:{value.dtype}:{value.shape}".encode())
             digest.update(value.tobytes())
         return digest.hexdigest()
 
@@ -286,6 +295,27 @@ class TensorflowAdapter(BackendAdapter):
         return state
 
     @staticmethod
+    def _seed_generators(model):
+        # Keras layers that draw random numbers (Dropout, GaussianNoise, ...) own a
+        # SeedGenerator whose state is not among the model's weights.
+        flatten = getattr(model, "_flatten_layers", None)
+        layers = list(flatten(include_self=True)) if flatten is not None else [model]
+        found = []
+        for layer in layers:
+            for value in vars(layer).values():
+                if isinstance(value, keras.random.SeedGenerator) and all(
+                        value is not known for known in found):
+                    found.append(value)
+        return found
+
+    def model_rng_state(self, model):
+        return [np.array(g.state.numpy(), copy=True) for g in self._seed_generators(model)]
+
+    def set_model_rng_state(self, model, state):
+        for generator, value in zip(self._seed_generators(model), state or []):
+            generator.state.assign(value)
+
+    @staticmethod
     def set_rng_state(state):
         tf.random.get_global_generator().state.assign(state["tf_global"])
         if "keras_global" in state and hasattr(keras.random, "global_seed_generator"):
@@ -300,6 +330,13 @@ class TensorflowAdapter(BackendAdapter):
     @staticmethod
     def set_data_order_state(loader, state):
         """See data_order_state."""
+
+    @staticmethod
+    def advance_data_order(loader):
+        # A dataset shuffled with reshuffle_each_iteration draws a new order for each
+        # iterator: one per skipped epoch replays the orders up to the resumed epoch.
+        if isinstance(loader, tf.data.Dataset):
+            iter(loader)
 
     @staticmethod
     def optimizer_state(optimizer):
@@ -331,9 +368,10 @@ class TensorflowAdapter(BackendAdapter):
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles plain data and NumPy arrays only: a checkpoint file cannot run code."""
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar")}
+    _ALLOWED = {(module, name)
+                for module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray",
+                               "numpy.core.numeric", "numpy._core.numeric")
+                for name in ("ndarray", "dtype", "_reconstruct", "scalar", "_frombuffer")}
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:

@@ -229,6 +229,15 @@ class TorchAdapter(BackendAdapter):
         return state
 
     @staticmethod
+    def model_rng_state(model):
+        """None: torch modules (Dropout & co.) draw from the global generators."""
+        return None
+
+    @staticmethod
+    def set_model_rng_state(model, state):
+        """Nothing to restore (see model_rng_state)."""
+
+    @staticmethod
     def set_rng_state(state):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
@@ -253,6 +262,10 @@ class TorchAdapter(BackendAdapter):
     def set_data_order_state(self, loader, state):
         for generator, saved in zip(self._generators(loader), state or []):
             generator.set_state(saved)
+
+    @staticmethod
+    def advance_data_order(loader):
+        """Nothing: the resumed epoch's order comes from the saved generator states."""
 
     @staticmethod
     def optimizer_state(optimizer):
