@@ -127,6 +127,12 @@ class DistillationModel(keras.Model):
         """Matchers become this model's layers, so Keras' optimizer trains them."""
         self.matchers = [m for m in getattr(self.criterion, "matchers", [])
                          if isinstance(m, keras.layers.Layer)]
+        # Every variable lives in the student and the matchers: once they exist, so does this
+        # model, and Keras' BackupAndRestore (which refuses an unbuilt model) can save it
+        # before the first batch.
+        if self.student.built and all(m.built for m in self.matchers) and not getattr(
+                self.criterion, "needs_preparation", False):
+            self.built = True
 
     def prepare(self, x):
         """Build the criterion's feature matchers from one batch of inputs ``x``.

@@ -119,3 +119,24 @@ def test_best_student_is_written_when_it_improves_and_kept_when_training_fails(w
     saved = torch.load(os.path.join(_run_folder(workspace), "best_student.pt"),
                        weights_only=True)
     assert _same(saved, distiller.state.best_weights)
+
+
+def test_a_non_finite_loss_stops_the_run_with_the_best_student_saved(workspace):
+    from neural_distill import DataError
+
+    distiller = _distiller(workspace, epochs=3)
+    student = distiller.student_model
+    original_forward = student.forward
+
+    def diverges_in_epoch_2(x):
+        output = original_forward(x)
+        return output * float("nan") if distiller.state.epoch == 1 else output
+
+    student.forward = diverges_in_epoch_2
+    with pytest.raises(DataError, match="the training loss became nan at epoch 1, step 0"):
+        distiller.fit()
+    saved = torch.load(os.path.join(_run_folder(workspace), "best_student.pt"),
+                       weights_only=True)
+    assert distiller.state.epochs_done == 1
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    assert _same(saved, distiller.state.best_weights)

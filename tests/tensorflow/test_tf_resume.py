@@ -50,3 +50,37 @@ def test_keras_built_in_loop_resumes_bit_for_bit(tmp_path):
         assert np.array_equal(a.numpy(), b.numpy())
     strip = lambda h: [{k: v for k, v in r.items() if k != "time_s"} for r in h]  # noqa: E731
     assert strip(resumed.history) == strip(reference.history)
+
+
+def test_distillation_model_resumes_with_keras_backup_and_restore(tmp_path):
+    import keras
+
+    from neural_distill.criterion import TensorflowIntermediateLayersKnowledgeDistillationLoss
+    from neural_distill.integrations.keras import DistillationModel
+
+    x, y = make_blobs(n=64)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        criterion = TensorflowIntermediateLayersKnowledgeDistillationLoss(
+            layer_mappings=[["hidden", "hidden"]], add_origin_loss=True)
+        wrapper = DistillationModel(mlp(hidden=16, seed=0), mlp(hidden=24, seed=1), criterion)
+        wrapper.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        return wrapper
+
+    class Preempted(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("preempted")
+
+    reference = model()
+    reference.fit(dataset(x, y, 16), epochs=4, verbose=0)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="preempted"):
+        model().fit(dataset(x, y, 16), epochs=4, verbose=0, callbacks=[backup, Preempted()])
+    resumed = model()
+    history = resumed.fit(dataset(x, y, 16), epochs=4, verbose=0,
+                          callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
+    for a, b in zip(weights_of(reference.student), weights_of(resumed.student)):
+        assert np.array_equal(a, b)
