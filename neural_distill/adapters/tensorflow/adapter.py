@@ -18,9 +18,11 @@ import tensorflow as tf
 
 from ...batches import split_batch
 from ...errors import ModelError
-from ..base import LOSS_KEYS, BackendAdapter, loss_means
+from ..base import BackendAdapter
 from . import data, features, loop
+from .cloning import clone_model
 from .outputs import is_tensor, logits_of, model_input, to_tensor
+from .state import ArraysOnly, RunningLosses
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ModelError(
@@ -40,48 +42,6 @@ except ImportError:  # pragma: no cover - depends on the TensorFlow version
 def _stop_gradients(structure):
     return tf.nest.map_structure(lambda v: tf.stop_gradient(v) if is_tensor(v) else v,
                                  structure)
-
-
-class RunningLosses:
-    """Per-epoch loss sums in one TensorFlow variable.
-
-    A variable, not Python floats, because ``on_after_compute_loss`` may run inside a user's
-    ``tf.function`` (or our compiled step): the Python body runs once per trace, but the
-    ``assign_add`` it records runs at every step. For the same reason it is zeroed in place at
-    each epoch (a traced function keeps updating the variable it captured). One vector, so a
-    step adds one op, not one per sum.
-    """
-
-    def __init__(self):
-        with tf.init_scope():  # created eagerly even when the first hook runs in a trace
-            self.sums = tf.Variable(tf.zeros([len(LOSS_KEYS)]), trainable=False,
-                                    name="nd_running_losses")
-
-    def add(self, loss, student_loss, kd_loss):
-        # Assignments are not differentiated: no stop_gradient needed on the values.
-        if student_loss is None:
-            student_loss, has_student = tf.zeros([]), 0.0
-        else:
-            has_student = 1.0
-        self.sums.assign_add(tf.stack([
-            tf.ones([]), tf.cast(loss, tf.float32), tf.cast(student_loss, tf.float32),
-            tf.cast(kd_loss, tf.float32), tf.constant(has_student)]))
-
-    def reset(self):
-        with tf.init_scope():
-            self.sums.assign(tf.zeros_like(self.sums))
-        return self
-
-    def to_state(self):
-        with tf.init_scope():
-            return dict(zip(LOSS_KEYS, (float(v) for v in self.sums.numpy())))
-
-    def load_state(self, state):
-        with tf.init_scope():
-            self.sums.assign([state[key] for key in LOSS_KEYS])
-
-    def read(self):
-        return loss_means(self.to_state())
 
 
 def _single_input(batch):
@@ -226,7 +186,7 @@ class TensorflowAdapter(BackendAdapter):
         be built, the weights go into the user's own model object, which is returned.
         """
         weights = state if state is not None else model.get_weights()
-        clone = _clone(model)
+        clone = clone_model(model)
         if clone is None:
             warnings.warn(
                 f"{type(model).__name__} cannot be rebuilt from its config, so the best weights "
@@ -355,7 +315,7 @@ class TensorflowAdapter(BackendAdapter):
     @staticmethod
     def read_state(path):
         with open(path, "rb") as handle:
-            return _ArraysOnly(handle).load()
+            return ArraysOnly(handle).load()
 
     @staticmethod
     def build_dataloader(loader_config, where, seed, base_dir):
@@ -363,54 +323,6 @@ class TensorflowAdapter(BackendAdapter):
 
     def run_builtin_loop(self, distiller):
         loop.run(self, distiller)
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles plain data and NumPy arrays only: a checkpoint file cannot run code."""
-
-    _ALLOWED = {(module, name)
-                for module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray",
-                               "numpy.core.numeric", "numpy._core.numeric")
-                for name in ("ndarray", "dtype", "_reconstruct", "scalar", "_frombuffer")}
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
-
-
-def _layer_configs(model):
-    flatten = getattr(model, "_flatten_layers", None)
-    layers = list(flatten(include_self=False)) if flatten is not None else list(model.layers)
-    configs = []
-    for layer in layers:
-        config = dict(layer.get_config())
-        config.pop("name", None)
-        configs.append((type(layer), config))
-    return configs
-
-
-def _clone(model):
-    """A faithful copy of ``model``'s architecture (fresh variables), or None."""
-    if isinstance(model, keras.Sequential) or getattr(model, "inputs", None) is not None:
-        try:
-            return keras.models.clone_model(model)
-        except Exception:  # noqa: BLE001 - e.g. a custom layer without get_config
-            return None
-    try:
-        clone = type(model).from_config(model.get_config())
-        build_config = model.get_build_config()
-        if build_config:
-            clone.build_from_config(build_config)
-    except Exception:  # noqa: BLE001 - the class cannot be rebuilt from its config
-        return None
-    if _layer_configs(clone) != _layer_configs(model) or [
-            tuple(w.shape) for w in clone.weights] != [tuple(w.shape) for w in model.weights]:
-        return None
-    # build_from_config creates every variable of a subclassed model (checked just above) but
-    # leaves it marked unbuilt, which Keras' saving refuses.
-    clone.built = True
-    return clone
 
 
 ADAPTER = TensorflowAdapter()
