@@ -12,6 +12,7 @@ import time
 from . import checks, rng
 from .batches import is_one_shot
 from .criterion.registry import needs_teacher
+from .durable import Durability, NoCheckpoints
 from .criterion.specs import criterion_name_and_args
 from .errors import DataError, ModelError
 from .evaluation import Evaluator, resolve_metric
@@ -39,6 +40,8 @@ class RunLifecycle:
         self.matchers = None  # MatcherTraining of the criterion (kept across runs)
         self.guard = None  # the run's checks.LossGuard
         self.student_classes = None  # read on the first batch, for clearer label errors
+        self.durable = None      # checkpoints and resume, for a run of a built-in loop
+        self._builtin = False
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -78,13 +81,19 @@ class RunLifecycle:
             d.higher_is_better = metric.higher_is_better if metric is not None else True
         adapter.move_to_device(d.criterion, adapter.model_device(d.student_model))
         self._enter_models(dataloader)
-        self.workspace = Workspace(d.conf.tuning.workspace.path)
+        # Only a built-in loop can be resumed: it tells where its data and optimizer are.
+        self.durable = Durability(self) if self._builtin else None
+        found = self.durable.find() if self.durable is not None else None
+        self.workspace = (self.durable.workspace(found) if self.durable is not None
+                          else Workspace(d.conf.tuning.workspace.path))
         self.workspace.write_config(d.conf)
         running = self.state.running_losses
         # Zeroed in place, not replaced: a user's compiled TensorFlow step keeps updating the
         # variable it captured when it was traced.
         self.state = RunState(running.reset() if running is not None
                               else adapter.new_running_losses())
+        if found is not None:
+            self.durable.restore(found, self.state)
         self.guard = checks.LossGuard(adapter.name)
         self.evaluator = Evaluator(adapter, metric, d.higher_is_better, self.state, d.logger)
         self.step = DistillationStep(adapter, d.criterion, d.teachers, d.teacher_weights,
@@ -144,6 +153,16 @@ class RunLifecycle:
             d.teacher_set.release(d.adapter)
         if hasattr(d.criterion, "detach"):
             d.criterion.detach()
+        if self.durable is not None:
+            self.durable.detach()
+
+    def track(self, optimizer):
+        """Called by a built-in loop once its optimizer exists: checkpoints of this run (and
+        the resumed optimizer state). Returns what tells the loop which epochs and batches
+        are left (``skip_epoch``, ``batches``)."""
+        if self.durable is None:
+            return NoCheckpoints()
+        return self.durable.attach(optimizer)
 
     def abort(self):
         """A failed or interrupted run: models released, nothing more recorded."""
@@ -189,6 +208,8 @@ class RunLifecycle:
         self.matchers.step_pending()
         self.state.end_step()
         self._stop_if_diverged(self.guard.poll(self._where()))
+        if self.durable is not None and self.durable.optimizer is not None:
+            self.durable.after_step()
 
     def on_epoch_end(self):
         """Logs the epoch's losses; evaluates the student every ``frequency`` epochs."""
@@ -206,6 +227,8 @@ class RunLifecycle:
         if state.epochs_done % self.distiller.conf.distillation.train.frequency == 0:
             record.update(self.evaluate())
         self.record(record)
+        if self.durable is not None and self.durable.optimizer is not None:
+            self.durable.after_epoch()
 
     def on_train_end(self):
         """Final evaluation if due, teachers restored, best student built and saved."""
@@ -226,10 +249,11 @@ class RunLifecycle:
             self.workspace.save_weights(adapter, d.criterion,
                                         "criterion" + adapter.checkpoint_suffix)
         checks.check_returned_weights(adapter, state.best_weights)
-        d.logger.info("best student%s saved to %s", self._best_score_text(), self._keep_best())
+        d.logger.info("best student%s saved to %s", self._best_score_text(), self.save_best())
 
-    def _keep_best(self):
-        """``distiller.best_model`` from the best weights, saved; returns the file's path."""
+    def save_best(self):
+        """``distiller.best_model`` from the best weights, saved atomically; returns the file's
+        path (also after a failure or a Ctrl-C: ``durable``)."""
         d, adapter = self.distiller, self.distiller.adapter
         # with_save: model.save(path) works on what fit() returns (docs/saving.md).
         d.best_model = with_save(adapter.copy_with_state(d.student_model,
@@ -246,7 +270,7 @@ class RunLifecycle:
         if bad is None:
             return
         self.abort()
-        saved_to = self._keep_best() if self.state.best_weights is not None else None
+        saved_to = self.save_best() if self.state.best_weights is not None else None
         raise DataError(checks.diverged_message(*bad, saved_to=saved_to,
                                                 score=self._best_score_text()))
 
@@ -270,7 +294,11 @@ class RunLifecycle:
 
     def evaluate(self):
         d = self.distiller
-        record, _ = self.evaluator.evaluate(d.student_model, d.eval_func, d.eval_dataloader)
+        record, improved = self.evaluator.evaluate(d.student_model, d.eval_func,
+                                                   d.eval_dataloader)
+        if improved:  # written now: a later crash or divergence never loses this student
+            self.workspace.save_weights(d.adapter, d.student_model,
+                                        "best_student" + d.adapter.checkpoint_suffix)
         return record
 
     def record(self, record):
@@ -300,8 +328,14 @@ class RunLifecycle:
                 self._fit_builtin()
         except BaseException as exc:
             # A failed or interrupted run must not leave the teacher in eval mode or hooks
-            # on the models.
+            # on the models, and keeps the best student it had (a diverged run too).
+            started = self.started
             self.abort()
+            if started and self.state.best_weights is not None:
+                try:
+                    self.save_best()
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    d.logger.warning("could not save the best student after the failure")
             checks.raise_clear_error(exc, d.adapter, d.student_model, d.teachers,
                                      self.student_classes)
             raise
@@ -329,7 +363,11 @@ class RunLifecycle:
         if d.eval_dataloader is None:
             d.eval_dataloader = self.config_dataloader("evaluation.accuracy")
         checks.check_train_dataloader(d.train_dataloader, epoch_range(d.conf.distillation.train))
-        d.adapter.run_builtin_loop(d)
+        self._builtin = True
+        try:
+            d.adapter.run_builtin_loop(d)
+        finally:
+            self._builtin = False
 
     def config_dataloader(self, section, adapter=None):
         """The dataloader a config section (``distillation.train``...) describes, or None;

@@ -67,21 +67,25 @@ class LearningRateSchedule:
         return floor + (base - floor) * factor if base > floor else base * factor
 
 
-def run_epochs(distiller, loader, train, steps, schedule, train_step):
+def run_epochs(distiller, loader, train, steps, schedule, train_step, progress):
     """The epochs and steps of a built-in loop, firing the hooks in the documented order.
 
     ``train_step(batch)`` does the framework's part of one step, between ``on_step_begin`` and
     ``on_step_end``: the forward, ``on_after_compute_loss``, the backward pass and the
     optimizer hooks around the update. ``schedule`` sets the learning rate before each step.
+    ``progress`` (``distiller.run.track(optimizer)``) says which epochs and batches are left
+    when a run resumes from a checkpoint.
     """
     epochs = epoch_range(train)
     iteration = train.get("iteration")
     show_bar = train.progress_bar
     for epoch_index, epoch in enumerate(epochs):
+        if progress.skip_epoch(epoch_index):
+            continue
         distiller.on_epoch_begin(epoch)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
                    leave=False, dynamic_ncols=True)
-        for batch_id, batch in enumerate(loader):
+        for batch_id, batch in progress.batches(loader, epoch_index):
             if iteration and batch_id >= iteration:
                 break
             schedule.step(epoch_index + (batch_id / steps if steps else 0.0))

@@ -16,7 +16,11 @@ def seed_all(seed, adapter):
 
 
 def capture(adapter=None):
-    state = {"python": random.getstate(), "numpy": np.random.get_state()}
+    # NumPy's key array as a list: checkpoints hold only plain data (they are read back
+    # without unpickling arbitrary objects).
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [name, keys.tolist(), position, has_gauss, cached]}
     if adapter is not None:
         state["framework"] = adapter.rng_state()
     return state
@@ -24,7 +28,8 @@ def capture(adapter=None):
 
 def restore(state, adapter=None):
     random.setstate(_tuples(state["python"]))
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     if adapter is not None and "framework" in state:
         adapter.set_rng_state(state["framework"])
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+from .checkpoints import CheckpointError, atomic_write
 from .config.loader import to_plain
 from .errors import ConfigError
 from .process import is_main_process
@@ -77,19 +78,19 @@ class Workspace:
         return os.path.join(self.path, name)
 
     def save_weights(self, adapter, model, name):
-        """Write ``model``'s weights to the file ``name`` through a temporary file and a rename,
-        so a full disk never leaves a truncated file; returns the path."""
+        """Write ``model``'s weights to the file ``name`` atomically (temporary file, fsync,
+        rename), so a crash or a full disk never leaves a truncated file; returns the path."""
         path = self.file(name)
         if not self.writes:  # another process of a multi-process run
             return path
-        temporary = self.file(".tmp-" + name)
         try:
-            adapter.save_weights(model, temporary)
-            os.replace(temporary, path)
-        except OSError as exc:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise ConfigError(file_error_message(self.path, exc, f"writing {name}")) from exc
+            atomic_write(path, lambda temporary: adapter.save_weights(model, temporary))
+        except CheckpointError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                raise ConfigError(file_error_message(self.path, cause, f"writing {name}")) \
+                    from cause
+            raise
         return path
 
 

@@ -19,7 +19,8 @@ def _backend(method):
 
 class BackendAdapter:
     name = None
-    checkpoint_suffix = None
+    checkpoint_suffix = None   # weights files (best_student, criterion)
+    state_suffix = None        # training checkpoints (write_state)
     # The criterion class named in "expected a neural_distill criterion such as ..." errors.
     criterion_example = None
 
@@ -112,6 +113,9 @@ class BackendAdapter:
         teacher_outputs = [self.inference_forward(teacher, inputs) for teacher in teachers]
         if getattr(criterion, "needs_preparation", False):
             criterion.prepare()
+        elif hasattr(criterion, "clear_features"):
+            # Features this pass recorded must not stand in for the first training step's.
+            criterion.clear_features()
         return student_output, teacher_outputs
 
     # ---------------------------------------------------------------- criterion
@@ -182,6 +186,16 @@ class BackendAdapter:
         raise NotImplementedError
 
     @_backend
+    def load_snapshot(self, model, state):
+        """Put a :meth:`snapshot` back into ``model``."""
+        raise NotImplementedError
+
+    @_backend
+    def fingerprint(self, model):
+        """A hex digest of the model's weights and buffers (names, shapes, values)."""
+        raise NotImplementedError
+
+    @_backend
     def save_weights(self, model, path):
         raise NotImplementedError
 
@@ -208,6 +222,48 @@ class BackendAdapter:
 
     @_backend
     def set_rng_state(self, state):
+        raise NotImplementedError
+
+    @_backend
+    def model_rng_state(self, model):
+        """Random generators that belong to the model itself (None when it draws from the
+        framework's global ones)."""
+        raise NotImplementedError
+
+    @_backend
+    def set_model_rng_state(self, model, state):
+        raise NotImplementedError
+
+    @_backend
+    def data_order_state(self, loader):
+        """What decides the order of ``loader``'s next epoch (its own generators), or None."""
+        raise NotImplementedError
+
+    @_backend
+    def set_data_order_state(self, loader, state):
+        raise NotImplementedError
+
+    @_backend
+    def advance_data_order(self, loader):
+        """What an epoch does to the order of the next one, for a resumed run that skips it."""
+        raise NotImplementedError
+
+    @_backend
+    def optimizer_state(self, optimizer):
+        raise NotImplementedError
+
+    @_backend
+    def load_optimizer_state(self, optimizer, state):
+        raise NotImplementedError
+
+    @_backend
+    def write_state(self, state, path):
+        """Write a checkpoint's plain-data contents (tensors, numbers, lists, dicts) to path."""
+        raise NotImplementedError
+
+    @_backend
+    def read_state(self, path):
+        """Read what :meth:`write_state` wrote, without running arbitrary code."""
         raise NotImplementedError
 
     @_backend

@@ -306,7 +306,12 @@ TOP_LEVEL = Section({
         "random_seed": Leaf(integer(0), "an int >= 0", default=1978, limit=SEEDS),
         "workspace": Section({
             "path": _text(default="./nd_workspace"),
-            "resume": Leaf(Or(None, str), "a path or null"),
+            "resume": Leaf(Or(None, str), "auto, a checkpoint path or null"),
+            # Durable runs (docs/checkpoints.md): when to checkpoint, how many to keep.
+            "checkpoint_every_epochs": Leaf(integer(0), "an int >= 0 (0: never)", default=1),
+            "checkpoint_every_steps": Leaf(integer(0), "an int >= 0 (0: never)", default=0),
+            "keep_checkpoints": Leaf(integer(1), "an int >= 1", default=2),
+            "resume_ignore_changes": _flag(False),
             "tensorboard": _flag(False),
         }, default={}),
         # Accepted so existing experiment files load unchanged; distillation does not tune.

@@ -18,6 +18,8 @@ built-in loop. Everything Keras offers around ``fit`` (callbacks, metrics, ``eva
 ``predict``, distribution strategies) works unchanged.
 """
 
+import os
+
 from ..errors import FrameworkNotInstalledError
 
 try:
@@ -136,6 +138,12 @@ class DistillationModel(keras.Model):
         """Matchers become this model's layers, so Keras' optimizer trains them."""
         self.matchers = [m for m in getattr(self.criterion, "matchers", [])
                          if isinstance(m, keras.layers.Layer)]
+        # Every variable lives in the student and the matchers: once they exist, so does this
+        # model, and Keras' BackupAndRestore (which refuses an unbuilt model) can save it
+        # before the first batch.
+        if self.student.built and all(m.built for m in self.matchers) and not getattr(
+                self.criterion, "needs_preparation", False):
+            self.built = True
 
     def prepare(self, x):
         """Build the criterion's feature matchers from one batch of inputs ``x``.
@@ -177,22 +185,37 @@ class DistillationModel(keras.Model):
         self.total_loss_tracker.update_state(total)  # regularization losses included
         return total
 
-    # The wrapper is a training device; what is worth keeping is the student. Delegating here
-    # makes Keras' checkpoint callbacks (ModelCheckpoint, BackupAndRestore), which call
-    # self.model.save / save_weights / load_weights, write and read files of the student.
+    # The wrapper is a training device; what is worth keeping is the student. Keras' checkpoint
+    # callbacks call self.model.save / save_weights / load_weights: save() writes the student;
+    # save_weights() writes the student's weights under the given name (loadable into the
+    # student) and the whole training state (matchers, optimizer) beside it, which
+    # load_weights() reads back when it is there, so BackupAndRestore resumes exactly.
     def save(self, filepath, overwrite=True, **kwargs):
         """Save the student (``keras.models.load_model`` gives the student back)."""
         return self.student.save(filepath, overwrite=overwrite, **kwargs)
 
     def save_weights(self, filepath, overwrite=True, **kwargs):
-        """Save the student's weights (load them with ``student.load_weights``)."""
-        return self.student.save_weights(filepath, overwrite=overwrite, **kwargs)
+        """Save the student's weights (load them with ``student.load_weights``), and the whole
+        training state to ``<name>.training.weights.h5`` next to them."""
+        self.student.save_weights(filepath, overwrite=overwrite, **kwargs)
+        super().save_weights(training_state_path(filepath), overwrite=True)
 
     def load_weights(self, filepath, **kwargs):
-        """Load weights saved by :meth:`save_weights` (the student's) into the student."""
+        """Load what :meth:`save_weights` wrote: the whole training state when its file is
+        there, otherwise the student's weights alone."""
+        state = training_state_path(filepath)
+        if os.path.exists(state):
+            return super().load_weights(state, **kwargs)
         return self.student.load_weights(filepath, **kwargs)
 
     def get_config(self):
         raise NotImplementedError(
             "DistillationModel is a training wrapper and is not serialized itself; "
             "model.save(...) saves model.student (model.student.save('student.keras')).")
+
+
+def training_state_path(filepath):
+    """Where :meth:`DistillationModel.save_weights` keeps the whole training state."""
+    path = os.fspath(filepath)
+    stem = path[:-len(".weights.h5")] if path.endswith(".weights.h5") else path
+    return stem + ".training.weights.h5"

@@ -33,7 +33,6 @@ alone cannot do it: ``transformers`` gives callbacks no way to change the loss, 
 """
 
 import logging
-import math
 import os
 
 from ..errors import FrameworkNotInstalledError
@@ -45,6 +44,7 @@ try:
 
     # Trainer needs accelerate but only says so when one is built; the extra installs it.
     import accelerate  # noqa: F401
+    from transformers.trainer_utils import get_last_checkpoint
 except ImportError as exc:  # pragma: no cover - exercised only without transformers installed
     raise FrameworkNotInstalledError("Hugging Face transformers (with PyTorch)",
                                      "transformers") from exc
@@ -52,101 +52,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
 from ..adapters import framework_of_config_name
 from ..config.python_api import DistillationConfig
 from ..criterion.registry import needs_teacher
+from ..durable import restore_run
 from ..errors import ConfigError, DataError, ModelError
 from ..evaluation import resolve_metric
-from ..events import Event
 from ..metrics import Metric
 from ..training import prepare_compression
+from .hf_callback import DistillationCallback, part_folder
 
 logger = logging.getLogger("neural_distill")
 
 IGNORE_INDEX = -100
-
-
-class DistillationCallback(TrainerCallback):
-    """Drives a :class:`~neural_distill.training.CompressionManager`'s hooks from Trainer events.
-
-    ``on_after_compute_loss`` is not an event a callback can act on: the trainer's
-    ``compute_loss`` calls it (see :class:`DistillationMixin`). Installed and removed by
-    ``distill()``; ``begin()`` must have run before training starts, because feature matchers
-    have to exist before the Trainer builds its optimizer.
-    """
-
-    def __init__(self, manager, uses_metric=False):
-        self.manager = manager
-        self.uses_metric = uses_metric
-        self.begun = False
-        self.results = None  # (global_step, metrics) of the trainer's latest evaluation
-        self._epoch_end_pending = False
-
-    def begin(self, dataloader=None):
-        self.manager.on_train_begin(dataloader)
-        self.begun = True
-
-    def fresh_results(self, global_step):
-        """The trainer's evaluation results if it evaluated at ``global_step``, else None."""
-        if self.results is not None and self.results[0] == global_step:
-            return self.results[1]
-        return None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not self.begun:
-            self.begin()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        # The Trainer zeroes the model's gradients only (model.zero_grad()); trained feature
-        # matchers belong to the criterion, and their gradients would pile up across steps.
-        for distiller in self.manager.distillers:
-            if isinstance(distiller.criterion, torch.nn.Module):
-                distiller.criterion.zero_grad(set_to_none=True)
-        self.manager.on_step_end()
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self.uses_metric and control.should_evaluate:
-            # The Trainer evaluates right after this event (its own eval_strategy): judge the
-            # epoch on those results instead of evaluating the student a second time.
-            self._epoch_end_pending = True
-        else:
-            self.manager.on_epoch_end()
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.results = (state.global_step, dict(metrics or {}))
-        if self._epoch_end_pending:
-            self._epoch_end_pending = False
-            self.manager.on_epoch_end()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._epoch_end_pending:  # the evaluation the epoch waited for never came
-            self._epoch_end_pending = False
-            self.manager.on_epoch_end()
-        self.manager.on_train_end()
-
-
-def _epoch_of(state):
-    # state.epoch is the fraction of epochs done (1.0 after the first); a resumed run may
-    # start mid-epoch, which still belongs to the epoch below it.
-    return (int(math.floor((state.epoch or 0.0) + 1e-9)),)
-
-
-# transformers' callback events that map one to one onto ours, with our hook's arguments
-# read from the Trainer's state.
-_FORWARDED = {
-    "on_epoch_begin": (Event.EPOCH_BEGIN, _epoch_of),
-    "on_step_begin": (Event.STEP_BEGIN, lambda state: (state.global_step,)),
-    "on_pre_optimizer_step": (Event.BEFORE_OPTIMIZER_STEP, lambda state: ()),
-    "on_optimizer_step": (Event.AFTER_OPTIMIZER_STEP, lambda state: ()),
-}
-
-
-def _forwarding(event, arguments):
-    def callback_event(self, args, state, control, **kwargs):
-        self.manager.dispatch(event, *arguments(state))
-
-    return callback_event
-
-
-for _name, (_event, _arguments) in _FORWARDED.items():
-    setattr(DistillationCallback, _name, _forwarding(_event, _arguments))
 
 
 class _FirstBatch:
@@ -230,6 +145,7 @@ class DistillationMixin:
         self.add_callback(callback)
         try:
             callback.begin(_FirstBatch(self))
+            self._nd_restore(manager, resume_from_checkpoint)
             self.train(resume_from_checkpoint=resume_from_checkpoint)
         except BaseException:
             # A failed or interrupted run leaves neither the teacher in eval mode nor our
@@ -355,6 +271,18 @@ class DistillationMixin:
             return metric.result()
 
         return evaluate
+
+    def _nd_restore(self, manager, resume_from_checkpoint):
+        """Our run state from the checkpoint the Trainer resumes from (see on_save)."""
+        if not resume_from_checkpoint:
+            return
+        folder = resume_from_checkpoint
+        if folder is True:
+            folder = get_last_checkpoint(self.args.output_dir)
+            if folder is None:
+                return  # the Trainer itself raises the error that says so
+        for index, distiller in enumerate(manager.distillers):
+            restore_run(distiller.run, os.path.join(folder, part_folder(index)))
 
     @staticmethod
     def _nd_all_ignored(inputs, labeled):

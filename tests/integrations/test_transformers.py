@@ -430,3 +430,29 @@ def test_the_packaged_minilm_teaches_offline(tmp_path, repo_root):
     record = trainer.distillation_history[-1]
     assert record["distillation_loss"] > 0 and np.isfinite(record["loss"])
     assert same_state(before, state_of(teacher))
+
+
+# ----------------------------------------------------------------------------- resume
+def test_resume_from_checkpoint_continues_epochs_best_score_and_run_folder(tmp_path, teacher):
+    metric = neural_distill.metrics.Metric(name="eval_accuracy")
+    settings = dict(num_train_epochs=3, eval_strategy="epoch", save_strategy="epoch")
+    reference = NLPTrainer(**trainer_kwargs(tmp_path / "reference", **settings))
+    reference.distill(DistillationConfig(metrics=metric), teacher_model=teacher)
+
+    first = NLPTrainer(**trainer_kwargs(tmp_path / "resumed", **settings))
+    first.distill(DistillationConfig(metrics=metric), teacher_model=teacher)
+    output = tmp_path / "resumed" / "out"
+    after_epoch_1 = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    assert (after_epoch_1 / "neural_distill" / "neural_distill_state.pt").is_file()
+
+    again = NLPTrainer(**trainer_kwargs(tmp_path / "resumed", **settings))
+    again.distill(DistillationConfig(metrics=metric), teacher_model=teacher,
+                  resume_from_checkpoint=str(after_epoch_1))
+    keys = ("epoch", "step", "score", "best")
+    strip = lambda history: [{k: r.get(k) for k in keys} for r in history]  # noqa: E731
+    assert strip(again.distillation_history) == strip(reference.distillation_history)
+    assert [r["epoch"] for r in again.distillation_history] == [1, 2, 3]
+    assert again.distiller.best_score == reference.distiller.best_score
+    # The first run's folder continues; no second one was opened.
+    assert again.distiller.workspace.path == first.distiller.workspace.path
+    assert len(list((output / "nd_workspace").glob("run-*"))) == 1

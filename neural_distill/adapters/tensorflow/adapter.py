@@ -7,6 +7,8 @@ everywhere, so its variables are never read by a gradient and never written.
 """
 
 import contextlib
+import hashlib
+import pickle
 import sys
 import warnings
 
@@ -16,10 +18,12 @@ import tensorflow as tf
 
 from ...batches import split_batch
 from ...errors import ModelError
-from ..base import LOSS_KEYS, BackendAdapter, loss_means
+from ..base import BackendAdapter
 from . import checks as tf_checks
 from . import data, features, loop
+from .cloning import clone_model
 from .outputs import is_tensor, logits_of, model_input, to_tensor
+from .state import ArraysOnly, RunningLosses
 
 tf_checks.check_keras_backend()
 
@@ -37,48 +41,6 @@ def _stop_gradients(structure):
                                  structure)
 
 
-class RunningLosses:
-    """Per-epoch loss sums in one TensorFlow variable.
-
-    A variable, not Python floats, because ``on_after_compute_loss`` may run inside a user's
-    ``tf.function`` (or our compiled step): the Python body runs once per trace, but the
-    ``assign_add`` it records runs at every step. For the same reason it is zeroed in place at
-    each epoch (a traced function keeps updating the variable it captured). One vector, so a
-    step adds one op, not one per sum.
-    """
-
-    def __init__(self):
-        with tf.init_scope():  # created eagerly even when the first hook runs in a trace
-            self.sums = tf.Variable(tf.zeros([len(LOSS_KEYS)]), trainable=False,
-                                    name="nd_running_losses")
-
-    def add(self, loss, student_loss, kd_loss):
-        # Assignments are not differentiated: no stop_gradient needed on the values.
-        if student_loss is None:
-            student_loss, has_student = tf.zeros([]), 0.0
-        else:
-            has_student = 1.0
-        self.sums.assign_add(tf.stack([
-            tf.ones([]), tf.cast(loss, tf.float32), tf.cast(student_loss, tf.float32),
-            tf.cast(kd_loss, tf.float32), tf.constant(has_student)]))
-
-    def reset(self):
-        with tf.init_scope():
-            self.sums.assign(tf.zeros_like(self.sums))
-        return self
-
-    def to_state(self):
-        with tf.init_scope():
-            return dict(zip(LOSS_KEYS, (float(v) for v in self.sums.numpy())))
-
-    def load_state(self, state):
-        with tf.init_scope():
-            self.sums.assign([state[key] for key in LOSS_KEYS])
-
-    def read(self):
-        return loss_means(self.to_state())
-
-
 def _single_input(batch):
     # A TF tensor, a NumPy array, or a torch tensor (caught later with a clear error).
     return is_tensor(batch) or isinstance(batch, np.ndarray) or hasattr(batch, "detach")
@@ -89,6 +51,7 @@ class TensorflowAdapter(BackendAdapter):
     criterion_example = "TensorflowKnowledgeDistillationLoss"
     # Keras 3 saves weights only to files with this suffix.
     checkpoint_suffix = ".weights.h5"
+    state_suffix = ".ckpt"
 
     # ---------------------------------------------------------------- devices
     @staticmethod
@@ -209,7 +172,10 @@ class TensorflowAdapter(BackendAdapter):
     # ---------------------------------------------------------------- weights
     @staticmethod
     def snapshot(model):
-        return [np.array(w, copy=True) for w in model.get_weights()]
+        """The weights of a Keras model, or the variables of a criterion (its matchers)."""
+        if hasattr(model, "get_weights"):
+            return [np.array(w, copy=True) for w in model.get_weights()]
+        return [np.array(v.numpy(), copy=True) for v in model.trainable_variables]
 
     @staticmethod
     def copy_with_state(model, state):
@@ -222,7 +188,7 @@ class TensorflowAdapter(BackendAdapter):
         be built, the weights go into the user's own model object, which is returned.
         """
         weights = state if state is not None else model.get_weights()
-        clone = _clone(model)
+        clone = clone_model(model)
         if clone is None:
             warnings.warn(
                 f"{type(model).__name__} cannot be rebuilt from its config, so the best weights "
@@ -231,6 +197,25 @@ class TensorflowAdapter(BackendAdapter):
             clone = model
         clone.set_weights(weights)
         return clone
+
+    @staticmethod
+    def load_snapshot(model, state):
+        if hasattr(model, "set_weights"):
+            model.set_weights(state)
+            return
+        for variable, value in zip(model.trainable_variables, state):
+            variable.assign(value)
+
+    @staticmethod
+    def fingerprint(model):
+        digest = hashlib.sha256()
+        # By position, not by path: Keras numbers the names of every model built in a
+        # process, so the same teacher built again has other paths.
+        for index, variable in enumerate(model.weights):
+            value = np.ascontiguousarray(variable.numpy())
+            digest.update(f"{index}:{value.dtype}:{value.shape}".encode())
+            digest.update(value.tobytes())
+        return digest.hexdigest()
 
     @staticmethod
     def save_weights(model, path):
@@ -277,10 +262,67 @@ class TensorflowAdapter(BackendAdapter):
         return state
 
     @staticmethod
+    def _seed_generators(model):
+        # Keras layers that draw random numbers (Dropout, GaussianNoise, ...) own a
+        # SeedGenerator whose state is not among the model's weights.
+        flatten = getattr(model, "_flatten_layers", None)
+        layers = list(flatten(include_self=True)) if flatten is not None else [model]
+        found = []
+        for layer in layers:
+            for value in vars(layer).values():
+                if isinstance(value, keras.random.SeedGenerator) and all(
+                        value is not known for known in found):
+                    found.append(value)
+        return found
+
+    def model_rng_state(self, model):
+        return [np.array(g.state.numpy(), copy=True) for g in self._seed_generators(model)]
+
+    def set_model_rng_state(self, model, state):
+        for generator, value in zip(self._seed_generators(model), state or []):
+            generator.state.assign(value)
+
+    @staticmethod
     def set_rng_state(state):
         tf.random.get_global_generator().state.assign(state["tf_global"])
         if "keras_global" in state and hasattr(keras.random, "global_seed_generator"):
             keras.random.global_seed_generator().state.assign(state["keras_global"])
+
+    @staticmethod
+    def data_order_state(loader):
+        """tf.data keeps its shuffle state inside the iterator: nothing to read from outside
+        (docs/checkpoints.md)."""
+        return None
+
+    @staticmethod
+    def set_data_order_state(loader, state):
+        """See data_order_state."""
+
+    @staticmethod
+    def advance_data_order(loader):
+        # A dataset shuffled with reshuffle_each_iteration draws a new order for each
+        # iterator: one per skipped epoch replays the orders up to the resumed epoch.
+        if isinstance(loader, tf.data.Dataset):
+            iter(loader)
+
+    @staticmethod
+    def optimizer_state(optimizer):
+        return [np.array(v.numpy(), copy=True) for v in optimizer.variables]
+
+    @staticmethod
+    def load_optimizer_state(optimizer, state):
+        for variable, value in zip(optimizer.variables, state):
+            variable.assign(value)
+
+    @staticmethod
+    def write_state(state, path):
+        with open(path, "wb") as handle:
+            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def read_state(path):
+        with open(path, "rb") as handle:
+            return ArraysOnly(handle).load()
 
     @staticmethod
     def build_dataloader(loader_config, where, seed, base_dir):
@@ -288,40 +330,6 @@ class TensorflowAdapter(BackendAdapter):
 
     def run_builtin_loop(self, distiller):
         loop.run(self, distiller)
-
-
-def _layer_configs(model):
-    flatten = getattr(model, "_flatten_layers", None)
-    layers = list(flatten(include_self=False)) if flatten is not None else list(model.layers)
-    configs = []
-    for layer in layers:
-        config = dict(layer.get_config())
-        config.pop("name", None)
-        configs.append((type(layer), config))
-    return configs
-
-
-def _clone(model):
-    """A faithful copy of ``model``'s architecture (fresh variables), or None."""
-    if isinstance(model, keras.Sequential) or getattr(model, "inputs", None) is not None:
-        try:
-            return keras.models.clone_model(model)
-        except Exception:  # noqa: BLE001 - e.g. a custom layer without get_config
-            return None
-    try:
-        clone = type(model).from_config(model.get_config())
-        build_config = model.get_build_config()
-        if build_config:
-            clone.build_from_config(build_config)
-    except Exception:  # noqa: BLE001 - the class cannot be rebuilt from its config
-        return None
-    if _layer_configs(clone) != _layer_configs(model) or [
-            tuple(w.shape) for w in clone.weights] != [tuple(w.shape) for w in model.weights]:
-        return None
-    # build_from_config creates every variable of a subclassed model (checked just above) but
-    # leaves it marked unbuilt, which Keras' saving refuses.
-    clone.built = True
-    return clone
 
 
 ADAPTER = TensorflowAdapter()

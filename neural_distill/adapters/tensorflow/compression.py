@@ -67,3 +67,9 @@ def export_float(model, path, example_inputs=None):
     except ModelError:
         copy = model
     return save_keras(copy, path, "export", float_model=model)
+
+
+def pending_parts(qat, build_parts):
+    """Keras QAT wraps the model's own layers at once: nothing waits for a first batch, so the
+    manager's parts are built now (the torch backend defers them until the graph is captured)."""
+    return build_parts()

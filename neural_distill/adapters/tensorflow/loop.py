@@ -168,4 +168,5 @@ def _run(adapter, distiller, train):
             apply(grads)
         distiller.on_after_optimizer_step()
 
-    run_epochs(distiller, loader, train, steps, schedule, train_step)
+    run_epochs(distiller, loader, train, steps, schedule, train_step,
+               distiller.run.track(optimizer))

@@ -38,7 +38,7 @@ import numpy as np
 from keras import ops
 
 from ...errors import ConfigError, ModelError
-from .adapter import _clone
+from .cloning import clone_model
 from .features import model_kind
 
 # The export's defaults (value range and epsilon) come from the quantizer Keras itself uses.
@@ -159,7 +159,7 @@ def int8_layers(model):
 def float_copy(model, where):
     """A separate float copy of ``model`` with its current weights (rebuilt from its config, so
     without fake quantization and without optimizer state)."""
-    copy = _clone(model)
+    copy = clone_model(model)
     if copy is None:
         raise ModelError(
             f"{where}: {type(model).__name__} cannot be rebuilt from its config, so no separate "
@@ -182,7 +182,7 @@ def quantize_int8(model, positions=None):
     post-training quantization when ``model`` was not trained with QAT.
 
     Layers are chosen by position, not name: a rebuilt subclassed model names its layers anew
-    (``dense_2`` for ``dense``), while its layers come in the same order (``_clone`` checks it).
+    (``dense_2`` for ``dense``), while its layers come in the same order (``clone_model`` checks it).
     """
     copy = float_copy(model, "quantize_int8")
     if positions is None:

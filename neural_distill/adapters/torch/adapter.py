@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import hashlib
 import random
 
 import numpy as np
@@ -9,10 +10,11 @@ import torch
 
 from ...batches import split_batch
 from ...errors import ModelError
-from ..base import LOSS_KEYS, BackendAdapter, loss_means
+from ..base import BackendAdapter
 from . import checks as torch_checks
 from . import data, distributed, loop
 from .outputs import call_model, logits_of, to_device
+from .state import RunningLosses
 
 
 class _TeacherState:
@@ -25,41 +27,10 @@ class _TeacherState:
         self.device = device
 
 
-class RunningLosses:
-    """Per-epoch loss sums. They stay tensors on the device: reading them (a sync) happens
-    only when they are shown."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.sums = dict.fromkeys(LOSS_KEYS, 0)
-        return self
-
-    def add(self, loss, student_loss, kd_loss):
-        sums = self.sums
-        sums["count"] += 1
-        sums["loss"] = sums["loss"] + loss.detach()
-        sums["distillation_loss"] = sums["distillation_loss"] + kd_loss.detach()
-        if student_loss is not None:
-            sums["student_loss"] = sums["student_loss"] + student_loss.detach()
-            sums["student_count"] += 1
-
-    def to_state(self):
-        # float() of a float32 tensor is exact, and adding a tensor to it gives float32 again:
-        # a restored sum continues bit for bit.
-        return {key: float(value) for key, value in self.sums.items()}
-
-    def load_state(self, state):
-        self.sums = {key: state[key] for key in LOSS_KEYS}
-
-    def read(self):
-        return loss_means(self.to_state())
-
-
 class TorchAdapter(BackendAdapter):
     name = "torch"
     checkpoint_suffix = ".pt"
+    state_suffix = ".pt"
     criterion_example = "PyTorchKnowledgeDistillationLoss"
 
     # ---------------------------------------------------------------- devices
@@ -197,6 +168,19 @@ class TorchAdapter(BackendAdapter):
         return clone
 
     @staticmethod
+    def load_snapshot(model, state):
+        model.load_state_dict(state)
+
+    @staticmethod
+    def fingerprint(model):
+        digest = hashlib.sha256()
+        for name, tensor in model.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    @staticmethod
     def save_weights(model, path):
         torch.save(model.state_dict(), path)
 
@@ -234,10 +218,59 @@ class TorchAdapter(BackendAdapter):
         return state
 
     @staticmethod
+    def model_rng_state(model):
+        """None: torch modules (Dropout & co.) draw from the global generators."""
+        return None
+
+    @staticmethod
+    def set_model_rng_state(model, state):
+        """Nothing to restore (see model_rng_state)."""
+
+    @staticmethod
     def set_rng_state(state):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+    @staticmethod
+    def _generators(loader):
+        """The loader's own generators (its shuffling and worker seeds come from them; with
+        none, from torch's global generator, which the run state captures)."""
+        found = []
+        for owner in (loader, getattr(loader, "sampler", None),
+                      getattr(loader, "batch_sampler", None),
+                      getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+                found.append(generator)
+        return found
+
+    def data_order_state(self, loader):
+        return [g.get_state() for g in self._generators(loader)]
+
+    def set_data_order_state(self, loader, state):
+        for generator, saved in zip(self._generators(loader), state or []):
+            generator.set_state(saved)
+
+    @staticmethod
+    def advance_data_order(loader):
+        """Nothing: the resumed epoch's order comes from the saved generator states."""
+
+    @staticmethod
+    def optimizer_state(optimizer):
+        return optimizer.state_dict()
+
+    @staticmethod
+    def load_optimizer_state(optimizer, state):
+        optimizer.load_state_dict(state)
+
+    @staticmethod
+    def write_state(state, path):
+        torch.save(state, path)
+
+    @staticmethod
+    def read_state(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
     @staticmethod
     def build_dataloader(loader_config, where, seed, base_dir):

@@ -32,7 +32,8 @@ def steps_per_epoch(loader, iteration=None):
 
 def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs=None,
                steps=None, iteration=None, max_batches=None, schedule=None,
-               max_grad_norm=None, show_bar=True, precision=None, accumulation=1):
+               max_grad_norm=None, show_bar=True, precision=None, accumulation=1,
+               progress=None):
     """Train ``model`` and fire ``hooks``' events; returns the number of batches trained.
 
     Args:
@@ -51,18 +52,24 @@ def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs
         precision: a ``precision.Precision`` (autocast and loss scaling), or None for fp32.
         accumulation: batches whose gradients add up before one optimizer step (each batch's
             loss is divided by it); an epoch's leftover batches still get their step.
+        progress: a resumed run's position (``durable``): ``skip_epoch(index)`` and
+            ``batches(loader, index)`` yielding ``(batch_id, batch)`` past what was trained.
     """
     precision = precision or Precision("fp32", torch.device("cpu"))
     done = pending = 0
     for epoch_index, epoch in enumerate(epochs):
         if max_batches is not None and done >= max_batches:
             break
+        if progress is not None and progress.skip_epoch(epoch_index):
+            continue
         hooks.on_epoch_begin(epoch)
         model.train()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{total_epochs or '?'}",
                    disable=not show_bar, leave=False, dynamic_ncols=True)
         done_before = done
-        for batch_id, batch in enumerate(loader):
+        batches = enumerate(loader) if progress is None else progress.batches(loader,
+                                                                               epoch_index)
+        for batch_id, batch in batches:
             if (iteration and batch_id >= iteration) or (
                     max_batches is not None and done >= max_batches):
                 break
@@ -150,6 +157,10 @@ def run(adapter, distiller):
     epochs = epoch_range(train)
     iteration = train.get("iteration")
     steps = steps_per_epoch(loader, iteration)
+    schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epochs))
+    # Checkpoints and resume (neural_distill/durable.py): finished epochs and batches skipped.
+    # After the schedule: resuming restores the optimizer's learning rate too.
+    progress = distiller.run.track(optimizer)
 
     def forward(batch):
         inputs, labels = adapter.split_batch(batch)
@@ -162,7 +173,7 @@ def run(adapter, distiller):
     try:
         train_loop(distiller, trained, loader, forward, optimizer, epochs,
                    total_epochs=epochs.stop, steps=steps, iteration=iteration,
-                   schedule=LearningRateSchedule(train.lr_schedule, optimizer, len(epochs)),
+                   schedule=schedule, progress=progress,
                    max_grad_norm=train.get("max_grad_norm"),
                    show_bar=train.progress_bar and is_main_process(),
                    precision=Precision(train.precision, device),
