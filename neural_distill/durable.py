@@ -26,6 +26,7 @@ from .checkpoints import (CheckpointError, atomic_write, checkpoint_name, list_c
                           prune, read_latest, read_one, run_folders)
 from .config.loader import to_plain
 from .process import is_main_process
+from .run_record import representable
 from .workspace import Workspace
 
 FORMAT = 1
@@ -50,7 +51,9 @@ class ResumedWorkspace(Workspace):
 
 
 def _config_without_workspace(conf):
-    plain = to_plain(conf)
+    # Plain data only: a checkpoint stores tensors and plain values, and a callable layer
+    # process (which cannot be pickled safely) is compared by its qualified name.
+    plain, _ = representable(to_plain(conf))
     plain.get("tuning", {}).pop("workspace", None)
     # Progress display does not change what is trained.
     plain.get("distillation", {}).get("train", {}).pop("progress_bar", None)
