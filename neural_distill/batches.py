@@ -34,3 +34,20 @@ def is_one_shot(loader):
     """A generator or iterator: iterating it a second time yields nothing. Decided from the
     type alone: calling iter() on a DataLoader would start its worker processes."""
     return hasattr(type(loader), "__next__")
+
+
+def map_inputs(function, inputs):
+    """``function`` applied to every tensor of a batch's inputs, keeping their structure (a
+    tensor, a tuple/list of them, or a dict of them)."""
+    if isinstance(inputs, dict):
+        return {key: map_inputs(function, value) for key, value in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(map_inputs(function, value) for value in inputs)
+    return function(inputs)
+
+
+def first_inputs(adapter, dataloader, where="eval_dataloader"):
+    """The inputs of ``dataloader``'s first batch (read through ``adapter.split_batch``)."""
+    for batch in dataloader:
+        return adapter.split_batch(batch, where)[0]
+    raise DataError(f"{where}: no batches; the report needs evaluation data")

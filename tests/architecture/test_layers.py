@@ -17,7 +17,8 @@ PACKAGE = os.path.join(REPO, "neural_distill")
 LAYERS = [
     ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
                     "metrics", "objectives", "outputs", "rng", "tensorboard_events", "process",
-                    "version", "strict_attributes", "output_check", "saving", "run_record"]),
+                    "version", "strict_attributes", "output_check", "saving", "run_record",
+                    "exports"]),
     ("config", ["config"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
                    "teacher_cache", "common", "checks"]),

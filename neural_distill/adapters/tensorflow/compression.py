@@ -9,6 +9,7 @@ import contextlib
 import keras
 
 from ...errors import ModelError
+from ...exports import require_teachers, same_name_mappings
 from .features import layer_names
 
 
@@ -27,20 +28,8 @@ def auto_layer_mappings(student, teachers, qat=None):
     """``[[name], ...]``: the layers with weights that the student and the (first) teacher
     share by name (Keras layer names; a QAT model keeps the user's names, and its float copy is
     the default teacher, so every layer with weights is matched with its float self)."""
-    if not teachers:
-        raise ModelError("IntermediateLayersKnowledgeDistillationLossConfig: layer_mappings is "
-                         "empty and there is no teacher to generate them from. Give "
-                         "layer_mappings, a teacher_model, or add a "
-                         "QuantizationAwareTrainingConfig (its float copy is the teacher).")
-    candidates = _layers_with_weights(student)
-    teacher_names = set(layer_names(teachers[0]))
-    mappings = [[name] for name in candidates if name in teacher_names]
-    if not mappings:
-        raise ModelError(
-            f"IntermediateLayersKnowledgeDistillationLossConfig: layer_mappings is empty and no "
-            f"layer with weights exists under the same name in the student and the teacher "
-            f"(student layers: {', '.join(candidates[:20]) or 'none'}). Give layer_mappings.")
-    return mappings
+    require_teachers(teachers)
+    return same_name_mappings(_layers_with_weights(student), layer_names(teachers[0]))
 
 
 def quiet_copies():

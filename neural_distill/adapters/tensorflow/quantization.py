@@ -31,13 +31,13 @@ import contextlib
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 from keras import ops
 
 from ...errors import ConfigError, ModelError
+from ...exports import ExportInfo
 from .cloning import clone_model
 from .features import model_kind
 
@@ -125,23 +125,6 @@ def _why_not(layer):
     if layer.compute_dtype != "float32":
         return f"its compute dtype is {layer.compute_dtype}; the simulation covers float32"
     return None
-
-
-@dataclass
-class ExportInfo:
-    """What ``export`` wrote: sizes in bytes of the file and of the variables it stores."""
-
-    path: str
-    file_bytes: int
-    weight_bytes: int
-    float_weight_bytes: int = 0
-    int8: bool = False
-    int8_layers: list = field(default_factory=list)
-
-    @property
-    def compression(self):
-        """How many times smaller the stored variables are than the float model's."""
-        return self.float_weight_bytes / self.weight_bytes if self.weight_bytes else 0.0
 
 
 def weight_bytes(model):

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from ... import batches
 from ...errors import DataError
 from .adapter import ADAPTER
 from .outputs import logits_of, model_input, to_tensor
@@ -30,22 +31,19 @@ def outputs_and_labels(model, dataloader, what):
 
 
 def first_inputs(dataloader):
-    for batch in dataloader:
-        return ADAPTER.split_batch(batch, "eval_dataloader")[0]
-    raise DataError("eval_dataloader: no batches; the report needs evaluation data")
+    return batches.first_inputs(ADAPTER, dataloader)
 
 
 def take(inputs, n):
     """The first ``n`` samples of a batch (repeated when the batch is smaller)."""
-    if isinstance(inputs, dict):
-        return {k: take(v, n) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(take(v, n) for v in inputs)
-    tensor = to_tensor(inputs)
-    rows = int(tensor.shape[0])
-    if rows < n:
-        tensor = tf.concat([tensor] * (-(-n // rows)), axis=0)
-    return tensor[:n]
+    def rows(tensor):
+        tensor = to_tensor(tensor)
+        count = int(tensor.shape[0])
+        if count < n:
+            tensor = tf.concat([tensor] * (-(-n // count)), axis=0)
+        return tensor[:n]
+
+    return batches.map_inputs(rows, inputs)
 
 
 def latency(model, inputs, repeats):

@@ -8,7 +8,8 @@ import os
 
 import torch
 
-from ...errors import ConfigError, ModelError
+from ...errors import ConfigError
+from ...exports import require_teachers, same_name_mappings
 
 
 def prepare_qat(model, config):
@@ -38,22 +39,10 @@ def auto_layer_mappings(student, teachers, qat=None):
     observed on the prepared graph; the teacher is usually the float copy, so every such layer
     is matched with its own float version (layer-by-layer distillation).
     """
-    if not teachers:
-        raise ModelError("IntermediateLayersKnowledgeDistillationLossConfig: layer_mappings is "
-                         "empty and there is no teacher to generate them from. Give "
-                         "layer_mappings, a teacher_model, or add a "
-                         "QuantizationAwareTrainingConfig (its float copy is the teacher).")
-    teacher = teachers[0]
+    require_teachers(teachers)
     candidates = qat.parametrized_layers() if qat is not None else \
         _leaf_layers_with_weights(student)
-    teacher_names = {name for name, _ in teacher.named_modules()}
-    mappings = [[name] for name in candidates if name in teacher_names]
-    if not mappings:
-        raise ModelError(
-            f"IntermediateLayersKnowledgeDistillationLossConfig: layer_mappings is empty and no "
-            f"layer with weights exists under the same name in the student and the teacher "
-            f"(student layers: {', '.join(candidates[:20]) or 'none'}). Give layer_mappings.")
-    return mappings
+    return same_name_mappings(candidates, [name for name, _ in teachers[0].named_modules()])
 
 
 def quiet_copies():

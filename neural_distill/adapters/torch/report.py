@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+from ... import batches
 from ...errors import DataError
 from .adapter import ADAPTER
 from .outputs import call_model, logits_of, to_device
@@ -53,22 +54,18 @@ def outputs_and_labels(model, dataloader, what):
 
 
 def first_inputs(dataloader):
-    for batch in dataloader:
-        return ADAPTER.split_batch(batch, "eval_dataloader")[0]
-    raise DataError("eval_dataloader: no batches; the report needs evaluation data")
+    return batches.first_inputs(ADAPTER, dataloader)
 
 
 def take(inputs, n):
     """The first ``n`` samples of a batch (repeated when the batch is smaller)."""
-    if isinstance(inputs, dict):
-        return {k: take(v, n) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(take(v, n) for v in inputs)
-    tensor = torch.as_tensor(inputs)
-    if tensor.shape[0] < n:
-        reps = -(-n // tensor.shape[0])
-        tensor = tensor.repeat(reps, *([1] * (tensor.dim() - 1)))
-    return tensor[:n]
+    def rows(tensor):
+        tensor = torch.as_tensor(tensor)
+        if tensor.shape[0] < n:
+            tensor = tensor.repeat(-(-n // tensor.shape[0]), *([1] * (tensor.dim() - 1)))
+        return tensor[:n]
+
+    return batches.map_inputs(rows, inputs)
 
 
 def latency(model, inputs, repeats):

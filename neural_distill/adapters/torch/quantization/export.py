@@ -3,10 +3,10 @@
 import contextlib
 import os
 import warnings
-from dataclasses import dataclass
 
 import torch
 
+from ....exports import ExportInfo
 from .capture import _export
 
 
@@ -20,22 +20,6 @@ def quiet_copies():
                                 category=FutureWarning)
         yield
 
-
-
-@dataclass
-class ExportInfo:
-    """What ``export`` wrote: sizes in bytes of the file and of the tensors it stores."""
-
-    path: str
-    file_bytes: int
-    weight_bytes: int
-    float_weight_bytes: int = 0
-    int8: bool = False
-
-    @property
-    def compression(self):
-        """How many times smaller the stored tensors are than the float model's."""
-        return self.float_weight_bytes / self.weight_bytes if self.weight_bytes else 0.0
 
 
 def tensor_bytes(tensors):
