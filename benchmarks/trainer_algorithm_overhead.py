@@ -15,7 +15,6 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
 from _timing import alternate_medians, torch_benchmark_args
