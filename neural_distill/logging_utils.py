@@ -3,6 +3,8 @@
 import logging
 import warnings
 
+from .process import is_main_process
+
 _LOGGER_NAME = "neural_distill"
 
 
@@ -15,7 +17,9 @@ def get_logger():
                                                "%H:%M:%S"))
         logger.addHandler(handler)
         if logger.level == logging.NOTSET:  # keep a level the application chose
-            logger.setLevel(logging.INFO)
+            # Under torchrun every process runs the same loop: the main process tells the
+            # story once; the others speak up only for warnings and errors.
+            logger.setLevel(logging.INFO if is_main_process() else logging.WARNING)
     return logger
 
 

@@ -87,3 +87,7 @@ def test_two_processes_with_batch_b_train_what_one_process_with_2b_trains(tmp_pa
         torch.testing.assert_close(matchers[1][key], matchers[0][key], rtol=0, atol=1e-5)
     lines = open(os.path.join(ddp_runs[0], "metrics.jsonl")).read().splitlines()
     assert len(lines) == 3 or len(lines) == 2  # two epochs (+ a final record)
+    # The main process tells the story once: the other process logs warnings only.
+    output = result.stdout + result.stderr
+    assert output.count("epoch=1, step=4") == 1, output[-3000:]
+    assert output.count("best student saved to") == 1, output[-3000:]

@@ -8,6 +8,7 @@ live outside the student (trained feature matchers) have their gradients average
 ``all_reduce`` in a post-accumulate hook, exactly what DDP does for the student's own.
 """
 
+import atexit
 import datetime
 import os
 
@@ -44,7 +45,16 @@ def init_process_group(device):
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=30))
+        # The group we created is ours to close. Left to interpreter finalization, gloo's
+        # worker threads can outlive Python and the process dies with SIGABRT ("terminate
+        # called without an active exception") after a run that succeeded.
+        atexit.register(_leave_process_group)
     return device
+
+
+def _leave_process_group():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def wrap_student(student, device):
