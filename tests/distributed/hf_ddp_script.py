@@ -54,6 +54,10 @@ def main(out_path, batch_size, workdir):
                                                                           init_range=0.5))
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_path)
+    # As a torchrun script should: close the group Accelerate opened, or gloo's threads can
+    # abort the process at interpreter exit after a run that succeeded.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
