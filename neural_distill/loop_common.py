@@ -68,37 +68,75 @@ class LearningRateSchedule:
 
 
 def run_epochs(distiller, loader, train, steps, schedule, train_step, progress):
-    """The epochs and steps of a built-in loop, firing the hooks in the documented order.
+    """A config's epochs (``distillation.train``) run by :func:`drive_epochs`, then
+    ``on_train_end``. ``schedule`` sets the learning rate before each step; ``progress``
+    (``distiller.run.track(optimizer)``) says which epochs and batches are left when a run
+    resumes from a checkpoint."""
+    epochs = epoch_range(train)
+    drive_epochs(distiller, loader, epochs, train_step, total_epochs=epochs.stop, steps=steps,
+                 iteration=train.get("iteration"), schedule=schedule,
+                 learning_rate=lambda: schedule.current, show_bar=train.progress_bar,
+                 progress=progress)
+    distiller.on_train_end()
+
+
+def drive_epochs(hooks, loader, epochs, train_step, *, total_epochs=None, steps=None,
+                 iteration=None, max_batches=None, schedule=None, learning_rate=None,
+                 show_bar=True, progress=None, begin_epoch=None, end_epoch=None):
+    """The epochs and steps of every built-in loop, firing ``hooks``' events in the documented
+    order; returns the number of batches trained.
 
     ``train_step(batch)`` does the framework's part of one step, between ``on_step_begin`` and
-    ``on_step_end``: the forward, ``on_after_compute_loss``, the backward pass and the
-    optimizer hooks around the update. ``schedule`` sets the learning rate before each step.
-    ``progress`` (``distiller.run.track(optimizer)``) says which epochs and batches are left
-    when a run resumes from a checkpoint.
+    ``on_step_end``: the forward, ``on_after_compute_loss``, the backward pass and, when due,
+    the optimizer hooks around the update. ``begin_epoch()`` runs after ``on_epoch_begin``
+    (e.g. the model back in training mode), ``end_epoch()`` before ``on_epoch_end`` (e.g. the
+    optimizer step of an epoch's last, incomplete accumulation group).
+
+    ``hooks`` has the ``Event`` methods and ``running_losses()``; ``on_train_begin`` and
+    ``on_train_end`` are the caller's. ``epochs``: the epoch numbers (any iterable, endless
+    with ``max_batches``); ``total_epochs`` is shown as the last one. ``steps``: batches per
+    epoch if known (for the bar and the schedule). ``iteration``: at most this many batches
+    per epoch; ``max_batches``: in all (the epoch it ends in still ends, no further one
+    starts). ``schedule.step(progress_in_epochs)`` runs before every step; the bar shows
+    ``learning_rate()``. ``progress``: a resumed run's position (``durable``):
+    ``skip_epoch(index)`` and ``batches(loader, index)`` yielding ``(batch_id, batch)`` past
+    what was trained; None trains every batch.
     """
-    epochs = epoch_range(train)
-    iteration = train.get("iteration")
-    show_bar = train.progress_bar
+    done = 0
     for epoch_index, epoch in enumerate(epochs):
-        if progress.skip_epoch(epoch_index):
+        if max_batches is not None and done >= max_batches:
+            break
+        if progress is not None and progress.skip_epoch(epoch_index):
             continue
-        distiller.on_epoch_begin(epoch)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs.stop}", disable=not show_bar,
-                   leave=False, dynamic_ncols=True)
-        for batch_id, batch in progress.batches(loader, epoch_index):
-            if iteration and batch_id >= iteration:
+        hooks.on_epoch_begin(epoch)
+        if begin_epoch is not None:
+            begin_epoch()
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{total_epochs or '?'}",
+                   disable=not show_bar, leave=False, dynamic_ncols=True)
+        done_before = done
+        batches = (enumerate(loader) if progress is None
+                   else progress.batches(loader, epoch_index))
+        for batch_id, batch in batches:
+            if (iteration and batch_id >= iteration) or (
+                    max_batches is not None and done >= max_batches):
                 break
-            schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
-            distiller.on_step_begin(batch_id)
+            if schedule is not None:
+                schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
+            hooks.on_step_begin(batch_id)
             train_step(batch)
-            distiller.on_step_end()
+            hooks.on_step_end()
+            done += 1
             if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
-                refresh_progress(bar, distiller.running_losses(), schedule.current, epoch,
-                                 batch_id)
+                refresh_progress(bar, hooks.running_losses(), learning_rate(), epoch, batch_id)
             bar.update()
         bar.close()
-        distiller.on_epoch_end()
-    distiller.on_train_end()
+        if end_epoch is not None:
+            end_epoch()
+        if done == done_before and max_batches is not None:
+            # An endless run on an empty loader would spin forever without a single step.
+            raise DataError("train_dataloader yielded no batch in an epoch; it is empty")
+        hooks.on_epoch_end()
+    return done
 
 
 def refresh_progress(bar, losses, learning_rate, epoch, batch_id):

@@ -1,19 +1,19 @@
 """The one PyTorch training loop of the package.
 
-:func:`train_loop` is an ordinary loop that fires the hooks of ``neural_distill.events`` in the
-documented order on a *hooks* object (anything with the ``Event`` method names): the
-``Distillation`` experiment itself (:func:`run`, behind ``Distillation.fit()`` and the CLI), or
-the algorithm dispatcher of ``neural_distill.trainer.Trainer``. So it behaves exactly like a
-user's loop calling the same hooks. Per-step work beyond the user's own math is kept to Python
+:func:`train_loop` fires the hooks of ``neural_distill.events`` in the documented order on a
+*hooks* object (anything with the ``Event`` method names): the ``Distillation`` experiment
+itself (:func:`run`, behind ``Distillation.fit()`` and the CLI), or the algorithm dispatcher of
+``neural_distill.trainer.Trainer``. So it behaves exactly like a user's loop calling the same
+hooks. Its epochs and steps are ``loop_common.drive_epochs``, the driver the TensorFlow loop
+uses too; this module adds the PyTorch step (:class:`_Steps`: autocast, backward, gradient
+accumulation, clipping). Per-step work beyond the user's own math is kept to Python
 bookkeeping: losses are read back from the device only when the progress bar is refreshed.
 """
 
 import torch
-from tqdm.auto import tqdm
 
-from ...errors import DataError
 from ...process import cpu_threads, is_main_process
-from ...loop_common import REFRESH_EVERY, epoch_range, limit_steps, refresh_progress
+from ...loop_common import drive_epochs, epoch_range, limit_steps
 from . import distributed
 from .data import built_from_config
 from .optim import LearningRateSchedule, build_optimizer
@@ -55,61 +55,56 @@ def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs
         progress: a resumed run's position (``durable``): ``skip_epoch(index)`` and
             ``batches(loader, index)`` yielding ``(batch_id, batch)`` past what was trained.
     """
-    precision = precision or Precision("fp32", torch.device("cpu"))
-    done = pending = 0
-    for epoch_index, epoch in enumerate(epochs):
-        if max_batches is not None and done >= max_batches:
-            break
-        if progress is not None and progress.skip_epoch(epoch_index):
-            continue
-        hooks.on_epoch_begin(epoch)
-        model.train()
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{total_epochs or '?'}",
-                   disable=not show_bar, leave=False, dynamic_ncols=True)
-        done_before = done
-        batches = enumerate(loader) if progress is None else progress.batches(loader,
-                                                                               epoch_index)
-        for batch_id, batch in batches:
-            if (iteration and batch_id >= iteration) or (
-                    max_batches is not None and done >= max_batches):
-                break
-            if schedule is not None:
-                schedule.step(epoch_index + (batch_id / steps if steps else 0.0))
-            hooks.on_step_begin(batch_id)
-            with precision.autocast():
-                inputs, output, loss = forward(batch)
-                loss = hooks.on_after_compute_loss(inputs, output, loss)
-            if pending == 0:
-                optimizer.zero_grad(set_to_none=True)
-            precision.backward(loss / accumulation if accumulation > 1 else loss)
-            pending += 1
-            if pending == accumulation:
-                _optimizer_step(hooks, model, optimizer, precision, max_grad_norm)
-                pending = 0
-            hooks.on_step_end()
-            done += 1
-            if batch_id % REFRESH_EVERY == 0 and (show_bar or batch_id == 0):
-                refresh_progress(bar, hooks.running_losses(),
-                                 optimizer.param_groups[0]["lr"], epoch, batch_id)
-            bar.update()
-        bar.close()
-        if pending:  # the epoch's last few batches of an accumulation group
-            _optimizer_step(hooks, model, optimizer, precision, max_grad_norm)
-            pending = 0
-        if done == done_before and max_batches is not None:
-            # An endless run on an empty loader would spin forever without a single step.
-            raise DataError("train_dataloader yielded no batch in an epoch; it is empty")
-        hooks.on_epoch_end()
-    return done
+    step = _Steps(hooks, model, forward, optimizer,
+                  precision or Precision("fp32", torch.device("cpu")), max_grad_norm,
+                  accumulation)
+    return drive_epochs(hooks, loader, epochs, step, total_epochs=total_epochs, steps=steps,
+                        iteration=iteration, max_batches=max_batches, schedule=schedule,
+                        learning_rate=step.learning_rate, show_bar=show_bar,
+                        progress=progress, begin_epoch=model.train, end_epoch=step.flush)
 
 
-def _optimizer_step(hooks, model, optimizer, precision, max_grad_norm):
-    hooks.on_before_optimizer_step()
-    if max_grad_norm:
-        precision.unscale(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    precision.step(optimizer)
-    hooks.on_after_optimizer_step()
+class _Steps:
+    """The PyTorch part of one step (``drive_epochs``' ``train_step``): forward and loss under
+    autocast, the backward pass, and the optimizer step once ``accumulation`` batches have
+    added up their gradients."""
+
+    def __init__(self, hooks, model, forward, optimizer, precision, max_grad_norm,
+                 accumulation):
+        self.hooks, self.model, self.forward = hooks, model, forward
+        self.optimizer, self.precision = optimizer, precision
+        self.max_grad_norm, self.accumulation = max_grad_norm, accumulation
+        self.pending = 0  # batches whose gradients wait for the optimizer step
+
+    def __call__(self, batch):
+        precision, accumulation = self.precision, self.accumulation
+        with precision.autocast():
+            inputs, output, loss = self.forward(batch)
+            loss = self.hooks.on_after_compute_loss(inputs, output, loss)
+        if self.pending == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        precision.backward(loss / accumulation if accumulation > 1 else loss)
+        self.pending += 1
+        if self.pending == accumulation:
+            self.optimizer_step()
+
+    def flush(self):
+        """The epoch's last few batches of an accumulation group still get their step."""
+        if self.pending:
+            self.optimizer_step()
+
+    def optimizer_step(self):
+        hooks, optimizer, precision = self.hooks, self.optimizer, self.precision
+        hooks.on_before_optimizer_step()
+        if self.max_grad_norm:
+            precision.unscale(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        precision.step(optimizer)
+        hooks.on_after_optimizer_step()
+        self.pending = 0
+
+    def learning_rate(self):
+        return self.optimizer.param_groups[0]["lr"]
 
 
 # ---------------------------------------------------------------- the Distillation experiment
