@@ -1,33 +1,31 @@
-"""The life of one distillation run: start, the hooks' bookkeeping, the end, and ``fit()``.
+"""The life of one distillation run: start, the hooks' bookkeeping and the end.
 
 :class:`RunLifecycle` is what the hooks of :class:`neural_distill.Distillation` do. It reads the
 experiment's public attributes (models, criterion, metric, dataloaders) when the run starts,
 keeps the run's position and results in a :class:`~neural_distill.run_state.RunState`, and
-writes the workspace.
+writes the workspace. Its evaluation records and best-student keeping come from
+:class:`~neural_distill.results.RunResults`; ``fit()`` is driven by ``fitting.py``.
 """
 
-import os
 import time
 
-from . import checks, rng
+from . import checks, fitting
 from .batches import is_one_shot
-from .criterion.registry import needs_teacher
 from .durable import Durability, NoCheckpoints
-from .criterion.specs import criterion_name_and_args
-from .errors import DataError, ModelError
+from .errors import ModelError
 from .evaluation import Evaluator, resolve_metric
 from .events import Event, Hooks
-from .loop_common import epoch_range
+from .fitting import build_criterion, config_dataloader, config_dir, teacher_missing
 from .matcher_training import MatcherTraining
 from .output_check import OutputCheck
+from .results import RunResults
 from .run_state import RunState
-from .saving import with_save
 from .step import DistillationStep
 from .teacher_cache.run_cache import build_run_cache, offline_folder
 from .workspace import Workspace
 
 
-class RunLifecycle:
+class RunLifecycle(RunResults):
     def __init__(self, distiller):
         self.distiller = distiller
         self.state = RunState()
@@ -41,7 +39,7 @@ class RunLifecycle:
         self.guard = None  # the run's checks.LossGuard
         self.student_classes = None  # read on the first batch, for clearer label errors
         self.durable = None      # checkpoints and resume, for a run of a built-in loop
-        self._builtin = False
+        self.builtin = False  # a built-in loop drives the run (set by fitting): resumable
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -72,8 +70,7 @@ class RunLifecycle:
         if self.matchers is None or self.matchers.criterion is not d.criterion:
             self.matchers = MatcherTraining(adapter.name, d.criterion,
                                             d.conf.distillation.train.optimizer)
-        if not d.teachers and needs_teacher(d.criterion) and offline_folder(
-                d.conf.distillation.train.teacher_cache, config_dir(d)) is None:
+        if teacher_missing(d):
             d.logger.warning("no teacher_model set: on_after_compute_loss will need the "
                              "teacher_output argument")
         metric = resolve_metric(d.metric, d.conf)
@@ -82,7 +79,7 @@ class RunLifecycle:
         adapter.move_to_device(d.criterion, adapter.model_device(d.student_model))
         self._enter_models(dataloader)
         # Only a built-in loop can be resumed: it tells where its data and optimizer are.
-        self.durable = Durability(self) if self._builtin else None
+        self.durable = Durability(self) if self.builtin else None
         found = self.durable.find() if self.durable is not None else None
         self.workspace = (self.durable.workspace(found) if self.durable is not None
                           else Workspace(d.conf.tuning.workspace.path))
@@ -198,7 +195,7 @@ class RunLifecycle:
     def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None):
         loss = self.step(inputs, student_output, student_loss, teacher_output,
                          running=self.state.running_losses)
-        self._stop_if_diverged(self.guard.observe(loss, self._where()))
+        self.stop_if_diverged(self.guard.observe(loss, self._where()))
         return loss
 
     def on_after_optimizer_step(self):
@@ -207,7 +204,7 @@ class RunLifecycle:
     def on_step_end(self):
         self.matchers.step_pending()
         self.state.end_step()
-        self._stop_if_diverged(self.guard.poll(self._where()))
+        self.stop_if_diverged(self.guard.poll(self._where()))
         if self.durable is not None and self.durable.optimizer is not None:
             self.durable.after_step()
 
@@ -215,7 +212,7 @@ class RunLifecycle:
         """Logs the epoch's losses; evaluates the student every ``frequency`` epochs."""
         state = self.state
         self.matchers.step_pending()
-        self._stop_if_diverged(self.guard.poll(self._where(), wait=True))
+        self.stop_if_diverged(self.guard.poll(self._where(), wait=True))
         self.guard.end_epoch(state.global_step, state.epochs_done)
         state.epochs_done += 1
         record = {"epoch": state.epochs_done, "step": state.global_step,
@@ -235,7 +232,7 @@ class RunLifecycle:
         if not self.started:
             return
         d, state = self.distiller, self.state
-        self._stop_if_diverged(self.guard.poll(self._where(), wait=True))
+        self.stop_if_diverged(self.guard.poll(self._where(), wait=True))
         if state.last_eval_epoch != state.epochs_done:
             final = self.evaluate()
             if final:
@@ -249,148 +246,17 @@ class RunLifecycle:
             self.workspace.save_weights(adapter, d.criterion,
                                         "criterion" + adapter.checkpoint_suffix)
         checks.check_returned_weights(adapter, state.best_weights)
-        d.logger.info("best student%s saved to %s", self._best_score_text(), self.save_best())
-
-    def save_best(self):
-        """``distiller.best_model`` from the best weights, saved atomically; returns the file's
-        path (also after a failure or a Ctrl-C: ``durable``)."""
-        d, adapter = self.distiller, self.distiller.adapter
-        # with_save: model.save(path) works on what fit() returns (docs/saving.md).
-        d.best_model = with_save(adapter.copy_with_state(d.student_model,
-                                                         self.state.best_weights))
-        return self.workspace.save_weights(adapter, d.best_model,
-                                           "best_student" + adapter.checkpoint_suffix)
+        d.logger.info("best student%s saved to %s", self.best_score_text(), self.save_best())
 
     def _where(self):
         return self.state.epoch, self.state.step
 
-    def _stop_if_diverged(self, bad):
-        """At the first non-finite loss (``bad`` = (value, where)): stop, keeping (and saving)
-        the best student evaluated so far, never the diverged one."""
-        if bad is None:
-            return
-        self.abort()
-        saved_to = self.save_best() if self.state.best_weights is not None else None
-        raise DataError(checks.diverged_message(*bad, saved_to=saved_to,
-                                                score=self._best_score_text()))
-
-    def _best_score_text(self):
-        if self.state.best_score is None:
-            return ""
-        return (f" ({self.evaluator.score_name(self.distiller.eval_func)}="
-                f"{self.state.best_score:.4f})")
-
-    # ------------------------------------------------------------------ records
-    @property
-    def metric(self):
-        """The metric the run evaluates with (None before the run or without one)."""
-        return self.evaluator.metric if self.evaluator is not None else None
-
-    def score_name(self):
-        """The name the best score is logged under ('score' for an eval_func)."""
-        if self.evaluator is None:
-            return "score"
-        return self.evaluator.score_name(self.distiller.eval_func)
-
-    def evaluate(self):
-        d = self.distiller
-        record, improved = self.evaluator.evaluate(d.student_model, d.eval_func,
-                                                   d.eval_dataloader)
-        if improved:  # written now: a later crash or divergence never loses this student
-            self.workspace.save_weights(d.adapter, d.student_model,
-                                        "best_student" + d.adapter.checkpoint_suffix)
-        return record
-
-    def record(self, record):
-        self.state.history.append(record)
-        self.workspace.log_metrics(record)
-        self.distiller.logger.info(", ".join(
-            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-
     # ------------------------------------------------------------------ fit
     def fit(self):
-        """``train_func(student)`` (which calls the hooks) or the built-in loop."""
-        d = self.distiller
-        if d.adapter is None:
-            raise ModelError("fit: no student model. Set distiller.student_model first.")
-        if d.criterion is None:
-            d.criterion = build_criterion(d)
-        if not d.teachers and needs_teacher(d.criterion) and offline_folder(
-                d.conf.distillation.train.teacher_cache, config_dir(d)) is None:
-            raise ModelError("fit: no teacher model. Set distiller.teacher_model first (or use "
-                             "SelfKnowledgeDistillationLoss, which needs none).")
-        rng.seed_all(d.conf.tuning.random_seed, d.adapter)
-        self.ended = False
-        try:
-            if d.train_func is not None:
-                self._fit_train_func()
-            else:
-                self._fit_builtin()
-        except BaseException as exc:
-            # A failed or interrupted run must not leave the teacher in eval mode or hooks
-            # on the models, and keeps the best student it had (a diverged run too).
-            started = self.started
-            self.abort()
-            if started and self.state.best_weights is not None:
-                try:
-                    self.save_best()
-                except Exception:  # noqa: BLE001 - the original error matters more
-                    d.logger.warning("could not save the best student after the failure")
-            checks.raise_clear_error(exc, d.adapter, d.student_model, d.teachers,
-                                     self.student_classes)
-            raise
-        return d.best_model
-
-    def _fit_train_func(self):
-        d = self.distiller
-        if d.eval_dataloader is None:
-            d.eval_dataloader = self.config_dataloader("evaluation.accuracy")
-        d.train_func(d.student_model)
-        if self.ended and not self.started:
-            return  # train_func finished the run itself (it called on_train_end)
-        self.start()  # train_func may have called no hook at all
-        d.on_train_end()
-
-    def _fit_builtin(self):
-        d = self.distiller
-        if d.train_dataloader is None:
-            d.train_dataloader = self.config_dataloader("distillation.train")
-        if d.train_dataloader is None:
-            raise DataError(
-                f"fit: no training data. Set distiller.train_dataloader, or name a dataset "
-                f"under distillation.train.dataloader.dataset in {d.conf_source}, or set "
-                f"distiller.train_func to use your own loop.")
-        if d.eval_dataloader is None:
-            d.eval_dataloader = self.config_dataloader("evaluation.accuracy")
-        checks.check_train_dataloader(d.train_dataloader, epoch_range(d.conf.distillation.train))
-        self._builtin = True
-        try:
-            d.adapter.run_builtin_loop(d)
-        finally:
-            self._builtin = False
+        """``train_func(student)`` (which calls the hooks) or the built-in loop (``fitting``)."""
+        return fitting.fit(self)
 
     def config_dataloader(self, section, adapter=None):
         """The dataloader a config section (``distillation.train``...) describes, or None;
         built by ``adapter`` (default: the student's)."""
-        d = self.distiller
-        node = d.conf
-        for key in section.split("."):
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        loader_config = node.get("dataloader") if isinstance(node, dict) else None
-        if not loader_config or "dataset" not in loader_config:
-            return None
-        return (adapter or d.adapter).build_dataloader(
-            loader_config, f"{d.conf_source}: {section}.dataloader",
-            seed=d.conf.tuning.random_seed, base_dir=config_dir(d))
-
-
-def build_criterion(distiller):
-    """The criterion the configuration describes, for the student's framework."""
-    name, args = criterion_name_and_args(distiller.conf.distillation.train.criterion)
-    return distiller.adapter.build_criterion(name, args)
-
-
-def config_dir(distiller):
-    """The folder relative paths of the config are read from (the cwd for a dict config)."""
-    source = distiller.conf_source
-    return os.getcwd() if source.startswith("<") else os.path.dirname(os.path.abspath(source))
+        return config_dataloader(self.distiller, section, adapter)

@@ -24,6 +24,7 @@ LAYERS = [
                    "teacher_cache", "common", "checks"]),
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
+                    "fitting", "results",  # split from lifecycle: fit() driver, best student
                     "durable", "cache_teacher", "report", "validate_run", "matcher_training"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
