@@ -16,7 +16,7 @@ from .adapters import adapter_for_model
 from .criterion.specs import criterion_name_and_args
 from .errors import ConfigError, DataError, ModelError
 from .teacher_cache.cache import TeacherCache
-from .lifecycle import config_dir
+from .fitting import config_dir
 from .teacher_cache.run_cache import codec_for, numpy_inputs, offline_folder, teacher_fingerprint
 
 
