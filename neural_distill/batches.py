@@ -46,6 +46,26 @@ def map_inputs(function, inputs):
     return function(inputs)
 
 
+def logits_and_labels(adapter, dataloader, logits_of_inputs):
+    """Logits over every batch of ``dataloader`` and its labels, as two NumPy arrays.
+
+    ``logits_of_inputs(inputs)`` runs the model on one batch's inputs and returns its logits as
+    a float32 NumPy array; the frameworks differ only there (device, eval mode, no-grad).
+    """
+    import numpy as np
+
+    outputs, labels = [], []
+    for batch in dataloader:
+        inputs, batch_labels = adapter.split_batch(batch, "eval_dataloader")
+        if batch_labels is None:
+            raise DataError("eval_dataloader: the report needs labelled batches; got inputs only")
+        outputs.append(logits_of_inputs(inputs))
+        labels.append(np.asarray(adapter.to_numpy(batch_labels)))
+    if not outputs:
+        raise DataError("eval_dataloader: no batches; the report needs evaluation data")
+    return np.concatenate(outputs), np.concatenate(labels).reshape(-1)
+
+
 def first_inputs(adapter, dataloader, where="eval_dataloader"):
     """The inputs of ``dataloader``'s first batch (read through ``adapter.split_batch``)."""
     for batch in dataloader:

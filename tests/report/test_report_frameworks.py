@@ -116,3 +116,24 @@ def test_keras_report_after_fit(workspace):
     tags = {(e.step, v.tag) for e in map(event_pb2.Event.FromString,
                                          (r.numpy() for r in records)) for v in e.summary.value}
     assert {(1, "loss"), (1, "top1"), (2, "loss"), (2, "top1")} <= tags
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_report_data_without_labels_or_batches_is_a_clear_error(framework):
+    from neural_distill.errors import DataError
+    x = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    if framework == "torch":
+        import torch
+        from neural_distill.adapters.torch.report import outputs_and_labels
+        model = torch.nn.Linear(8, 3)
+    else:
+        import keras
+        from neural_distill.adapters.tensorflow.report import outputs_and_labels
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    logits, labels = outputs_and_labels(model, [(x[:4], np.arange(4) % 3), (x[4:], [1, 2])],
+                                        "student")
+    assert logits.shape == (6, 3) and labels.tolist() == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(DataError, match="needs labelled batches"):
+        outputs_and_labels(model, [(x,)], "student")
+    with pytest.raises(DataError, match="no batches"):
+        outputs_and_labels(model, [], "student")

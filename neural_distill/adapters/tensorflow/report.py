@@ -9,25 +9,18 @@ import numpy as np
 import tensorflow as tf
 
 from ... import batches
-from ...errors import DataError
 from .adapter import ADAPTER
 from .outputs import logits_of, model_input, to_tensor
 
 
 def outputs_and_labels(model, dataloader, what):
     """The model's logits over every batch, and the labels, as NumPy arrays."""
-    outputs, labels = [], []
-    for batch in dataloader:
-        inputs, batch_labels = ADAPTER.split_batch(batch, "eval_dataloader")
-        if batch_labels is None:
-            raise DataError("eval_dataloader: the report needs labelled batches; got inputs only")
+    def logits_of_inputs(inputs):
         output = model(model_input(to_tensor(inputs)), training=False)
-        outputs.append(np.asarray(ADAPTER.to_numpy(logits_of(output, f"{what} output")),
-                                  dtype=np.float32))
-        labels.append(np.asarray(ADAPTER.to_numpy(batch_labels)))
-    if not outputs:
-        raise DataError("eval_dataloader: no batches; the report needs evaluation data")
-    return np.concatenate(outputs), np.concatenate(labels).reshape(-1)
+        return np.asarray(ADAPTER.to_numpy(logits_of(output, f"{what} output")),
+                          dtype=np.float32)
+
+    return batches.logits_and_labels(ADAPTER, dataloader, logits_of_inputs)
 
 
 def first_inputs(dataloader):

@@ -5,11 +5,9 @@ import os
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from ... import batches
-from ...errors import DataError
 from .adapter import ADAPTER
 from .outputs import call_model, logits_of, to_device
 
@@ -37,20 +35,14 @@ class _EvalMode:
 def outputs_and_labels(model, dataloader, what):
     """The model's logits over every batch, and the labels, as NumPy arrays."""
     device = _device(model)
-    outputs, labels = [], []
+
+    def logits_of_inputs(inputs):
+        output = call_model(model, to_device(inputs, device))
+        return logits_of(output, f"{what} output").float().cpu().numpy()
+
     with _EvalMode(model):
         with torch.no_grad():
-            for batch in dataloader:
-                inputs, batch_labels = ADAPTER.split_batch(batch, "eval_dataloader")
-                if batch_labels is None:
-                    raise DataError("eval_dataloader: the report needs labelled batches; got "
-                                    "inputs only")
-                output = call_model(model, to_device(inputs, device))
-                outputs.append(logits_of(output, f"{what} output").float().cpu().numpy())
-                labels.append(np.asarray(torch.as_tensor(batch_labels).cpu()))
-    if not outputs:
-        raise DataError("eval_dataloader: no batches; the report needs evaluation data")
-    return np.concatenate(outputs), np.concatenate(labels).reshape(-1)
+            return batches.logits_and_labels(ADAPTER, dataloader, logits_of_inputs)
 
 
 def first_inputs(dataloader):
