@@ -36,8 +36,9 @@ def main():
     logging.getLogger("neural_distill").setLevel(logging.WARNING)
     config = os.path.join(REPO, "examples", "mnist1d", "distill.yaml")
     probe = Distillation(config)
-    student = build_model(probe.conf, "student", config)
-    teacher = build_model(probe.conf, "teacher", config)  # trained once, shared
+    base_dir = os.path.dirname(config)
+    student = build_model(probe.conf, "student", config, base_dir)
+    teacher = build_model(probe.conf, "teacher", config, base_dir)  # trained once, shared
     workspace = tempfile.mkdtemp(prefix="nd_bench_ckpt_")
     last = {}
 
