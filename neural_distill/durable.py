@@ -140,11 +140,15 @@ class Durability:
                          for i, (a, b) in enumerate(zip(saved["teachers"], now["teachers"]))
                          if a != b]
         problems += [f"config {line}" for line in _differences(saved["config"], now["config"])]
-        # Per-process batches and data shards depend on it (older checkpoints do not say).
+        # The weights resume under any number of processes (FSDP's are saved whole), but the
+        # batch of a step and each process's data shard change with it (older checkpoints do
+        # not say).
         saved_size = contents.get("world_size")
         if saved_size is not None and saved_size != world_size():
-            problems.append(f"the number of processes: {saved_size} -> {world_size()} (the "
-                            f"batch of an optimizer step and each process's data change)")
+            logger.warning("resuming %s, written by %d processes, with %d: each optimizer step "
+                           "now sees %s samples and the rest of the epoch is split anew, so the "
+                           "run will not match an uninterrupted one", path, saved_size,
+                           world_size(), "more" if world_size() > saved_size else "fewer")
         if problems and not self.ignore_changes:
             raise CheckpointError(
                 f"cannot resume from {path}: the experiment changed since it was written:\n  "

@@ -108,3 +108,16 @@ def test_the_distributed_section_is_validated():
         Distillation({"distillation": {"train": {"distributed": {"strategy": "zero3"}}}})
     with pytest.raises(ConfigError, match="reshard_after_forward"):
         Distillation({"distillation": {"train": {"distributed": {"reshard_after_forward": 1}}}})
+
+
+def test_clipping_and_bf16_work_on_the_sharded_student(workspace, one_process_group):
+    x, y = make_blobs(n=64)
+    distiller = Distillation(base_config(workspace, distillation={"train": {
+        "epoch": 1, "max_grad_norm": 0.5, "precision": "bf16",
+        "distributed": {"strategy": "fsdp", "reshard_after_forward": False}}}))
+    distiller.student_model = tiny_mlp()
+    distiller.teacher_model = trained_teacher(x, y)
+    distiller.train_dataloader = tensor_loader(x, y, batch_size=16)
+    best = distiller.fit()
+    assert fsdp.is_sharded(distiller.student_model)
+    assert all(torch.isfinite(p).all() for p in best.parameters())
