@@ -45,13 +45,20 @@ class Student(nn.Module):
 def test_each_child_with_parameters_and_the_root_become_fsdp_units(one_process_group):
     student = Student()
     before = {k: v.clone() for k, v in student.state_dict().items()}
+    seen = []
+    users_hook = student.head.register_forward_hook(lambda *_: seen.append("user"))
+    criterions_hook = student.body.register_forward_hook(lambda *_: seen.append("criterion"))
     fsdp.shard_student(student, torch.device("cpu"))
+    criterions_hook.remove()  # as the criterion does when the run ends
     sharded = {name for name, module in student.named_modules() if fsdp.is_sharded(module)}
     assert sharded == {"", "body", "head"}
     assert all(isinstance(p, torch.distributed.tensor.DTensor) for p in student.parameters())
     # The user's class comes back, plain, with the full weights.
     copy = fsdp.plain_copy(student, fsdp.full_state(student))
     assert type(copy) is Student and not any(fsdp.is_sharded(m) for m in copy.modules())
+    copy(torch.zeros(2, 8))
+    assert seen == ["user"]  # the run's hooks are gone from the returned copy, the user's stay
+    users_hook.remove()
     assert_states_identical({k: v.numpy() for k, v in before.items()},
                             {k: v.numpy() for k, v in copy.state_dict().items()})
 

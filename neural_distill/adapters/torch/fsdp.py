@@ -109,12 +109,30 @@ def plain_copy(model, state):
     """The user's own class (the skeleton) holding the full weights ``state`` (its tensors,
     not copies of them: ``state`` is already a copy of the shards)."""
     clone = copy.deepcopy(_SKELETONS[model])
-    if state is not None:
-        clone.load_state_dict(state, assign=True)
-    else:
-        clone.to_empty(device="cpu")
+    _drop_removed_hooks(clone, model)
+    # No state (nothing was evaluated): the weights as they are now, gathered.
+    clone.load_state_dict(full_state(model) if state is None else state, assign=True)
     clone.eval()
     return clone
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+               "_backward_pre_hooks", "_state_dict_hooks", "_load_state_dict_pre_hooks")
+
+
+def _drop_removed_hooks(clone, model):
+    """The skeleton was copied with the hooks of that moment (the criterion's feature hooks
+    among them): keep only those the model still has (hook ids are unique in a process)."""
+    for (_, copied), (_, live) in zip(clone.named_modules(), model.named_modules()):
+        for attribute in _HOOK_DICTS:
+            hooks, kept = getattr(copied, attribute, None), getattr(live, attribute, {})
+            if hooks is None:
+                continue
+            for key in [k for k in hooks if k not in kept]:
+                del hooks[key]
+                for extra in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                              "_forward_pre_hooks_with_kwargs"):
+                    getattr(copied, extra, {}).pop(key, None)
 
 
 def trains_sharded(optimizer):
