@@ -25,7 +25,7 @@ from . import rng
 from .checkpoints import (CheckpointError, atomic_write, checkpoint_name, list_checkpoints,
                           prune, read_latest, read_one, run_folders)
 from .config.loader import to_plain
-from .process import is_main_process
+from .process import is_main_process, world_size
 from .run_record import representable
 from .workspace import Workspace
 
@@ -140,6 +140,15 @@ class Durability:
                          for i, (a, b) in enumerate(zip(saved["teachers"], now["teachers"]))
                          if a != b]
         problems += [f"config {line}" for line in _differences(saved["config"], now["config"])]
+        # The weights resume under any number of processes (FSDP's are saved whole), but the
+        # batch of a step and each process's data shard change with it (older checkpoints do
+        # not say).
+        saved_size = contents.get("world_size")
+        if saved_size is not None and saved_size != world_size():
+            logger.warning("resuming %s, written by %d processes, with %d: each optimizer step "
+                           "now sees %s samples and the rest of the epoch is split anew, so the "
+                           "run will not match an uninterrupted one", path, saved_size,
+                           world_size(), "more" if world_size() > saved_size else "fewer")
         if problems and not self.ignore_changes:
             raise CheckpointError(
                 f"cannot resume from {path}: the experiment changed since it was written:\n  "
@@ -244,21 +253,28 @@ class Durability:
                                                     self.distiller.train_dataloader)})
 
     def save(self, epoch_index, steps_in_epoch, epoch_rng):
-        if not self.run.workspace.writes:  # the main process of a multi-process run writes
-            return None
         d, adapter, state = self.distiller, self.adapter, self.run.state
+        writes = self.run.workspace.writes  # the main process of a multi-process run writes
+        # A sharded (FSDP) student is gathered by every process, the writer keeping the whole.
+        if not writes and not adapter.is_sharded(d.student_model):
+            return None
+        student = adapter.snapshot(d.student_model)
+        optimizer = (adapter.optimizer_state(self.optimizer)
+                     if self.optimizer is not None else None)
+        if not writes:
+            return None
         contents = {
             "format": FORMAT,
-            "student": adapter.snapshot(d.student_model),
+            "student": student,
             "student_rng": adapter.model_rng_state(d.student_model),
             "criterion": (adapter.snapshot(d.criterion) if adapter.has_parameters(d.criterion)
                           else None),
-            "optimizer": (adapter.optimizer_state(self.optimizer)
-                          if self.optimizer is not None else None),
+            "optimizer": optimizer,
             "run_state": state.to_state(adapter),
             "position": {"epoch_index": epoch_index, "steps_in_epoch": steps_in_epoch,
                          "epoch_rng": epoch_rng},
             "fingerprint": self.fingerprint(),
+            "world_size": world_size(),
         }
         folder = self.run.workspace.path
         path = os.path.join(folder, checkpoint_name(epoch_index, state.global_step, self.suffix))

@@ -28,7 +28,12 @@ class RunResults:
         record, improved = self.evaluator.evaluate(d.student_model, d.eval_func,
                                                    d.eval_dataloader)
         if improved:  # written now: a later crash or divergence never loses this student
-            self.workspace.save_weights(d.adapter, d.student_model,
+            student = d.student_model
+            if d.adapter.is_sharded(student) and self.workspace.writes:
+                # Its weights were just gathered into the best weights: no second gathering
+                # (the other processes are not here to take part).
+                student = d.adapter.copy_with_state(student, self.state.best_weights)
+            self.workspace.save_weights(d.adapter, student,
                                         "best_student" + d.adapter.checkpoint_suffix)
         return record
 

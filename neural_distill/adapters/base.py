@@ -176,6 +176,11 @@ class BackendAdapter:
         """(name, NumPy array) of every weight and buffer of ``model`` (its fingerprint)."""
         raise NotImplementedError
 
+    def is_sharded(self, model):
+        """Whether ``model``'s weights are split across processes (PyTorch FSDP): reading
+        them (``snapshot``, ``optimizer_state``) is then a collective every process joins."""
+        return False
+
     @_backend
     def snapshot(self, model):
         """A copy of the model's weights (and buffers) that later training does not change."""

@@ -276,6 +276,12 @@ TRAIN = Section({
     "precision": Leaf(Or("fp32", "bf16", "fp16"), "'fp32', 'bf16' or 'fp16'", default="fp32"),
     "gradient_accumulation_steps": Leaf(integer(1), "an int >= 1 (batches per optimizer step)",
                                         default=1),
+    # PyTorch under torchrun: the student replicated (DDP) or sharded (FSDP); docs/distributed.md.
+    # No default: a config without it keeps its checkpoints' fingerprint.
+    "distributed": Section({
+        "strategy": Leaf(Or("ddp", "fsdp"), "'ddp' or 'fsdp'", default="ddp"),
+        "reshard_after_forward": _flag(True),
+    }),
     # TensorFlow: the step is compiled (graph) unless `eager` is asked for; PyTorch runs eagerly.
     "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'"),
 }, default={}, check=_check_epochs)

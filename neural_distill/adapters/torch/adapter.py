@@ -156,20 +156,30 @@ class TorchAdapter(BackendAdapter):
 
     # ---------------------------------------------------------------- weights
     @staticmethod
-    def snapshot(model):
+    def is_sharded(model):
+        """Sharded with FSDP: reading its weights is a collective every process joins."""
+        fsdp = distributed.sharding()
+        return fsdp is not None and fsdp.is_sharded(model)
+
+    def snapshot(self, model):
+        if self.is_sharded(model):
+            return distributed.sharding().full_state(model)
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    @staticmethod
-    def copy_with_state(model, state):
+    def copy_with_state(self, model, state):
+        if self.is_sharded(model):  # the user's own class, not the sharded one
+            return distributed.sharding().plain_copy(model, state)
         clone = copy.deepcopy(model)
         if state is not None:
             clone.load_state_dict(state)
         clone.eval()
         return clone
 
-    @staticmethod
-    def load_snapshot(model, state):
-        model.load_state_dict(state)
+    def load_snapshot(self, model, state):
+        if self.is_sharded(model):
+            distributed.sharding().load_full_state(model, state)
+        else:
+            model.load_state_dict(state)
 
     @staticmethod
     def fingerprint(model):
@@ -258,11 +268,18 @@ class TorchAdapter(BackendAdapter):
 
     @staticmethod
     def optimizer_state(optimizer):
+        fsdp = distributed.sharding()
+        if fsdp is not None and fsdp.trains_sharded(optimizer):
+            return fsdp.optimizer_state(optimizer)  # full, parameters named; rank 0 only
         return optimizer.state_dict()
 
     @staticmethod
     def load_optimizer_state(optimizer, state):
-        optimizer.load_state_dict(state)
+        fsdp = distributed.sharding()
+        if fsdp is not None and fsdp.trains_sharded(optimizer):
+            fsdp.load_optimizer_state(optimizer, state)
+        else:
+            optimizer.load_state_dict(state)
 
     @staticmethod
     def write_state(state, path):

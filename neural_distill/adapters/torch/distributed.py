@@ -6,11 +6,13 @@ config-built loaders read their shard through a ``DistributedSampler``. Teachers
 wrapped: each process holds a frozen replica and runs it on its own shard. Parameters that
 live outside the student (trained feature matchers) have their gradients averaged by
 ``all_reduce`` in a post-accumulate hook, exactly what DDP does for the student's own.
+``distillation.train.distributed.strategy: fsdp`` shards the student instead (``fsdp.py``).
 """
 
 import atexit
 import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -57,14 +59,39 @@ def _leave_process_group():
         dist.destroy_process_group()
 
 
-def wrap_student(student, device):
-    """The student as the loop trains it: DDP-wrapped when several processes run."""
+def wrap_student(student, device, settings=None):
+    """The student as the loop trains it when several processes run: DDP-wrapped, or sharded
+    in place with FSDP (``settings``: ``distillation.train.distributed``)."""
+    settings = settings or {}
     if not active() or isinstance(student, DistributedDataParallel):
         return student
     if not any(p.requires_grad for p in student.parameters()):
         return student
+    if settings.get("strategy", "ddp") == "fsdp":
+        from . import fsdp  # torch's FSDP takes a second to import: only when asked for
+        return fsdp.shard_student(student, device,
+                                  settings.get("reshard_after_forward", True))
     return DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda"
                                    else None)
+
+
+def check_fsdp_optimizer(optimizer, student):
+    """A user's optimizer was built on the parameters FSDP is about to replace: refused."""
+    from . import fsdp
+    fsdp.check_user_optimizer(optimizer, student)
+
+
+def track_optimizer(optimizer, student, criterion):
+    """A sharded student's optimizer: its state is gathered and loaded by parameter name."""
+    fsdp = sharding()
+    if fsdp is not None and fsdp.is_sharded(student):
+        fsdp.track_optimizer(optimizer, student, criterion)
+
+
+def sharding():
+    """Our FSDP module when a run has loaded it (sharded models and optimizers are known
+    there), else None: nothing can be sharded before it is imported."""
+    return sys.modules.get(__package__ + ".fsdp")
 
 
 def average_gradients_of(module):

@@ -142,11 +142,16 @@ def run(adapter, distiller):
 
     distiller.on_train_begin(loader)
     criterion = distiller.criterion
-    trained = distributed.wrap_student(student, device)
-    gradient_hooks = distributed.average_gradients_of(criterion)
+    settings = train.get("distributed", {})
     optimizer = distiller.optimizer
+    if settings.get("strategy") == "fsdp" and distributed.active():
+        distributed.check_fsdp_optimizer(optimizer, student)
+    trained = distributed.wrap_student(student, device, settings)
+    gradient_hooks = distributed.average_gradients_of(criterion)
     if optimizer is None:
+        # After wrapping: FSDP replaced the student's parameters by its shards.
         optimizer = build_optimizer(train.optimizer, _trainable_parameters(student, criterion))
+        distributed.track_optimizer(optimizer, student, criterion)
     else:
         _add_criterion_parameters(optimizer, criterion)
     epochs = epoch_range(train)
