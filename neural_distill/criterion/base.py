@@ -235,7 +235,8 @@ class SelfDistillationSpec(FeatureCriterionSpec):
         """``sum_g w_g * sum_pairs D_g(student head, deepest head held constant)``.
 
         The framework class gives ``_fetch(output, key)`` (a tensor by output key or layer),
-        ``_constant(t)``, ``soft_terms`` (KL / CE with temperature) and ``feature_mse``.
+        ``_constant(t)`` and ``self_losses`` (its ``losses.SELF_LOSSES``: loss type ->
+        ``loss(s, t, temperature)``).
         """
         total = 0.0
         try:
@@ -253,9 +254,7 @@ class SelfDistillationSpec(FeatureCriterionSpec):
         return total
 
     def _pair_loss(self, loss_type, s, t):
-        if loss_type in self.soft_terms:
-            return self.soft_terms[loss_type](s, t, self.temperature)
-        return self.feature_mse(s, t)  # L2 / MSE on features
+        return self.self_losses[loss_type](s, t, self.temperature)
 
 
 def missing_layer_problems(role, missing, available):

@@ -319,11 +319,7 @@ class TensorflowSelfKnowledgeDistillationLoss(SelfDistillationSpec, _FeatureCrit
     def _constant(tensor):
         return tf.stop_gradient(tensor)
 
-    soft_terms = {"KL": losses.kl_divergence, "CE": losses.soft_cross_entropy}
-
-    @staticmethod
-    def feature_mse(s, t):
-        return losses.feature_mse(s, t)
+    self_losses = losses.SELF_LOSSES
 
     def __call__(self, student_output, teacher_output=None, labels=None):
         return self.combine(self.student_loss(student_output, labels),

@@ -10,7 +10,7 @@ from ...criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec
 from ...errors import ModelError
 from . import checks as torch_checks
 from . import losses
-from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
+from .features import FeatureCapture, build_matcher, select
 from .outputs import logits_of
 
 
@@ -83,7 +83,7 @@ class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureStudentLoss,
                  add_origin_loss=False):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
-        self._loss_fns = [FEATURE_LOSSES[t] for t in self.loss_types]
+        self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
         self.matchers = torch.nn.ModuleList()
 
     def attach(self, student, teachers, teacher_keys=None):
@@ -177,11 +177,7 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillation
     def _constant(tensor):
         return tensor.detach()
 
-    soft_terms = {"KL": losses.kl_divergence, "CE": losses.soft_cross_entropy}
-
-    @staticmethod
-    def feature_mse(s, t):
-        return torch.nn.functional.mse_loss(s.float(), t.float())
+    self_losses = losses.SELF_LOSSES
 
     def forward(self, student_output, teacher_output=None, labels=None):
         return self.combine(self.student_loss(student_output, labels),
