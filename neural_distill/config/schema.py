@@ -13,7 +13,7 @@ import re
 from schema import And, Or
 from schema import Optional as SchemaOptional
 
-from ..criterion.catalog import CATALOG
+from ..criterion.catalog import CATALOG, DEFAULT_CRITERION
 from ..criterion.catalog.loss_types import LOSS_TYPES
 from .criterion_args import TEMPERATURES, WEIGHT_MAX, flag, weight_list  # noqa: F401
 from .nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
@@ -168,7 +168,7 @@ _MODEL_FACTORY = Or(And(str, lambda v: ":" in v), {
 
 TRAIN = Section({
     "optimizer": OneOf(OPTIMIZERS, "optimizer", default={"Adam": {}}),
-    "criterion": OneOf(CRITERIA, "criterion", default={"KnowledgeDistillationLoss": {}}),
+    "criterion": OneOf(CRITERIA, "criterion", default={DEFAULT_CRITERION: {}}),
     "lr_schedule": OneOf(LR_SCHEDULES, "learning-rate schedule", default={"constant": {}}),
     "dataloader": dataloader(shuffle_default=True),
     "epoch": Leaf(integer(1), "an int >= 1"),

@@ -17,6 +17,8 @@ import pkgutil
 BACKEND_MODULES = {"torch": "neural_distill.adapters.torch.criteria",
                    "tensorflow": "neural_distill.adapters.tensorflow.criteria"}
 BACKEND_PREFIXES = {"torch": "PyTorch", "tensorflow": "Tensorflow"}
+# What an experiment file without a criterion section gets.
+DEFAULT_CRITERION = "KnowledgeDistillationLoss"
 
 
 def _discover():
