@@ -14,8 +14,7 @@ from schema import And, Or
 from schema import Optional as SchemaOptional
 
 from ..criterion.catalog import CATALOG, DEFAULT_CRITERION
-from ..criterion.catalog.loss_types import LOSS_TYPES
-from .criterion_args import TEMPERATURES, WEIGHT_MAX, flag, weight_list  # noqa: F401
+from .criterion_args import flag, weight_list
 from .nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
 
 FRAMEWORKS = ("pytorch", "pytorch_fx", "pytorch_ipex", "tensorflow", "keras")
@@ -36,11 +35,6 @@ def _text(default=None, required=False):
 
 # The criteria come from the catalog (neural_distill/criterion/catalog/, one module each).
 CRITERIA = {name: spec.node for name, spec in CATALOG.items()}
-KNOWLEDGE_DISTILLATION_LOSS = CRITERIA["KnowledgeDistillationLoss"]
-INTERMEDIATE_LAYERS_LOSS = CRITERIA["IntermediateLayersKnowledgeDistillationLoss"]
-SELF_DISTILLATION_LOSS = CRITERIA["SelfKnowledgeDistillationLoss"]
-STUDENT_LOSS_TYPES, KD_LOSS_TYPES = LOSS_TYPES["student"], LOSS_TYPES["kd"]
-FEATURE_LOSS_TYPES, SELF_LOSS_TYPES = LOSS_TYPES["feature"], LOSS_TYPES["self"]
 _flag = flag
 
 OPTIMIZERS = {
