@@ -19,14 +19,21 @@ from .yaml_config import YamlConfig
 
 
 class _CriterionConfig(YamlConfig):
-    """A criterion section: ``{<yaml name>: {arguments}}`` in the YAML."""
+    """A criterion section: ``{<yaml name>: {arguments}}`` in the YAML.
+
+    An argument left as None takes the default of the criterion's catalog spec, the one place
+    defaults are written (``criterion/catalog/<module>.py``).
+    """
 
     yaml_name = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # The fields are the spec's arguments, in its order.
-        cls._FIELDS = tuple(CATALOG[cls.yaml_name].args)
+        # The fields are the spec's arguments, in its order; an argument left as None takes the
+        # spec's default.
+        spec = CATALOG[cls.yaml_name]
+        cls._FIELDS = tuple(spec.args)
+        cls._DEFAULT_WEIGHTS = spec.defaults().get("loss_weights")
 
     def _init_criterion(self, values, loss_weight_ratio):
         if loss_weight_ratio is not None:
@@ -42,7 +49,7 @@ class _CriterionConfig(YamlConfig):
             values["loss_weights"] = loss_weight_ratio
         self._store(values)
 
-    _DEFAULT_WEIGHTS = None
+    _DEFAULT_WEIGHTS = None  # the spec's default loss_weights, set per class
 
     def _validated(self, values):
         given = {k: to_plain(v) for k, v in values.items() if v is not None}
@@ -85,10 +92,9 @@ class KnowledgeDistillationLossConfig(_CriterionConfig):
     """
 
     yaml_name = "KnowledgeDistillationLoss"
-    _DEFAULT_WEIGHTS = (0.5, 0.5)
 
-    def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
-                 from_logits=True, loss_weight_ratio=None):
+    def __init__(self, temperature=None, loss_types=None, loss_weights=None,
+                 from_logits=None, loss_weight_ratio=None):
         self._init_criterion({"temperature": temperature, "loss_types": loss_types,
                               "loss_weights": loss_weights, "from_logits": from_logits},
                              loss_weight_ratio)
@@ -112,7 +118,7 @@ class IntermediateLayersKnowledgeDistillationLossConfig(_CriterionConfig):
     yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=False, loss_weight_ratio=None):
+                 add_origin_loss=None, loss_weight_ratio=None):
         self._init_criterion({"layer_mappings": layer_mappings, "loss_types": loss_types,
                               "loss_weights": loss_weights, "add_origin_loss": add_origin_loss},
                              loss_weight_ratio)
@@ -151,8 +157,8 @@ class SelfKnowledgeDistillationLossConfig(_CriterionConfig):
 
     yaml_name = "SelfKnowledgeDistillationLoss"
 
-    def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
-                 add_origin_loss=False, loss_weight_ratio=None):
+    def __init__(self, layer_mappings=(), temperature=None, loss_types=None, loss_weights=None,
+                 add_origin_loss=None, loss_weight_ratio=None):
         self._init_criterion({"layer_mappings": layer_mappings, "temperature": temperature,
                               "loss_types": loss_types, "loss_weights": loss_weights,
                               "add_origin_loss": add_origin_loss}, loss_weight_ratio)
@@ -173,9 +179,8 @@ def _generated_config_class(spec):
                  "__module__": __name__})
 
 
-_WRITTEN = {cls.yaml_name: cls for cls in (
-    KnowledgeDistillationLossConfig, IntermediateLayersKnowledgeDistillationLossConfig,
-    SelfKnowledgeDistillationLossConfig)}
+# The classes written above (before any is generated).
+_WRITTEN = {cls.yaml_name: cls for cls in _CriterionConfig.__subclasses__()}
 # Criterion name -> its config class, for every criterion of the catalog.
 CRITERION_CONFIGS = {name: _WRITTEN.get(name) or _generated_config_class(spec)
                      for name, spec in CATALOG.items()}

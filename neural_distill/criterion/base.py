@@ -6,7 +6,8 @@ Keras). The settings are validated by the node of the criterion's catalog spec
 (``criterion/catalog/``), the node of the YAML section of the same name, so the same mistake
 gets the same message in every framework.
 
-A new criterion needs no class here: its backend classes mix in ``CatalogCriterion``, which
+The backend classes' arguments default to None, which takes the spec's default: defaults are
+written once, in the catalog. A new criterion needs no class here: its backend classes mix in ``CatalogCriterion``, which
 takes the arguments and ``needs_teacher`` from the catalog spec.
 """
 

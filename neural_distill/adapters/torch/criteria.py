@@ -29,8 +29,8 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
     :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
     """
 
-    def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
-                 from_logits=True):
+    def __init__(self, temperature=None, loss_types=None, loss_weights=None,
+                 from_logits=None):
         torch.nn.Module.__init__(self)
         self._configure(temperature, loss_types, loss_weights, from_logits)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
@@ -80,7 +80,7 @@ class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureStudentLoss,
     select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=False):
+                 add_origin_loss=None):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
         self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
@@ -142,8 +142,8 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillation
     pulled towards the shallow ones.
     """
 
-    def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
-                 add_origin_loss=False):
+    def __init__(self, layer_mappings=(), temperature=None, loss_types=None, loss_weights=None,
+                 add_origin_loss=None):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, temperature, loss_types, loss_weights, add_origin_loss)
         self._student_capture = None
