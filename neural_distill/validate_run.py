@@ -11,6 +11,7 @@ and the files the config names (a template may name files not made yet).
 import importlib.util
 import os
 
+from .criterion.registry import needs_teacher
 from .errors import ConfigError
 from .factories import resolve
 from .loop_common import check_dataloader_section
@@ -89,7 +90,7 @@ def _needs_teacher(config):
     criterion = train.get("criterion") or {}
     # A run reading an offline teacher cache never builds the teacher.
     cache_path = (train.get("teacher_cache") or {}).get("path")
-    return "SelfKnowledgeDistillationLoss" not in criterion and not cache_path
+    return needs_teacher(criterion) and not cache_path
 
 
 def _dataset_problems(loader, where, base_dir, import_factories, for_run):

@@ -13,3 +13,13 @@ __all__ = ["DistillationConf", "DotDict", "load_config", "read_yaml", "validate"
            "IntermediateLayersKnowledgeDistillationLossConfig",
            "SelfKnowledgeDistillationLossConfig", "QuantizationAwareTrainingConfig",
            "Criterion"]
+
+
+def __getattr__(name):
+    """The config class of a catalog criterion that has no hand-written one (``<name>Config``)."""
+    from .criterion_configs import CRITERION_CONFIGS
+
+    for config_class in CRITERION_CONFIGS.values():
+        if config_class.__name__ == name:
+            return config_class
+    raise AttributeError(f"module 'neural_distill.config' has no attribute '{name}'")

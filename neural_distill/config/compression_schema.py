@@ -4,40 +4,21 @@ They are built from the nodes of ``schema.py`` (same checks, same messages) with
 
 - ``quantization``: quantization-aware training, a section of its own (a new key: an experiment
   file run by ``Distillation`` does not contain it, and nothing in it changes an old key);
-- intermediate-layer distillation may leave out ``layer_mappings``: with a QAT model the mappings
-  are generated for the layers the float teacher and its quantized copy share. ``Distillation``
-  itself has no way to generate them, so the experiment-file schema keeps the key required.
+- a criterion may validate differently here (its spec's ``python_node``): intermediate-layer
+  distillation may leave out ``layer_mappings`` (``criterion/catalog/intermediate_layers.py``).
 """
 
 from schema import Or
 
+from ..criterion.catalog import CATALOG
 from .nodes import Leaf, OneOf, Section, integer
-from .schema import (CRITERIA, INTERMEDIATE_LAYERS_LOSS, METRICS, OPTIMIZERS, TOP_LEVEL, TRAIN,
-                     _flag)
+from .schema import METRICS, OPTIMIZERS, TOP_LEVEL, TRAIN, _flag
 
 QAT_APPROACHES = ("quant_aware_training",)
 QAT_BACKENDS = ("x86",)
 
-
-def _auto_mapping_lengths(cleaned, path, problems):
-    """Without layer_mappings one loss type / weight applies to every generated mapping."""
-    if "layer_mappings" in cleaned:
-        INTERMEDIATE_LAYERS_LOSS.check(cleaned, path, problems)
-        return
-    for key in ("loss_types", "loss_weights"):
-        given = cleaned.get(key)
-        if given is not None and len(given) != 1:
-            problems.add(f"{path}.{key}", f"expected 1 entry (without layer_mappings the "
-                                          f"mappings are generated and share one {key[5:-1]}), "
-                                          f"got {len(given)}")
-
-
-# Same fields and checks as the experiment file, except that layer_mappings may be left out.
-INTERMEDIATE_LAYERS_LOSS_AUTO = Section(INTERMEDIATE_LAYERS_LOSS.fields,
-                                        check=_auto_mapping_lengths)
-
-PYTHON_CRITERIA = dict(CRITERIA)
-PYTHON_CRITERIA["IntermediateLayersKnowledgeDistillationLoss"] = INTERMEDIATE_LAYERS_LOSS_AUTO
+# Each criterion's Python-config node (the experiment file's, unless its spec says otherwise).
+PYTHON_CRITERIA = {name: spec.python_node for name, spec in CATALOG.items()}
 
 CRITERION = OneOf(PYTHON_CRITERIA, "criterion")
 OPTIMIZER = OneOf(OPTIMIZERS, "optimizer")

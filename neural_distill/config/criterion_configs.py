@@ -1,12 +1,16 @@
 """The criterion configs of the Python config API: ``KnowledgeDistillationLossConfig``,
 ``IntermediateLayersKnowledgeDistillationLossConfig``, ``SelfKnowledgeDistillationLossConfig``.
 
-Each is validated by the same schema node as the YAML section of the same name. Nothing here
-imports a deep-learning framework.
+Each is validated by the node of its catalog spec (``criterion/catalog/``), the node of the YAML
+section of the same name. Its fields are the spec's arguments. A criterion of the catalog
+without a hand-written class here gets one generated from its spec (``<name>Config``, keyword
+arguments only), so adding a criterion needs no change in this file. Nothing here imports a
+deep-learning framework.
 """
 
 import copy
 
+from ..criterion.catalog import CATALOG
 from ..errors import ConfigError
 from .compression_schema import CRITERION, PYTHON_CRITERIA
 from .loader import to_plain, validate
@@ -15,9 +19,21 @@ from .yaml_config import YamlConfig
 
 
 class _CriterionConfig(YamlConfig):
-    """A criterion section: ``{<yaml name>: {arguments}}`` in the YAML."""
+    """A criterion section: ``{<yaml name>: {arguments}}`` in the YAML.
+
+    An argument left as None takes the default of the criterion's catalog spec, the one place
+    defaults are written (``criterion/catalog/<module>.py``).
+    """
 
     yaml_name = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The fields are the spec's arguments, in its order; an argument left as None takes the
+        # spec's default.
+        spec = CATALOG[cls.yaml_name]
+        cls._FIELDS = tuple(spec.args)
+        cls._DEFAULT_WEIGHTS = spec.defaults().get("loss_weights")
 
     def _init_criterion(self, values, loss_weight_ratio):
         if loss_weight_ratio is not None:
@@ -33,7 +49,7 @@ class _CriterionConfig(YamlConfig):
             values["loss_weights"] = loss_weight_ratio
         self._store(values)
 
-    _DEFAULT_WEIGHTS = None
+    _DEFAULT_WEIGHTS = None  # the spec's default loss_weights, set per class
 
     def _validated(self, values):
         given = {k: to_plain(v) for k, v in values.items() if v is not None}
@@ -76,11 +92,9 @@ class KnowledgeDistillationLossConfig(_CriterionConfig):
     """
 
     yaml_name = "KnowledgeDistillationLoss"
-    _FIELDS = ("temperature", "loss_types", "loss_weights", "from_logits")
-    _DEFAULT_WEIGHTS = (0.5, 0.5)
 
-    def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
-                 from_logits=True, loss_weight_ratio=None):
+    def __init__(self, temperature=None, loss_types=None, loss_weights=None,
+                 from_logits=None, loss_weight_ratio=None):
         self._init_criterion({"temperature": temperature, "loss_types": loss_types,
                               "loss_weights": loss_weights, "from_logits": from_logits},
                              loss_weight_ratio)
@@ -102,10 +116,9 @@ class IntermediateLayersKnowledgeDistillationLossConfig(_CriterionConfig):
     """
 
     yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
-    _FIELDS = ("layer_mappings", "loss_types", "loss_weights", "add_origin_loss")
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=False, loss_weight_ratio=None):
+                 add_origin_loss=None, loss_weight_ratio=None):
         self._init_criterion({"layer_mappings": layer_mappings, "loss_types": loss_types,
                               "loss_weights": loss_weights, "add_origin_loss": add_origin_loss},
                              loss_weight_ratio)
@@ -143,18 +156,34 @@ class SelfKnowledgeDistillationLossConfig(_CriterionConfig):
     """
 
     yaml_name = "SelfKnowledgeDistillationLoss"
-    _FIELDS = ("layer_mappings", "temperature", "loss_types", "loss_weights", "add_origin_loss")
 
-    def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
-                 add_origin_loss=False, loss_weight_ratio=None):
+    def __init__(self, layer_mappings=(), temperature=None, loss_types=None, loss_weights=None,
+                 add_origin_loss=None, loss_weight_ratio=None):
         self._init_criterion({"layer_mappings": layer_mappings, "temperature": temperature,
                               "loss_types": loss_types, "loss_weights": loss_weights,
                               "add_origin_loss": add_origin_loss}, loss_weight_ratio)
 
 
-CRITERION_CONFIGS = {cls.yaml_name: cls for cls in (
-    KnowledgeDistillationLossConfig, IntermediateLayersKnowledgeDistillationLossConfig,
-    SelfKnowledgeDistillationLossConfig)}
+def _generated_config_class(spec):
+    """``<name>Config`` for a catalog criterion without a hand-written class."""
+    def __init__(self, loss_weight_ratio=None, **arguments):
+        if loss_weight_ratio is not None and "loss_weights" not in spec.args:
+            raise ConfigError(f"{spec.config_class_name}: loss_weight_ratio: unknown argument. "
+                              f"Allowed arguments: {', '.join(spec.args)}")
+        self._init_criterion(arguments, loss_weight_ratio)
+
+    doc = (f"{spec.summary or spec.name} (generated from its catalog spec).\n\n"
+           f"Keyword arguments: {', '.join(spec.args)}.")
+    return type(spec.config_class_name, (_CriterionConfig,),
+                {"yaml_name": spec.name, "__init__": __init__, "__doc__": doc,
+                 "__module__": __name__})
+
+
+# The classes written above (before any is generated).
+_WRITTEN = {cls.yaml_name: cls for cls in _CriterionConfig.__subclasses__()}
+# Criterion name -> its config class, for every criterion of the catalog.
+CRITERION_CONFIGS = {name: _WRITTEN.get(name) or _generated_config_class(spec)
+                     for name, spec in CATALOG.items()}
 
 
 def criterion_config_from_section(section, source, path="criterion"):

@@ -13,24 +13,17 @@ import re
 from schema import And, Or
 from schema import Optional as SchemaOptional
 
-from .layer_mappings import LayerMappingsNode, SelfMappingsNode
+from ..criterion.catalog import CATALOG, DEFAULT_CRITERION
+from .criterion_args import flag, weight_list
 from .nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
 
-STUDENT_LOSS_TYPES = ("CE", "MSE")
-KD_LOSS_TYPES = ("CE", "KL", "MSE")
 FRAMEWORKS = ("pytorch", "pytorch_fx", "pytorch_ipex", "tensorflow", "keras")
 _DEVICE = re.compile(r"^(cpu|gpu|cuda|auto|mps|cuda:\d+)$")
 
 # What training can use (docs/configuration.md, "Limits"): values of the right type outside
 # these ranges overflow, diverge or cannot be passed on (NumPy seeds are 32-bit).
-TEMPERATURES = Range(0.01, 1000, hint=" (temperatures of 1 to 20 are usual)")
 LEARNING_RATES = Range(0, 10, low_open=True, hint=" (learning rates of 1e-5 to 1 are usual)")
-WEIGHT_MAX = 1000
 SEEDS = Range(0, 2**32 - 1, hint=" (random seeds are 32-bit)")
-
-
-def _flag(default):
-    return Leaf(bool, "true or false", default=default)
 
 
 def _text(default=None, required=False):
@@ -40,87 +33,9 @@ def _text(default=None, required=False):
     return leaf
 
 
-def _pair(choices_first, choices_second, default):
-    def ok(v):
-        return (isinstance(v, list) and len(v) == 2 and v[0] in choices_first
-                and v[1] in choices_second)
-    return Leaf(ok, f"a list of two loss types [student in {{{', '.join(choices_first)}}}, "
-                    f"distillation in {{{', '.join(choices_second)}}}]", default=default)
-
-
-def _is_weight(w):
-    return isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
-
-
-def _weights_limit(weights):
-    """Weights must be finite, not absurd, and not all zero (nothing would be learned)."""
-    bad = [w for w in weights if not Range(0, WEIGHT_MAX).contains(w)]
-    if bad:
-        return f"weight {bad[0]!r} is outside the supported range [0, {WEIGHT_MAX}]"
-    if not any(weights):
-        return "all weights are 0, so nothing would be trained; make at least one > 0"
-    return None
-
-
-def _two_weights(default):
-    def ok(v):
-        return isinstance(v, list) and len(v) == 2 and all(_is_weight(w) for w in v)
-    return Leaf(ok, "a list of two numbers >= 0 [student_weight, distillation_weight]",
-                default=default, limit=_weights_limit)
-
-
-KNOWLEDGE_DISTILLATION_LOSS = Section({
-    "temperature": Leaf(number(0, exclusive=True), "a number > 0", default=1.0,
-                        limit=TEMPERATURES),
-    "loss_types": _pair(STUDENT_LOSS_TYPES, KD_LOSS_TYPES, default=["CE", "CE"]),
-    "loss_weights": _two_weights(default=[0.5, 0.5]),
-    "from_logits": _flag(True),
-})
-
-FEATURE_LOSS_TYPES = ("MSE", "L1", "KL", "cosine")
-SELF_LOSS_TYPES = ("CE", "KL", "L2", "MSE")
-
-
-def _type_list(choices):
-    return Leaf(lambda v: isinstance(v, list) and len(v) >= 1 and all(t in choices for t in v),
-                f"a list of loss types out of {{{', '.join(choices)}}}")
-
-
-_WEIGHT_LIST = Leaf(lambda v: isinstance(v, list) and len(v) >= 1 and all(
-    _is_weight(w) for w in v), "a list of numbers >= 0", limit=_weights_limit)
-
-
-def _per_mapping_lengths(what):
-    """Cross-check: one loss type and one weight per mapping (or a single one for all)."""
-    def check(cleaned, path, problems):
-        count = len(cleaned.get("layer_mappings", []))
-        for key in ("loss_types", "loss_weights"):
-            given = cleaned.get(key)
-            if given is not None and len(given) not in (1, count):
-                problems.add(f"{path}.{key}", f"expected 1 or {count} entries (one per {what} "
-                                              f"of layer_mappings), got {len(given)}")
-    return check
-
-
-INTERMEDIATE_LAYERS_LOSS = Section({
-    "layer_mappings": LayerMappingsNode(),
-    "loss_types": _type_list(FEATURE_LOSS_TYPES),
-    "loss_weights": _WEIGHT_LIST,
-    "add_origin_loss": _flag(False),
-}, required=("layer_mappings",), check=_per_mapping_lengths("mapping"))
-
-SELF_DISTILLATION_LOSS = Section({
-    "layer_mappings": SelfMappingsNode(),
-    "temperature": Leaf(number(0, exclusive=True), "a number > 0", default=1.0,
-                        limit=TEMPERATURES),
-    "loss_types": _type_list(SELF_LOSS_TYPES),
-    "loss_weights": _WEIGHT_LIST,
-    "add_origin_loss": _flag(False),
-}, required=("layer_mappings",), check=_per_mapping_lengths("group"))
-
-CRITERIA = {"KnowledgeDistillationLoss": KNOWLEDGE_DISTILLATION_LOSS,
-            "IntermediateLayersKnowledgeDistillationLoss": INTERMEDIATE_LAYERS_LOSS,
-            "SelfKnowledgeDistillationLoss": SELF_DISTILLATION_LOSS}
+# The criteria come from the catalog (neural_distill/criterion/catalog/, one module each).
+CRITERIA = {name: spec.node for name, spec in CATALOG.items()}
+_flag = flag
 
 OPTIMIZERS = {
     "SGD": Section({
@@ -247,7 +162,7 @@ _MODEL_FACTORY = Or(And(str, lambda v: ":" in v), {
 
 TRAIN = Section({
     "optimizer": OneOf(OPTIMIZERS, "optimizer", default={"Adam": {}}),
-    "criterion": OneOf(CRITERIA, "criterion", default={"KnowledgeDistillationLoss": {}}),
+    "criterion": OneOf(CRITERIA, "criterion", default={DEFAULT_CRITERION: {}}),
     "lr_schedule": OneOf(LR_SCHEDULES, "learning-rate schedule", default={"constant": {}}),
     "dataloader": dataloader(shuffle_default=True),
     "epoch": Leaf(integer(1), "an int >= 1"),
@@ -255,7 +170,7 @@ TRAIN = Section({
     "end_epoch": Leaf(integer(1), "an int >= 1"),
     "iteration": Leaf(integer(1), "an int >= 1 (steps per epoch at most)"),
     "frequency": Leaf(integer(1), "an int >= 1 (evaluate every N epochs)", default=1),
-    "teacher_weights": _WEIGHT_LIST,
+    "teacher_weights": weight_list(),
     "max_grad_norm": Leaf(number(0, exclusive=True), "a number > 0",
                           limit=Range(0, 1e6, low_open=True)),
     "progress_bar": _flag(True),

@@ -2,17 +2,26 @@
 
 The framework-specific classes are imported on first use, so importing this package loads no
 framework: ``from neural_distill.criterion import PyTorchKnowledgeDistillationLoss`` loads torch,
-and only then.
+and only then. Their names come from the catalog (``criterion/catalog/``): ``PyTorch<name>`` and
+``Tensorflow<name>`` for every criterion there.
+
+This module imports only the catalog at import time: the config layer builds its schema from
+the catalog, and importing the catalog runs this file first.
 """
 
-from .registry import backend_class_names
-from .specs import criterion_name_and_args, validated_criterion_args
+from .catalog import BACKEND_MODULES, CATALOG, backend_class_name
 
-# Public class name -> (module that defines it, framework needed), from the registry.
-_LAZY = backend_class_names()
+# Public class name -> (module that defines it, framework needed).
+_LAZY = {backend_class_name(name, framework): (module, framework) for name in CATALOG
+         for framework, module in BACKEND_MODULES.items()}
+_HELPERS = ("criterion_name_and_args", "validated_criterion_args")
 
 
 def __getattr__(name):
+    if name in _HELPERS:
+        from . import specs
+
+        return getattr(specs, name)
     if name not in _LAZY:
         raise AttributeError(f"module 'neural_distill.criterion' has no attribute '{name}'")
     module_name, extra = _LAZY[name]
@@ -24,4 +33,4 @@ def __getattr__(name):
     return getattr(import_framework_module(module_name, extra), name)
 
 
-__all__ = ["criterion_name_and_args", "validated_criterion_args", *_LAZY]
+__all__ = [*_HELPERS, *_LAZY]

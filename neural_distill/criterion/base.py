@@ -2,14 +2,20 @@
 
 A framework's criterion class mixes one of these in and adds only the tensor math (and, for
 feature criteria, how features are captured: forward hooks in PyTorch, a multi-output model in
-Keras). The settings are validated by the same schema node as the YAML section of the same
-name, so the same mistake gets the same message in every framework.
+Keras). The settings are validated by the node of the criterion's catalog spec
+(``criterion/catalog/``), the node of the YAML section of the same name, so the same mistake
+gets the same message in every framework.
+
+The backend classes' arguments default to None, which takes the spec's default: defaults are
+written once, in the catalog. A new criterion needs no class here: its backend classes mix in ``CatalogCriterion``, which
+takes the arguments and ``needs_teacher`` from the catalog spec.
 """
 
 import difflib
 
 from ..config.layer_mappings import parse_layer_mappings
 from ..errors import ModelError
+from .catalog import CATALOG
 from .specs import validated_criterion_args
 
 
@@ -20,7 +26,39 @@ def per_item(values, count, default):
     return list(values) * count if len(values) == 1 else list(values)
 
 
-class KnowledgeDistillationSpec:
+class CatalogCriterion:
+    """The framework-neutral part of a criterion that has no spec class of its own.
+
+    The backend class sets ``yaml_name`` (its catalog name) and calls
+    ``self._configure_from_spec(**arguments)`` in its constructor: the arguments are validated
+    once by the catalog spec's node (defaults filled in) and become attributes of the same
+    names. ``needs_teacher`` is the spec's. ``combine`` adds the student's own loss, when there
+    is one, to the distillation term; a criterion that weighs them overrides it.
+    """
+
+    yaml_name = None
+
+    @property
+    def needs_teacher(self):
+        return CATALOG[self.yaml_name].needs_teacher
+
+    def _configure_from_spec(self, **arguments):
+        args = validated_criterion_args(self.yaml_name, type(self).__name__, **arguments)
+        for name in CATALOG[self.yaml_name].args:
+            object.__setattr__(self, name, args.get(name))
+        return args
+
+    def combine(self, student_loss, distillation_loss):
+        if student_loss is None:
+            return distillation_loss
+        return student_loss + distillation_loss
+
+    def _settings(self):
+        names = CATALOG[self.yaml_name].args
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+
+
+class KnowledgeDistillationSpec(CatalogCriterion):
     """Logit distillation: ``w0 * student_loss + w1 * D(z_s, z_t)`` (docs/criteria.md).
 
     Args:
@@ -34,7 +72,6 @@ class KnowledgeDistillationSpec:
     """
 
     yaml_name = "KnowledgeDistillationLoss"
-    needs_teacher = True
 
     def _configure(self, temperature, loss_types, loss_weights, from_logits):
         args = validated_criterion_args(
@@ -57,10 +94,8 @@ class KnowledgeDistillationSpec:
                 f"loss_weights={self.loss_weights}, from_logits={self.from_logits}")
 
 
-class FeatureCriterionSpec:
+class FeatureCriterionSpec(CatalogCriterion):
     """Criteria that read intermediate features: the origin loss is added on request."""
-
-    needs_teacher = True
 
     def combine(self, student_loss, distillation_loss):
         """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
@@ -179,7 +214,6 @@ class SelfDistillationSpec(FeatureCriterionSpec):
     """Groups of [student_key, teacher_key] pairs, each group with one loss type and weight."""
 
     yaml_name = "SelfKnowledgeDistillationLoss"
-    needs_teacher = False
 
     def _configure(self, layer_mappings, temperature, loss_types, loss_weights,
                    add_origin_loss):
@@ -202,7 +236,8 @@ class SelfDistillationSpec(FeatureCriterionSpec):
         """``sum_g w_g * sum_pairs D_g(student head, deepest head held constant)``.
 
         The framework class gives ``_fetch(output, key)`` (a tensor by output key or layer),
-        ``_constant(t)``, ``soft_terms`` (KL / CE with temperature) and ``feature_mse``.
+        ``_constant(t)`` and ``self_losses`` (its ``losses.SELF_LOSSES``: loss type ->
+        ``loss(s, t, temperature)``).
         """
         total = 0.0
         try:
@@ -220,9 +255,7 @@ class SelfDistillationSpec(FeatureCriterionSpec):
         return total
 
     def _pair_loss(self, loss_type, s, t):
-        if loss_type in self.soft_terms:
-            return self.soft_terms[loss_type](s, t, self.temperature)
-        return self.feature_mse(s, t)  # L2 / MSE on features
+        return self.self_losses[loss_type](s, t, self.temperature)
 
 
 def missing_layer_problems(role, missing, available):

@@ -1,56 +1,45 @@
-"""The one table of criteria: every other list of criteria is derived from it.
+"""The criterion registry: one entry per criterion of the catalog, nothing written twice.
 
-An entry ties together everything a criterion is made of: its YAML name, the schema node that
-validates its arguments (the same node for YAML, the Python config and the criterion classes),
-its Python config class, the framework-neutral spec its classes mix in, whether it needs a
-teacher model, and the public class name of its implementation in each backend. Backend
-classes are named, not imported, so reading the table loads no framework.
+An entry ties together everything a criterion is made of: its name and spec
+(``criterion/catalog/<module>.py``: arguments, defaults, allowed values, needs_teacher), the
+schema node that validates its arguments (the spec's, for YAML, the Python config and the
+criterion classes alike), its Python config class (``config.criterion_configs``) and the class
+name of its implementation in each backend (``PyTorch<name>``, ``Tensorflow<name>``, found by
+that name in ``BACKEND_MODULES``). Backend classes are named, not imported, so reading the
+registry loads no framework.
 """
 
 from dataclasses import dataclass
 
-from ..config.criterion_configs import (IntermediateLayersKnowledgeDistillationLossConfig,
-                                        KnowledgeDistillationLossConfig,
-                                        SelfKnowledgeDistillationLossConfig, _CriterionConfig)
-from ..config.schema import CRITERIA as _NODES
+from ..config.criterion_configs import CRITERION_CONFIGS, _CriterionConfig
 from ..errors import ConfigError
-from .base import IntermediateLayersSpec, KnowledgeDistillationSpec, SelfDistillationSpec
+from .catalog import BACKEND_MODULES, BACKEND_PREFIXES, CATALOG, backend_class_name
 
-# The module holding each backend's criterion classes.
-BACKEND_MODULES = {"torch": "neural_distill.adapters.torch.criteria",
-                   "tensorflow": "neural_distill.adapters.tensorflow.criteria"}
-_PREFIXES = {"torch": "PyTorch", "tensorflow": "Tensorflow"}
+_PREFIXES = BACKEND_PREFIXES  # the name "Add a backend" in docs/ARCHITECTURE.md used
 
 
 @dataclass(frozen=True)
 class CriterionEntry:
-    name: str
-    node: object
+    spec: object  # config.criterion_args.CriterionSpec
     config_class: type
-    spec: type
-    # The class name without its backend prefix: PyTorch<base>, Tensorflow<base>.
-    base_class_name: str
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    @property
+    def node(self):
+        return self.spec.node
 
     @property
     def needs_teacher(self):
         return self.spec.needs_teacher
 
     def class_name(self, framework):
-        return _PREFIXES[framework] + self.base_class_name
+        return backend_class_name(self.name, framework)
 
 
-REGISTRY = {entry.name: entry for entry in (
-    CriterionEntry("KnowledgeDistillationLoss", _NODES["KnowledgeDistillationLoss"],
-                   KnowledgeDistillationLossConfig, KnowledgeDistillationSpec,
-                   "KnowledgeDistillationLoss"),
-    CriterionEntry("IntermediateLayersKnowledgeDistillationLoss",
-                   _NODES["IntermediateLayersKnowledgeDistillationLoss"],
-                   IntermediateLayersKnowledgeDistillationLossConfig, IntermediateLayersSpec,
-                   "IntermediateLayersKnowledgeDistillationLoss"),
-    CriterionEntry("SelfKnowledgeDistillationLoss", _NODES["SelfKnowledgeDistillationLoss"],
-                   SelfKnowledgeDistillationLossConfig, SelfDistillationSpec,
-                   "SelfKnowledgeDistillationLoss"),
-)}
+REGISTRY = {name: CriterionEntry(spec, CRITERION_CONFIGS[name]) for name, spec in CATALOG.items()}
 
 
 def entry(name):
@@ -72,7 +61,12 @@ def build(framework, name, args):
     from ..frameworks import import_framework_module
 
     module = import_framework_module(BACKEND_MODULES[framework], framework)
-    return getattr(module, entry(name).class_name(framework))(**args)
+    class_name = entry(name).class_name(framework)
+    if not hasattr(module, class_name):
+        raise ConfigError(f"criterion {name!r} has no {framework} implementation yet: "
+                          f"{BACKEND_MODULES[framework]} defines no {class_name}. Use another "
+                          f"criterion with this framework.")
+    return getattr(module, class_name)(**args)
 
 
 def needs_teacher(criterion):

@@ -32,6 +32,7 @@ from ..adapters.tensorflow import features
 from ..adapters.tensorflow.adapter import ADAPTER
 from ..config.loader import validate
 from ..config.nodes import OneOf, Section
+from ..criterion.catalog import DEFAULT_CRITERION
 from ..criterion.registry import REGISTRY, needs_teacher
 from ..errors import ModelError
 from ..output_check import check_keras_heads
@@ -66,7 +67,7 @@ class _LossTrackers:
 
 def _criterion_from(criterion):
     if criterion is None:
-        return ADAPTER.build_criterion("KnowledgeDistillationLoss", {})
+        return ADAPTER.build_criterion(DEFAULT_CRITERION, {})
     if isinstance(criterion, dict):
         checked = validate({"criterion": criterion}, "DistillationModel(criterion=...)",
                            node=_CRITERION_SECTION)

@@ -19,7 +19,8 @@ LAYERS = [
                     "metrics", "objectives", "outputs", "rng", "tensorboard_events", "process",
                     "version", "strict_attributes", "output_check", "saving", "run_record",
                     "exports"]),
-    ("config", ["config"]),
+    # The criterion catalog is data the YAML schema is built from: it sits with the config.
+    ("config", ["config", "criterion.catalog"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
                    "teacher_cache", "common", "checks"]),
     ("backends", ["adapters"]),
@@ -31,11 +32,14 @@ LAYERS = [
 
 
 def _layer_of(module):
-    """The layer index of 'neural_distill.a.b' (by its first component after the package)."""
+    """The layer index of 'neural_distill.a.b': the layer naming its longest prefix ('a.b',
+    then 'a')."""
     parts = module.split(".")[1:] or ["__init__"]
-    for index, (_, names) in enumerate(LAYERS):
-        if parts[0] in names:
-            return index
+    for length in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:length])
+        for index, (_, names) in enumerate(LAYERS):
+            if prefix in names:
+                return index
     raise AssertionError(f"module {module} is in no layer: add it to LAYERS (and to "
                          f"docs/ARCHITECTURE.md)")
 
@@ -115,3 +119,6 @@ def test_the_checker_sees_an_upward_import(tmp_path):
         _layer_of("neural_distill.config.schema")
     with pytest.raises(AssertionError):
         _layer_of("neural_distill.somewhere_new")
+    # A longer prefix wins: the catalog is below the rest of criterion/.
+    assert _layer_of("neural_distill.criterion.catalog.loss_types") < \
+        _layer_of("neural_distill.criterion.registry")

@@ -69,8 +69,8 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
     :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
     """
 
-    def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
-                 from_logits=True):
+    def __init__(self, temperature=None, loss_types=None, loss_weights=None,
+                 from_logits=None):
         self._configure(temperature, loss_types, loss_weights, from_logits)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
@@ -165,7 +165,7 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(IntermediateLayersSp
     select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=False):
+                 add_origin_loss=None):
         self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
         self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
         self.matchers = []
@@ -265,8 +265,8 @@ class TensorflowSelfKnowledgeDistillationLoss(SelfDistillationSpec, _FeatureCrit
     held constant (stop_gradient): the deep head is not pulled towards the shallow ones.
     """
 
-    def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
-                 add_origin_loss=False):
+    def __init__(self, layer_mappings=(), temperature=None, loss_types=None, loss_weights=None,
+                 add_origin_loss=None):
         self._configure(layer_mappings, temperature, loss_types, loss_weights, add_origin_loss)
         self._student_capture = None
         self._warned_rerun = False
@@ -319,11 +319,7 @@ class TensorflowSelfKnowledgeDistillationLoss(SelfDistillationSpec, _FeatureCrit
     def _constant(tensor):
         return tf.stop_gradient(tensor)
 
-    soft_terms = {"KL": losses.kl_divergence, "CE": losses.soft_cross_entropy}
-
-    @staticmethod
-    def feature_mse(s, t):
-        return losses.feature_mse(s, t)
+    self_losses = losses.SELF_LOSSES
 
     def __call__(self, student_output, teacher_output=None, labels=None):
         return self.combine(self.student_loss(student_output, labels),

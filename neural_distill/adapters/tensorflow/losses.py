@@ -133,3 +133,20 @@ def feature_cosine(s, t, eps=1e-8):
 
 FEATURE_LOSSES = {"MSE": feature_mse, "L1": feature_l1, "KL": feature_kl,
                   "cosine": feature_cosine}
+
+
+def _without_temperature(loss):
+    def feature_term(student, teacher, temperature=1.0):
+        return loss(student, teacher)
+    feature_term.__doc__ = f"{loss.__name__}, which has no temperature."
+    return feature_term
+
+
+# SelfKnowledgeDistillationLoss: KL / CE with temperature (and T^2) on logits, L2 / MSE on
+# features.
+SELF_LOSSES = {"KL": kl_divergence, "CE": soft_cross_entropy,
+               "L2": _without_temperature(feature_mse), "MSE": _without_temperature(feature_mse)}
+
+# Every loss type of every family of criterion/catalog/loss_types.py, by family.
+LOSSES = {"student": STUDENT_LOSSES, "kd": KD_LOSSES, "feature": FEATURE_LOSSES,
+          "self": SELF_LOSSES}

@@ -10,7 +10,7 @@ from ...criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec
 from ...errors import ModelError
 from . import checks as torch_checks
 from . import losses
-from .features import FEATURE_LOSSES, FeatureCapture, build_matcher, select
+from .features import FeatureCapture, build_matcher, select
 from .outputs import logits_of
 
 
@@ -29,8 +29,8 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
     :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
     """
 
-    def __init__(self, temperature=1.0, loss_types=("CE", "CE"), loss_weights=(0.5, 0.5),
-                 from_logits=True):
+    def __init__(self, temperature=None, loss_types=None, loss_weights=None,
+                 from_logits=None):
         torch.nn.Module.__init__(self)
         self._configure(temperature, loss_types, loss_weights, from_logits)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
@@ -80,10 +80,10 @@ class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureStudentLoss,
     select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=False):
+                 add_origin_loss=None):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
-        self._loss_fns = [FEATURE_LOSSES[t] for t in self.loss_types]
+        self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
         self.matchers = torch.nn.ModuleList()
 
     def attach(self, student, teachers, teacher_keys=None):
@@ -142,8 +142,8 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillation
     pulled towards the shallow ones.
     """
 
-    def __init__(self, layer_mappings=(), temperature=1.0, loss_types=None, loss_weights=None,
-                 add_origin_loss=False):
+    def __init__(self, layer_mappings=(), temperature=None, loss_types=None, loss_weights=None,
+                 add_origin_loss=None):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, temperature, loss_types, loss_weights, add_origin_loss)
         self._student_capture = None
@@ -177,11 +177,7 @@ class PyTorchSelfKnowledgeDistillationLoss(_FeatureStudentLoss, SelfDistillation
     def _constant(tensor):
         return tensor.detach()
 
-    soft_terms = {"KL": losses.kl_divergence, "CE": losses.soft_cross_entropy}
-
-    @staticmethod
-    def feature_mse(s, t):
-        return torch.nn.functional.mse_loss(s.float(), t.float())
+    self_losses = losses.SELF_LOSSES
 
     def forward(self, student_output, teacher_output=None, labels=None):
         return self.combine(self.student_loss(student_output, labels),

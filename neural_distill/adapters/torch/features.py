@@ -82,32 +82,3 @@ def build_matcher(student_shape, teacher_shape, where):
     raise ModelError(f"{where}: student feature shape {s} cannot be matched to teacher feature "
                      f"shape {t}: only the channel dimension (1) of conv features or the last "
                      f"dimension may differ. Pool or reshape with a process callable.")
-
-
-def _last_dim_vectors(x):
-    return x.reshape(-1, x.shape[-1]).float()
-
-
-def feature_mse(s, t):
-    return torch.nn.functional.mse_loss(s.float(), t.float())
-
-
-def feature_l1(s, t):
-    return torch.nn.functional.l1_loss(s.float(), t.float())
-
-
-def feature_kl(s, t):
-    """KL(softmax(t) || softmax(s)) over the last dimension, mean over the other positions."""
-    log_s = torch.log_softmax(_last_dim_vectors(s), -1)
-    log_t = torch.log_softmax(_last_dim_vectors(t), -1)
-    return (log_t.exp() * (log_t - log_s)).sum() / log_s.shape[0]
-
-
-def feature_cosine(s, t):
-    """1 - cosine similarity over the last dimension, mean over the other positions."""
-    return (1 - torch.nn.functional.cosine_similarity(
-        _last_dim_vectors(s), _last_dim_vectors(t), dim=-1, eps=1e-8)).mean()
-
-
-FEATURE_LOSSES = {"MSE": feature_mse, "L1": feature_l1, "KL": feature_kl,
-                  "cosine": feature_cosine}

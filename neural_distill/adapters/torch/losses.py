@@ -78,3 +78,50 @@ def label_mse(outputs, labels, from_logits=True):
 
 
 STUDENT_LOSSES = {"CE": label_cross_entropy, "MSE": label_mse}
+
+
+# ------------------------------------------------------------------ feature losses
+def _last_dim_vectors(x):
+    return x.reshape(-1, x.shape[-1]).float()
+
+
+def feature_mse(s, t):
+    return F.mse_loss(s.float(), t.float())
+
+
+def feature_l1(s, t):
+    return F.l1_loss(s.float(), t.float())
+
+
+def feature_kl(s, t):
+    """KL(softmax(t) || softmax(s)) over the last dimension, mean over the other positions."""
+    log_s = torch.log_softmax(_last_dim_vectors(s), -1)
+    log_t = torch.log_softmax(_last_dim_vectors(t), -1)
+    return (log_t.exp() * (log_t - log_s)).sum() / log_s.shape[0]
+
+
+def feature_cosine(s, t):
+    """1 - cosine similarity over the last dimension, mean over the other positions."""
+    return (1 - F.cosine_similarity(
+        _last_dim_vectors(s), _last_dim_vectors(t), dim=-1, eps=1e-8)).mean()
+
+
+FEATURE_LOSSES = {"MSE": feature_mse, "L1": feature_l1, "KL": feature_kl,
+                  "cosine": feature_cosine}
+
+
+def _without_temperature(loss):
+    def feature_term(student, teacher, temperature=1.0):
+        return loss(student, teacher)
+    feature_term.__doc__ = f"{loss.__name__}, which has no temperature."
+    return feature_term
+
+
+# SelfKnowledgeDistillationLoss: KL / CE with temperature (and T^2) on logits, L2 / MSE on
+# features.
+SELF_LOSSES = {"KL": kl_divergence, "CE": soft_cross_entropy,
+               "L2": _without_temperature(feature_mse), "MSE": _without_temperature(feature_mse)}
+
+# Every loss type of every family of criterion/catalog/loss_types.py, by family.
+LOSSES = {"student": STUDENT_LOSSES, "kd": KD_LOSSES, "feature": FEATURE_LOSSES,
+          "self": SELF_LOSSES}

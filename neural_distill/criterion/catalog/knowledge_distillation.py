@@ -1,0 +1,13 @@
+"""KnowledgeDistillationLoss: ``w0 * student_loss + w1 * D(z_s, z_t)`` (docs/criteria.md)."""
+
+from ...config.criterion_args import (CriterionSpec, flag, loss_type_pair, temperature,
+                                      two_weights)
+
+SPEC = CriterionSpec(
+    "KnowledgeDistillationLoss",
+    {"temperature": temperature(default=1.0),
+     "loss_types": loss_type_pair("student", "kd", default=["CE", "CE"]),
+     "loss_weights": two_weights(default=[0.5, 0.5]),
+     "from_logits": flag(True)},
+    needs_teacher=True, order=0,
+    summary="logit distillation: w0 * student_loss + w1 * D(z_s, z_t)")
