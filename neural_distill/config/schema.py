@@ -37,6 +37,22 @@ def _text(default=None, required=False):
 CRITERIA = {name: spec.node for name, spec in CATALOG.items()}
 _flag = flag
 
+
+def _adam_family(weight_decay):
+    """Adam and AdamW take the same keys; only the default weight decay differs."""
+    return Section({
+        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.001,
+                              limit=LEARNING_RATES),
+        "beta_1": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.9),
+        "beta_2": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.999),
+        "epsilon": Leaf(number(0, exclusive=True), "a number > 0", default=1e-8,
+                        limit=Range(0, 1, low_open=True)),
+        "amsgrad": _flag(False),
+        "weight_decay": Leaf(number(0), "a number >= 0", default=weight_decay,
+                             limit=Range(0, 1)),
+    })
+
+
 OPTIMIZERS = {
     "SGD": Section({
         "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.01,
@@ -46,26 +62,8 @@ OPTIMIZERS = {
         "nesterov": _flag(False),
         "weight_decay": Leaf(number(0), "a number >= 0", default=0.0, limit=Range(0, 1)),
     }),
-    "Adam": Section({
-        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.001,
-                              limit=LEARNING_RATES),
-        "beta_1": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.9),
-        "beta_2": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.999),
-        "epsilon": Leaf(number(0, exclusive=True), "a number > 0", default=1e-8,
-                        limit=Range(0, 1, low_open=True)),
-        "amsgrad": _flag(False),
-        "weight_decay": Leaf(number(0), "a number >= 0", default=0.0, limit=Range(0, 1)),
-    }),
-    "AdamW": Section({
-        "learning_rate": Leaf(number(0, exclusive=True), "a learning rate > 0", default=0.001,
-                              limit=LEARNING_RATES),
-        "beta_1": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.9),
-        "beta_2": Leaf(And(number(0), lambda v: v < 1), "a number in [0, 1)", default=0.999),
-        "epsilon": Leaf(number(0, exclusive=True), "a number > 0", default=1e-8,
-                        limit=Range(0, 1, low_open=True)),
-        "amsgrad": _flag(False),
-        "weight_decay": Leaf(number(0), "a number >= 0", default=0.01, limit=Range(0, 1)),
-    }),
+    "Adam": _adam_family(weight_decay=0.0),
+    "AdamW": _adam_family(weight_decay=0.01),
 }
 
 LR_SCHEDULES = {

@@ -258,6 +258,15 @@ class SelfDistillationSpec(FeatureCriterionSpec):
         return self.self_losses[loss_type](s, t, self.temperature)
 
 
+def self_distillation_losses(kl, soft_cross_entropy, feature_mse):
+    """SelfKnowledgeDistillationLoss's loss types from a backend's functions: KL / CE with
+    temperature (and T^2) on logits; L2 / MSE on features, which take no temperature."""
+    def feature_term(student, teacher, temperature=1.0):
+        return feature_mse(student, teacher)
+
+    return {"KL": kl, "CE": soft_cross_entropy, "L2": feature_term, "MSE": feature_term}
+
+
 def missing_layer_problems(role, missing, available):
     """One message per layer name ``role`` (a model) does not have, with close names."""
     problems = []

@@ -8,6 +8,8 @@ only through the number of positions, exactly like the classification case.
 import torch
 import torch.nn.functional as F
 
+from ...criterion.base import self_distillation_losses
+
 IGNORE_INDEX = -100
 # Probabilities are clamped before the log so a hard 0 cannot produce -inf or NaN gradients.
 PROB_EPS = 1e-7
@@ -110,17 +112,7 @@ FEATURE_LOSSES = {"MSE": feature_mse, "L1": feature_l1, "KL": feature_kl,
                   "cosine": feature_cosine}
 
 
-def _without_temperature(loss):
-    def feature_term(student, teacher, temperature=1.0):
-        return loss(student, teacher)
-    feature_term.__doc__ = f"{loss.__name__}, which has no temperature."
-    return feature_term
-
-
-# SelfKnowledgeDistillationLoss: KL / CE with temperature (and T^2) on logits, L2 / MSE on
-# features.
-SELF_LOSSES = {"KL": kl_divergence, "CE": soft_cross_entropy,
-               "L2": _without_temperature(feature_mse), "MSE": _without_temperature(feature_mse)}
+SELF_LOSSES = self_distillation_losses(kl_divergence, soft_cross_entropy, feature_mse)
 
 # Every loss type of every family of criterion/catalog/loss_types.py, by family.
 LOSSES = {"student": STUDENT_LOSSES, "kd": KD_LOSSES, "feature": FEATURE_LOSSES,

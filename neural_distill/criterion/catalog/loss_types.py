@@ -1,9 +1,9 @@
 """The loss types criteria may name, one tuple per family.
 
 A criterion's argument nodes (``config/criterion_args.py``) accept the names of a family; each
-backend maps every name to its function (``adapters/<fw>/losses.py``; feature losses in
-``adapters/<fw>/features.py`` for PyTorch). Adding a loss type: its name here, its function in
-both backends (docs/ARCHITECTURE.md, "Add a loss type").
+backend maps every name to its function (``LOSSES`` in ``adapters/<fw>/losses.py``). Adding a
+loss type: its name here, its function in both backends (docs/ARCHITECTURE.md, "Add a loss
+type").
 """
 
 LOSS_TYPES = {
