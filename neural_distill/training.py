@@ -128,6 +128,8 @@ class _DistillationPart(Dispatcher):
         train = {"criterion": criterion.to_dict(), "progress_bar": False}
         if config.optimizer is not None:
             train["optimizer"] = config.optimizer
+        if config.teacher_cache is not None:
+            train["teacher_cache"] = config.teacher_cache
         document = {"distillation": {"train": train}}
         if isinstance(config.metrics, dict):
             document["evaluation"] = {"accuracy": {"metric": config.metrics}}

@@ -24,6 +24,7 @@ CRITERION = OneOf(PYTHON_CRITERIA, "criterion")
 OPTIMIZER = OneOf(OPTIMIZERS, "optimizer")
 METRIC = OneOf(METRICS, "metric")
 FRAMEWORK = TOP_LEVEL.fields["model"].fields["framework"]
+TEACHER_CACHE = TRAIN.fields["teacher_cache"]
 
 # An experiment file as DistillationConfig reads it: the experiment schema, with the criterion
 # choices above.

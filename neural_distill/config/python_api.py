@@ -20,7 +20,8 @@ import copy
 
 from ..errors import ConfigError, ModelError
 from .compression_schema import (EXPERIMENT, FRAMEWORK, METRIC, OPTIMIZER,
-                                 QUANTIZATION_AWARE_TRAINING, QUANTIZATION_DOCUMENT)
+                                 QUANTIZATION_AWARE_TRAINING, QUANTIZATION_DOCUMENT,
+                                 TEACHER_CACHE)
 # The criterion configs live in their own module; their public names stay importable here.
 from .criterion_configs import (  # noqa: F401 - re-exported
     CRITERION_CONFIGS, IntermediateLayersKnowledgeDistillationLossConfig,
@@ -73,23 +74,26 @@ class DistillationConfig(_YamlConfig):
         framework: the models' framework as the experiment file names it ("pytorch",
             "tensorflow", ...); None: whichever framework the models are. Given, a model of
             another framework is an error.
+        teacher_cache: the teacher-output cache section, e.g. ``{"enabled": True,
+            "compression": "topk", "top_k": 1}`` (docs/teacher_cache.md); None: no cache.
 
     ``criterion`` may also be a ``neural_distill.Criterion`` (the reference documents'
     ``Criterion(name="KnowledgeLoss", ...)``); it is stored as the criterion config it stands for.
 
     YAML form: the experiment file's ``distillation.train.criterion`` / ``optimizer``,
-    ``evaluation.accuracy.metric`` and ``model.framework``. ``teacher_model`` and Metric objects
+    ``evaluation.accuracy.metric``, ``model.framework`` and
+    ``distillation.train.teacher_cache``. ``teacher_model`` and Metric objects
     are runtime objects.
     """
 
-    _FIELDS = ("criterion", "optimizer", "metrics", "framework")
+    _FIELDS = ("criterion", "optimizer", "metrics", "framework", "teacher_cache")
     _RUNTIME = ("teacher_model",)
 
     def __init__(self, teacher_model=None, criterion=None, optimizer=None, metrics=None,
-                 framework=None):
+                 framework=None, teacher_cache=None):
         object.__setattr__(self, "teacher_model", _check_teacher(teacher_model))
         self._store({"criterion": criterion, "optimizer": optimizer, "metrics": metrics,
-                     "framework": framework})
+                     "framework": framework, "teacher_cache": teacher_cache})
 
     def __setattr__(self, name, value):
         if name == "teacher_model":
@@ -125,6 +129,8 @@ class DistillationConfig(_YamlConfig):
             cleaned["metrics"] = metric
         if values.get("framework") is not None:
             checks["framework"] = (values["framework"], FRAMEWORK)
+        if values.get("teacher_cache") is not None:
+            checks["teacher_cache"] = (to_plain(values["teacher_cache"]), TEACHER_CACHE)
         if checks:
             node = Section({key: node for key, (_, node) in checks.items()})
             result = validate({key: value for key, (value, _) in checks.items()},
@@ -137,6 +143,8 @@ class DistillationConfig(_YamlConfig):
         train = {"criterion": self.criterion.to_dict()}
         if self.optimizer is not None:
             train["optimizer"] = copy.deepcopy(self.optimizer)
+        if self.teacher_cache is not None:
+            train["teacher_cache"] = copy.deepcopy(self.teacher_cache)
         document = {"distillation": {"train": train}}
         if isinstance(self.metrics, dict):
             document["evaluation"] = {"accuracy": {"metric": copy.deepcopy(self.metrics)}}
@@ -158,11 +166,13 @@ class DistillationConfig(_YamlConfig):
         # Defaults filled in by validation are not the user's choice: only keys present in the
         # document are carried, so to_dict() gives back what was read.
         optimizer = to_plain(train["optimizer"]) if "optimizer" in raw_train else None
+        teacher_cache = (to_plain(train["teacher_cache"]) if "teacher_cache" in raw_train
+                         else None)
         if metrics is None and "metric" in raw_accuracy:
             metrics = to_plain(checked["evaluation"]["accuracy"]["metric"])
         framework = checked["model"].get("framework")
         return cls(teacher_model=teacher_model, criterion=criterion, optimizer=optimizer,
-                   metrics=metrics, framework=framework)
+                   metrics=metrics, framework=framework, teacher_cache=teacher_cache)
 
 
 # ------------------------------------------------------------------------------ quantization

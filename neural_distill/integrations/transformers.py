@@ -26,6 +26,11 @@ evaluation when it evaluates at that step anyway) and ``distill()`` returns the 
 without, the final one (or the one the Trainer itself loaded with ``load_best_model_at_end``).
 The returned model is ``trainer.model`` itself, so ``trainer.save_model()`` saves it.
 
+``DistillationConfig(teacher_cache={"enabled": True, ...})`` keeps the teacher's logits per
+training sample (docs/teacher_cache.md): later epochs skip the teacher. The key is the sample's
+inputs without its labels, and with an ``attention_mask`` only its real tokens, so a sentence
+padded differently in another batch still hits. Per-token teacher outputs are not cached.
+
 A trainer class of your own (``Seq2SeqTrainer``, a subclass of your own) gets ``distill()`` from
 :class:`DistillationMixin`: ``class MyTrainer(DistillationMixin, Seq2SeqTrainer)``. A callback
 alone cannot do it: ``transformers`` gives callbacks no way to change the loss, and its
@@ -248,7 +253,8 @@ class DistillationMixin:
                 f"{{name: params}} dict, got {type(metric).__name__}")
         # A new config: the user's is not modified, and everything in it is validated again.
         return DistillationConfig(teacher_model=teacher, criterion=config.criterion,
-                                  metrics=metric, framework=config.framework)
+                                  metrics=metric, framework=config.framework,
+                                  teacher_cache=config.teacher_cache)
 
     def _nd_evaluator(self, metric):
         """The distiller's eval_func: the student's score by ``metric`` on eval_dataset."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..logging_utils import get_logger
-from .keys import sample_keys
+from .keys import sample_keys, token_mask
 from .shards import read_index, read_shards, write_shards
 from .store import RowStore
 
@@ -41,6 +41,8 @@ class TeacherCache:
         self.epochs = []             # per-epoch {"lookups", "hits"}
         self._lookups = self._hits = 0
         self._pending_keys = None
+        self._pending_width = None   # padded positions of the last miss's token inputs
+        self.refused = None          # why the cache switched itself off for good, if it did
         self._logger = get_logger()
         if offline_folder is not None:
             self._load(offline_folder)
@@ -62,6 +64,8 @@ class TeacherCache:
                     "or random augmentation). Write the cache again for these data, or set "
                     "teacher_cache.path to null to run the teacher.")
             self._pending_keys = keys
+            mask = token_mask(inputs)
+            self._pending_width = None if mask is None else mask.shape[1]
             return None
         self._hits += 1
         return self.codec.decode(self.store.take(rows), self.classes)
@@ -73,8 +77,12 @@ class TeacherCache:
         lossy one the decoded copy, so every epoch trains on the same targets.
         """
         keys, self._pending_keys = self._pending_keys, None
+        width, self._pending_width = self._pending_width, None
         logits = np.asarray(logits, dtype=np.float32)
         if keys is None or len(keys) != logits.shape[0]:
+            return logits
+        if width is not None and logits.ndim >= 3 and logits.shape[1] == width:
+            self._refuse_token_outputs(logits.shape)
             return logits
         if self.classes is None:
             self.classes = logits.shape[-1]
@@ -112,6 +120,20 @@ class TeacherCache:
                 100 * stats["hit_rate"], len(self.epochs))
         return stats
 
+    def _refuse_token_outputs(self, shape):
+        # Keys ignore padding, but per-token outputs do not: a sentence padded to another
+        # width in its next batch needs outputs at other positions, and the loss reads the
+        # teacher's outputs at padded positions too, which no cache can rebuild.
+        self.refused = (
+            f"the teacher's outputs are per token ({list(shape)}: batch, positions, classes) "
+            f"and the token inputs are padded per batch (attention_mask), so a sample's "
+            f"positions change with its batch. Only per-sample outputs ([batch, classes], "
+            f"e.g. sequence classification) are cached")
+        self.active = self.storing = False
+        self.store = None
+        self._logger.warning("teacher_cache: off for this run: %s. The teacher runs on every "
+                             "batch.", self.refused)
+
     def _stop_storing(self, why):
         self.storing = False
         self._logger.warning("teacher_cache: stops storing: %s", why)
@@ -125,6 +147,8 @@ class TeacherCache:
 
     def save(self, folder):
         """Write what is stored as an offline cache (``shards``)."""
+        if self.refused is not None:
+            raise DataError(f"teacher_cache: nothing to write: {self.refused}.")
         if self.store is None or not len(self.store):
             raise DataError("teacher_cache: nothing to write; the teacher produced no outputs")
         keys, records = self.store.items()

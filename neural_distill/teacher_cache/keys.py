@@ -4,6 +4,12 @@ A cache entry is keyed by the bytes of one *sample* (one row of every input arra
 whole batch: a shuffled loader puts samples into different batches every epoch, and a batch key
 would then never hit. The key also covers each row's dtype and shape, so the same bytes read as
 another type are another sample.
+
+Token inputs padded per batch (a dict with a 0/1 ``attention_mask``, as Hugging Face data
+collators make them) are keyed by each row's *real* tokens: every array shaped like the mask
+(``input_ids``, ``token_type_ids``, the mask itself) is trimmed to the positions the mask keeps,
+so the same sentence has one key whatever its batch padded it to. This assumes one padding side
+(a tokenizer's is fixed): a sentence padded on the left and on the right gets one key.
 """
 
 import hashlib
@@ -73,12 +79,44 @@ def _row_hashes(rows):
     return out
 
 
+def token_mask(inputs):
+    """The 0/1 ``attention_mask`` of a dict batch of token inputs as booleans, or None."""
+    if not isinstance(inputs, dict) or inputs.get("attention_mask") is None:
+        return None
+    mask = np.asarray(inputs["attention_mask"])
+    if mask.ndim != 2 or mask.dtype.kind not in "biu" or not ((mask == 0) | (mask == 1)).all():
+        return None  # an additive or 4-D mask: rows are keyed whole (padding-dependent)
+    return mask.astype(bool)
+
+
+def _token_row_hashes(array, mask):
+    """Row hashes of a [batch, positions, ...] array over the positions ``mask`` keeps.
+
+    Rows are hashed in groups of equal real length (vectorised per group); the length is
+    mixed in, so no padding width ever reaches the hash.
+    """
+    count = array.shape[0]
+    lengths = mask.sum(axis=1)
+    out = np.empty((count, 2), np.uint64)
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        kept = array[rows][mask[rows]]  # row-major: each row's kept positions, in order
+        kept = np.ascontiguousarray(kept).reshape(-1).view(np.uint8).reshape(
+            len(rows), kept.nbytes // len(rows))
+        salt = np.frombuffer(hashlib.blake2b(f"tokens:{int(length)}".encode(),
+                                             digest_size=16).digest(), np.uint64)
+        out[rows] = _row_hashes(kept) ^ salt
+    return out
+
+
 def sample_keys(inputs, where="teacher_cache"):
     """One ``KEY_BYTES`` key per sample of a batch of NumPy inputs.
 
     ``inputs`` is an array, a tuple/list of arrays, or a dict of arrays, all with the batch on
-    the first axis.
+    the first axis. A dict with a 0/1 ``attention_mask`` is keyed by its rows' real tokens
+    (module docstring).
     """
+    mask = token_mask(inputs)
     arrays = [np.ascontiguousarray(a) for a in _flat_arrays(inputs, where)]
     if not arrays or any(a.ndim == 0 for a in arrays):
         raise DataError(f"{where}: cannot key a batch whose inputs have no batch axis; the cache "
@@ -91,9 +129,16 @@ def sample_keys(inputs, where="teacher_cache"):
     with np.errstate(over="ignore"):
         for position, array in enumerate(arrays):
             # The array's place, dtype and per-sample shape are part of every key.
-            header = hashlib.blake2b(f"{position}:{array.dtype.str}{array.shape[1:]}".encode(),
-                                     digest_size=16).digest()
-            hashed = _row_hashes(array.reshape(count, -1).view(np.uint8))
+            if mask is not None and array.shape[:2] == mask.shape:
+                # Per token: the padded width is no part of the key.
+                header = hashlib.blake2b(f"{position}:{array.dtype.str}:tokens"
+                                         f"{array.shape[2:]}".encode(), digest_size=16).digest()
+                hashed = _token_row_hashes(array, mask)
+            else:
+                header = hashlib.blake2b(
+                    f"{position}:{array.dtype.str}{array.shape[1:]}".encode(),
+                    digest_size=16).digest()
+                hashed = _row_hashes(array.reshape(count, -1).view(np.uint8))
             total = total * np.uint64(0x9E3779B97F4A7C15) + (
                 hashed ^ np.frombuffer(header, np.uint64))
     return [row.tobytes() for row in total]
