@@ -14,6 +14,8 @@ best epoch picked on the validation sentences:
 
     python examples/nlp_minilm/distill_minilm.py            # about 3 minutes on 2 CPU cores
     python examples/nlp_minilm/distill_minilm.py --seed 1
+    # the teacher's outputs cached (docs/teacher_cache.md): top-1 of 2 classes, KD runs only
+    python examples/nlp_minilm/distill_minilm.py --teacher-cache topk --top-k 1 --only-kd
 """
 
 import argparse
@@ -80,6 +82,20 @@ def accuracy(trainer, dataset):
     return trainer.evaluate(dataset)["eval_accuracy"]
 
 
+def report_epochs(trainer):
+    """Per-epoch seconds (training and the epoch's evaluation) and the cache's hit rate."""
+    epochs = [r for r in trainer.distillation_history if "time_s" in r]
+    step = trainer.distiller.step
+    cache = step.cache if step is not None else None
+    line = ", ".join(f"{r['time_s']:.1f}s" + (f" (hit {r['teacher_cache_hit_rate']:.0%})"
+                                              if "teacher_cache_hit_rate" in r else "")
+                     for r in epochs)
+    print(f"  epochs: {line}")
+    if cache is not None and cache.store is not None:
+        print(f"  teacher cache: {cache.codec.describe()}, {len(cache.store)} samples, "
+              f"{cache.store.row_bytes} bytes per sample")
+
+
 def size_of(model):
     return objectives.model_size.parameters(model), objectives.model_size.measure(model)
 
@@ -91,6 +107,14 @@ def main():
     parser.add_argument("--steps", type=int, default=480,
                         help="optimizer steps of every student run")
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--teacher-cache", choices=["none", "float16", "topk", "off"],
+                        default="off",
+                        help="cache the teacher's outputs in the distillation runs with this "
+                             "compression (none = dense float32); off: no cache")
+    parser.add_argument("--top-k", type=int, default=1,
+                        help="classes kept per sample with --teacher-cache topk")
+    parser.add_argument("--only-kd", action="store_true",
+                        help="skip the scratch and labeled-only runs (KD + transfer only)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the trainers' output folders (printed at the end)")
     options = parser.parse_args()
@@ -149,16 +173,25 @@ def run(options, work):
     metric = metrics.Metric(name="eval_accuracy")
     criterion = Criterion(name="KnowledgeLoss", temperature=options.temperature,
                           loss_types=["CE", "KL"], loss_weight_ratio=[0.5, 0.5])
+    cache = None
+    if options.teacher_cache != "off":
+        cache = {"enabled": True, "compression": options.teacher_cache}
+        if options.teacher_cache == "topk":
+            cache["top_k"] = options.top_k
     runs = [("student: scratch (no teacher)", data["labeled"], False),
             ("student: KD, labeled only", data["labeled"], True),
             ("student: KD + unlabeled transfer set", labeled_and_transfer, True)]
+    if options.only_kd:
+        runs = runs[2:]
     for name, train_dataset, distill in runs:
         run_started = time.perf_counter()
         folder = f"student{len(rows)}"
         if distill:
             trainer = student_trainer(folder, train_dataset)
-            d_conf = DistillationConfig(metrics=metric, criterion=criterion)
+            d_conf = DistillationConfig(metrics=metric, criterion=criterion,
+                                        teacher_cache=cache)
             model = trainer.distill(distillation_config=d_conf, teacher_model=teacher)
+            report_epochs(trainer)
         else:
             # The same best-epoch rule without a teacher: the Trainer's own, by eval_accuracy.
             trainer = student_trainer(folder, train_dataset, save_strategy="epoch",
