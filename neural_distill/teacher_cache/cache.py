@@ -91,6 +91,7 @@ class TeacherCache:
             if self.store is None:
                 self.store = RowStore(records.shape[1:], records.dtype, self.max_bytes,
                                       self.spill_dir)
+                self._check_compression(logits.shape[1:])
             if records.shape[1:] != self.store.record_shape:
                 self._stop_storing(
                     f"the teacher's output shape per sample changed from "
@@ -119,6 +120,16 @@ class TeacherCache:
                 "stored outputs are never reused. The cache is off for the rest of the run.",
                 100 * stats["hit_rate"], len(self.epochs))
         return stats
+
+    def _check_compression(self, sample_shape):
+        # Top-k stores 2k + 1 floats per row: with few classes that is more than the logits.
+        dense = int(np.prod(sample_shape)) * 4
+        stored = self.codec.bytes_per_sample(sample_shape)
+        if self.codec.name == "topk" and stored >= dense:
+            self._logger.warning(
+                "teacher_cache: topk with top_k %d stores %d bytes per sample, the dense "
+                "logits take %d (%d classes): use compression: none (exact) or float16 "
+                "(%d bytes) instead.", self.codec.k, stored, dense, sample_shape[-1], dense // 2)
 
     def _refuse_token_outputs(self, shape):
         # Keys ignore padding, but per-token outputs do not: a sentence padded to another

@@ -112,3 +112,17 @@ def test_top1_of_two_classes_keeps_the_whole_distribution():
 
     np.testing.assert_allclose(tempered(decoded), tempered(logits), rtol=0, atol=1e-6)
     assert codec.bytes_per_sample((2,)) == 12 and DenseCodec().bytes_per_sample((2,)) == 8
+
+
+def test_topk_that_stores_more_than_the_logits_says_so(caplog):
+    cache = TeacherCache(TopKCodec(1, 2.0), "teacher")
+    assert cache.lookup(np.arange(6, dtype=np.float32).reshape(3, 2)) is None
+    with caplog.at_level(logging.WARNING, logger="neural_distill"):
+        cache.add(np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 3.0]], np.float32))
+    assert "stores 12 bytes per sample, the dense logits take 8" in caplog.text
+    caplog.clear()
+    wide = TeacherCache(TopKCodec(1, 2.0), "teacher")
+    wide.lookup(np.arange(6, dtype=np.float32).reshape(3, 2))
+    with caplog.at_level(logging.WARNING, logger="neural_distill"):
+        wide.add(np.zeros((3, 10), np.float32))
+    assert "bytes per sample" not in caplog.text
