@@ -14,13 +14,16 @@ class RunningLosses:
     ``tf.function`` (or our compiled step): the Python body runs once per trace, but the
     ``assign_add`` it records runs at every step. For the same reason it is zeroed in place at
     each epoch (a traced function keeps updating the variable it captured). One vector, so a
-    step adds one op, not one per sum.
+    step adds one op, not one per sum. Under a ``tf.distribute`` strategy every replica adds its
+    terms and the replicas' additions are summed into every copy (aggregation SUM), inside the
+    step that all replicas and workers run together: reading it never needs the other workers.
     """
 
     def __init__(self):
         with tf.init_scope():  # created eagerly even when the first hook runs in a trace
             self.sums = tf.Variable(tf.zeros([len(LOSS_KEYS)]), trainable=False,
-                                    name="nd_running_losses")
+                                    name="nd_running_losses",
+                                    aggregation=tf.VariableAggregation.SUM)
 
     def add(self, loss, student_loss, kd_loss):
         # Assignments are not differentiated: no stop_gradient needed on the values.

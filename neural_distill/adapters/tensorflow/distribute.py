@@ -1,0 +1,96 @@
+"""The built-in loop under a ``tf.distribute`` strategy (MirroredStrategy, MultiWorkerMirrored).
+
+Keras' convention: the user creates the strategy, builds the models inside
+``strategy.scope()`` and trains. ``fit()`` then trains data-parallel with the strategy in scope,
+or, when called outside the scope, with the strategy the student's variables belong to. The
+loop distributes the training dataset (each batch is the global batch, split among the
+replicas), runs the step once per replica (``strategy.run``) and lets the optimizer sum the
+replicas' gradients. For that sum to be the gradient of the global batch's loss, each
+replica's loss is weighted by its share of the global batch (``n_replica / n_global``): with
+equal shares that is ``1 / replicas``, Keras' own scaling; an uneven last batch is weighted
+exactly, and a replica left without samples contributes nothing.
+"""
+
+import tensorflow as tf
+
+from ...errors import ConfigError, DataError, ModelError
+
+
+def strategy_for(student):
+    """The strategy to train under, or None for the plain single-device loop."""
+    if tf.distribute.has_strategy():
+        strategy = tf.distribute.get_strategy()
+    else:
+        strategy = next((_strategy_of(v) for v in student.variables
+                         if _strategy_of(v) is not None), None)
+    if strategy is None or strategy.num_replicas_in_sync <= 1 and not _multi_worker(strategy):
+        return None
+    return strategy
+
+
+def _strategy_of(variable):
+    value = getattr(variable, "value", variable)  # a Keras variable wraps a tf.Variable
+    return getattr(value, "distribute_strategy", None) if isinstance(
+        value, tf.distribute.DistributedValues) else None
+
+
+def _multi_worker(strategy):
+    return getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
+
+
+def check_setup(strategy, student, optimizer, distiller, loader):
+    """Clear errors for what would otherwise fail deep inside TensorFlow, or train wrongly."""
+    name = type(strategy).__name__
+    if not all(_strategy_of(v) is strategy for v in student.trainable_variables):
+        raise ModelError(f"student_model: fit() trains under {name}, but the student's "
+                         f"variables were created outside strategy.scope(), so they are not "
+                         f"replicated. Build the student (and the teacher) inside "
+                         f"`with strategy.scope():`.")
+    if getattr(optimizer, "_distribution_strategy", strategy) is not strategy:
+        raise ModelError(f"optimizer: it was created outside strategy.scope() of the {name} "
+                         f"fit() trains under; create it inside the scope, or leave "
+                         f"distiller.optimizer unset to use the config's optimizer.")
+    if not isinstance(loader, tf.data.Dataset):
+        raise DataError(f"train_dataloader: under {name} the training data must be a "
+                        f"tf.data.Dataset of global batches (the strategy splits each batch "
+                        f"among the replicas), got {type(loader).__name__}. Wrap it, e.g. "
+                        f"tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).")
+    cache = distiller.step.cache
+    if cache is not None and cache.active:
+        raise ConfigError(f"{distiller.conf_source}: distillation.train.teacher_cache: the "
+                          f"teacher cache is not supported under {name} (it is looked up "
+                          f"outside the compiled step, per global batch). Disable it, or train "
+                          f"on one device.")
+
+
+def distribute_dataset(strategy, loader):
+    return strategy.experimental_distribute_dataset(loader)
+
+
+def _local_batch_size(inputs):
+    first = tf.nest.flatten(inputs)[0]
+    return tf.cast(tf.shape(first)[0], tf.float32)
+
+
+def share_of_global_batch(total, inputs):
+    """``total`` (this replica's mean loss) weighted by its share of the global batch."""
+    context = tf.distribute.get_replica_context()
+    local = _local_batch_size(inputs)
+    global_size = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    # A replica without samples has a NaN batch mean; it must add nothing, not NaN.
+    total = tf.where(local > 0, total, tf.zeros_like(total))
+    return total * tf.cast(local / global_size, total.dtype)
+
+
+def global_gradients(grads):
+    """The sum of every replica's gradients, on every replica (None stays None)."""
+    context = tf.distribute.get_replica_context()
+    present = [g for g in grads if g is not None]
+    reduced = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+    return [None if g is None else next(reduced) for g in grads]
+
+
+def as_replica_share(grads):
+    """Global gradients divided so that the optimizer's sum over replicas gives them back."""
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+    return [None if g is None else g / replicas for g in grads]
