@@ -59,7 +59,8 @@ class _LossTrackers:
     def __init__(self, student, distillation):
         self.student, self.distillation = student, distillation
 
-    def add(self, loss, student_loss, kd_loss):
+    def add(self, loss, student_loss, kd_loss, inputs=None):
+        # Keras' Mean metrics average over replicas themselves.
         if student_loss is not None:
             self.student.update_state(student_loss)
         self.distillation.update_state(kd_loss)

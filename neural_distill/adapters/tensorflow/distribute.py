@@ -72,14 +72,22 @@ def _local_batch_size(inputs):
     return tf.cast(tf.shape(first)[0], tf.float32)
 
 
+def replica_share(inputs):
+    """This replica's share of the global batch (a float32 scalar), or None outside the
+    replicas of a multi-replica strategy (or without ``inputs``)."""
+    context = tf.distribute.get_replica_context()
+    if inputs is None or context is None or (context.num_replicas_in_sync <= 1 and not
+                                             _multi_worker(context.strategy)):
+        return None
+    local = _local_batch_size(inputs)
+    return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
 def share_of_global_batch(total, inputs):
     """``total`` (this replica's mean loss) weighted by its share of the global batch."""
-    context = tf.distribute.get_replica_context()
-    local = _local_batch_size(inputs)
-    global_size = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    share = replica_share(inputs)
     # A replica without samples has a NaN batch mean; it must add nothing, not NaN.
-    total = tf.where(local > 0, total, tf.zeros_like(total))
-    return total * tf.cast(local / global_size, total.dtype)
+    return tf.where(share > 0, total * tf.cast(share, total.dtype), tf.zeros_like(total))
 
 
 def global_gradients(grads):

@@ -177,6 +177,8 @@ def _run(adapter, distiller, train, strategy=None):
         optimizer, coupled_weight_decay = build_optimizer(train.optimizer)
     student_variables, extra = _trainable_variables(student, criterion)
     variables = student_variables + extra
+    if strategy is not None:
+        distribute.check_setup(strategy, student, optimizer, distiller, loader)
     if not optimizer.built:
         optimizer.build(variables)
     steps = _steps_per_epoch(loader, train.get("iteration"))
@@ -185,7 +187,6 @@ def _run(adapter, distiller, train, strategy=None):
                                len(student_variables), coupled_weight_decay,
                                train.get("max_grad_norm"), strategy)
     if strategy is not None:
-        distribute.check_setup(strategy, student, optimizer, distiller, loader)
         loader = distribute.distribute_dataset(strategy, loader)
 
     def train_step(batch):
