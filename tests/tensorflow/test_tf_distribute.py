@@ -1,0 +1,60 @@
+"""tf.distribute.MirroredStrategy on two logical CPUs trains what one device trains.
+
+The built-in loop (``Distillation.fit()``) and Keras' ``fit()`` of ``DistillationModel``, with
+global batch ``b`` split over 2 replicas, must give the student (and feature matchers) that one
+device gives with batch ``b``, and the same epoch losses. The gradients of the replicas are
+summed, so a loss not weighted by the replica's share of the global batch trains with twice the
+gradient: the SGD cases then differ by ~0.2, far outside the tolerance. ``tf_distribute_script``
+runs in its own process: the CPU must be split into logical devices before TensorFlow starts.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+SCRIPT = os.path.join(HERE, "tf_distribute_script.py")
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tf_distribute")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    result = subprocess.run([sys.executable, SCRIPT, str(workdir)], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.mark.parametrize("case", [
+    "loop_kd",                       # SGD, evaluation every epoch
+    "loop_uneven_clip_decay_hooks",  # an empty replica, max_grad_norm, weight decay, split step
+    "loop_features",                 # Adam; a Dense matcher trained under the strategy
+    "keras_criterion_loss",          # DistillationModel, the criterion's student loss + L2
+    "keras_compiled_loss",           # DistillationModel with a loss given to compile()
+])
+def test_two_replicas_train_what_one_device_trains(report, case):
+    result = report[case]
+    assert result["finite"], result
+    assert result["moved"] > 0.05, result  # the students did train
+    assert result["max_weight_diff"] < TOLERANCE, result
+    assert result["max_loss_diff"] < TOLERANCE, result
+
+
+def test_features_case_compares_the_matcher_too(report):
+    assert report["loop_features"]["weights"] == 6  # student kernel+bias x2, matcher kernel+bias
+
+
+def test_a_student_built_outside_the_scope_is_refused_with_the_fix(report):
+    message = report["outside_scope_error"]
+    assert message is not None
+    assert "outside strategy.scope()" in message and "with strategy.scope():" in message
