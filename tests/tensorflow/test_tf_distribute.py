@@ -10,6 +10,7 @@ runs in its own process: the CPU must be split into logical devices before Tenso
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -58,3 +59,53 @@ def test_a_student_built_outside_the_scope_is_refused_with_the_fix(report):
     message = report["outside_scope_error"]
     assert message is not None
     assert "outside strategy.scope()" in message and "with strategy.scope():" in message
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_multi_worker_mirrored_strategy_with_two_workers_trains_what_one_device_trains(tmp_path):
+    """Two processes on this machine, one CPU replica each, described by TF_CONFIG; only the
+    chief (worker 0) writes a run folder."""
+    import numpy as np
+
+    script = os.path.join(HERE, "tf_multi_worker_script.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO_ROOT, HERE]), OMP_NUM_THREADS="1",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    single = subprocess.run([sys.executable, script, str(tmp_path / "single.npz"),
+                             str(tmp_path / "ws_single")], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, script, str(tmp_path / f"worker{index}.npz"),
+             str(tmp_path / f"ws_worker{index}")], env=dict(env, TF_CONFIG=json.dumps(tf_config)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=600))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    reference = np.load(tmp_path / "single.npz")
+    assert list(reference["layout"]) == [1, 32]
+    for index in range(2):
+        trained = np.load(tmp_path / f"worker{index}.npz")
+        # 2 replicas in sync, and each worker's replica gets half of the 32 samples.
+        assert list(trained["layout"]) == [2, 16]
+        assert sorted(trained.files) == sorted(reference.files)
+        for key in set(reference.files) - {"layout"}:
+            np.testing.assert_allclose(trained[key], reference[key], rtol=0, atol=TOLERANCE)
+    assert os.listdir(tmp_path / "ws_worker0")  # the chief's run folder
+    assert not os.path.exists(tmp_path / "ws_worker1")  # the other worker wrote nothing

@@ -1,5 +1,6 @@
 """Trains the same students on one device and under MirroredStrategy on two logical CPUs, and
-prints what differs as JSON (run by ``test_tf_distribute.py``).
+prints what differs as JSON (run by ``test_tf_distribute.py``; ``tf_multi_worker_script.py``
+reuses its cases).
 
 A separate process because the CPU must be split into logical devices before TensorFlow
 starts, which a pytest process that already ran TensorFlow cannot do. Every case trains from
@@ -16,10 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-_CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
-tf.config.threading.set_intra_op_parallelism_threads(1)
 
 import keras  # noqa: E402
 
@@ -125,6 +122,9 @@ def replicated(strategy, fn):
 
 
 def main(workdir):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     runs = {name: (lambda s, c=case, n=name: run_loop(c, s, os.path.join(workdir, n)))
             for name, case in LOOP_CASES.items()}
