@@ -55,6 +55,12 @@ def test_features_case_compares_the_matcher_too(report):
     assert report["loop_features"]["weights"] == 6  # student kernel+bias x2, matcher kernel+bias
 
 
+def test_a_run_under_the_strategy_resumes_from_a_mid_epoch_checkpoint_exactly(report):
+    difference, continued_in_the_checkpoints_folder = report["resume_difference"]
+    assert continued_in_the_checkpoints_folder
+    assert difference == 0.0
+
+
 def test_a_student_built_outside_the_scope_is_refused_with_the_fix(report):
     message = report["outside_scope_error"]
     assert message is not None

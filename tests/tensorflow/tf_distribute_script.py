@@ -74,7 +74,7 @@ LOOP_CASES = {
 }
 
 
-def run_loop(case, strategy, workspace):
+def run_loop(case, strategy, workspace, workspace_settings=None):
     """Student and matcher weights after fit(), and the epoch losses."""
     x, y = data(case["samples"])
     scope = strategy.scope() if strategy else tf.device("/CPU:0")
@@ -84,7 +84,8 @@ def run_loop(case, strategy, workspace):
              "progress_bar": False, **case.get("extra", {})}
     config = {"model": {"name": "tfdist", "framework": "tensorflow"},
               "distillation": {"train": train},
-              "tuning": {"random_seed": 0, "workspace": {"path": workspace}}}
+              "tuning": {"random_seed": 0,
+                         "workspace": {"path": workspace, **(workspace_settings or {})}}}
     if case.get("evaluate"):
         config["evaluation"] = {"accuracy": {"metric": "Accuracy"}}
     distiller = Distillation(config)
@@ -101,6 +102,28 @@ def run_loop(case, strategy, workspace):
         distiller.fit()
     matchers = [np.array(v) for v in getattr(distiller.criterion, "trainable_variables", [])]
     return student.get_weights() + matchers, [h["loss"] for h in distiller.history]
+
+
+def resume_difference(strategy, workdir):
+    """Max weight difference between a run under the strategy and the same run resumed (also
+    under it) from one of its checkpoints taken in the middle of an epoch, and whether the
+    resumed run continued in the first run's folder."""
+    case = dict(LOOP_CASES["loop_features"], samples=40,
+                optimizer={"SGD": {"learning_rate": 0.1, "momentum": 0.9}},
+                extra={"epoch": 3})
+
+    def run(name, resume=None):
+        workspace = os.path.join(workdir, name)
+        settings = {"resume": resume, "checkpoint_every_steps": 3, "keep_checkpoints": 20}
+        return run_loop(case, strategy, workspace, settings)[0], workspace
+
+    reference, workspace = run("resume_reference")
+    folder = os.path.join(workspace, os.listdir(workspace)[0])
+    middle = os.path.join(folder, "checkpoint-e0001-s000000006.ckpt")  # 5 steps an epoch
+    resumed, fresh_workspace = run("resume_resumed", middle)
+    # A resumed run continues in the checkpoint's run folder; a fresh start would make one.
+    return (max(float(np.max(np.abs(a - b))) for a, b in zip(reference, resumed)),
+            not os.path.exists(fresh_workspace))
 
 
 def run_keras(compiled_loss, strategy):
@@ -143,6 +166,7 @@ def main(workdir):
                          zip(single_weights, models()[0].get_weights())),
             "finite": bool(np.all(np.isfinite(dist_losses))),
         }
+    report["resume_difference"] = resume_difference(strategy, workdir)
     student, teacher = models()  # outside the scope: not replicated
     distiller = Distillation({"model": {"name": "tfdist"}, "distillation": {"train": {
         "progress_bar": False}}, "tuning": {"workspace": {"path": workdir}}})
