@@ -67,6 +67,12 @@ def test_a_student_built_outside_the_scope_is_refused_with_the_fix(report):
     assert "outside strategy.scope()" in message and "with strategy.scope():" in message
 
 
+def test_data_the_strategy_cannot_split_is_refused_with_the_fix(report):
+    message = report["list_loader_error"]
+    assert message is not None
+    assert "tf.data.Dataset" in message and "from_tensor_slices" in message
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("localhost", 0))

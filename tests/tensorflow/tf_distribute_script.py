@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 from neural_distill import Distillation  # noqa: E402
-from neural_distill.errors import ModelError  # noqa: E402
+from neural_distill.errors import DataError, ModelError  # noqa: E402
 from neural_distill.integrations.keras import DistillationModel  # noqa: E402
 
 logging.getLogger("neural_distill").setLevel(logging.WARNING)
@@ -178,6 +178,17 @@ def main(workdir):
         report["outside_scope_error"] = None
     except ModelError as exc:
         report["outside_scope_error"] = str(exc)
+    with strategy.scope():
+        student, teacher = models()
+    distiller.student_model, distiller.teacher_model = student, teacher
+    x, y = data(16)
+    distiller.train_dataloader = [(x[:8], y[:8]), (x[8:], y[8:])]  # not a tf.data.Dataset
+    try:
+        with strategy.scope():
+            distiller.fit()
+        report["list_loader_error"] = None
+    except DataError as exc:
+        report["list_loader_error"] = str(exc)
     print("RESULT " + json.dumps(report))
 
 

@@ -23,7 +23,8 @@ def strategy_for(student):
     else:
         strategy = next((_strategy_of(v) for v in student.variables
                          if _strategy_of(v) is not None), None)
-    if strategy is None or strategy.num_replicas_in_sync <= 1 and not _multi_worker(strategy):
+    # One replica (OneDeviceStrategy, a single worker) trains like the plain loop.
+    if strategy is None or strategy.num_replicas_in_sync <= 1:
         return None
     return strategy
 
@@ -34,12 +35,18 @@ def _strategy_of(variable):
         value, tf.distribute.DistributedValues) else None
 
 
-def _multi_worker(strategy):
-    return getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
+def check_data(strategy, loader):
+    """Before the run starts: data the strategy can split."""
+    if not isinstance(loader, tf.data.Dataset):
+        raise DataError(f"train_dataloader: under {type(strategy).__name__} the training data "
+                        f"must be a tf.data.Dataset of global batches (the strategy splits each "
+                        f"batch among the replicas), got {type(loader).__name__}. Wrap it, e.g. "
+                        f"tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).")
 
 
-def check_setup(strategy, student, optimizer, distiller, loader):
-    """Clear errors for what would otherwise fail deep inside TensorFlow, or train wrongly."""
+def check_setup(strategy, student, optimizer, distiller):
+    """Once the models are built: clear errors for what would otherwise fail deep inside
+    TensorFlow, or train wrongly."""
     name = type(strategy).__name__
     if not all(_strategy_of(v) is strategy for v in student.trainable_variables):
         raise ModelError(f"student_model: fit() trains under {name}, but the student's "
@@ -50,11 +57,6 @@ def check_setup(strategy, student, optimizer, distiller, loader):
         raise ModelError(f"optimizer: it was created outside strategy.scope() of the {name} "
                          f"fit() trains under; create it inside the scope, or leave "
                          f"distiller.optimizer unset to use the config's optimizer.")
-    if not isinstance(loader, tf.data.Dataset):
-        raise DataError(f"train_dataloader: under {name} the training data must be a "
-                        f"tf.data.Dataset of global batches (the strategy splits each batch "
-                        f"among the replicas), got {type(loader).__name__}. Wrap it, e.g. "
-                        f"tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).")
     cache = distiller.step.cache
     if cache is not None and cache.active:
         raise ConfigError(f"{distiller.conf_source}: distillation.train.teacher_cache: the "
@@ -76,8 +78,7 @@ def replica_share(inputs):
     """This replica's share of the global batch (a float32 scalar), or None outside the
     replicas of a multi-replica strategy (or without ``inputs``)."""
     context = tf.distribute.get_replica_context()
-    if inputs is None or context is None or (context.num_replicas_in_sync <= 1 and not
-                                             _multi_worker(context.strategy)):
+    if inputs is None or context is None or context.num_replicas_in_sync <= 1:
         return None
     local = _local_batch_size(inputs)
     return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)

@@ -168,6 +168,8 @@ def run(adapter, distiller):
 def _run(adapter, distiller, train, strategy=None):
     student = distiller.student_model
     loader = distiller.train_dataloader
+    if strategy is not None:
+        distribute.check_data(strategy, loader)
 
     distiller.on_train_begin(loader)
     criterion = distiller.criterion
@@ -178,7 +180,7 @@ def _run(adapter, distiller, train, strategy=None):
     student_variables, extra = _trainable_variables(student, criterion)
     variables = student_variables + extra
     if strategy is not None:
-        distribute.check_setup(strategy, student, optimizer, distiller, loader)
+        distribute.check_setup(strategy, student, optimizer, distiller)
     if not optimizer.built:
         optimizer.build(variables)
     steps = _steps_per_epoch(loader, train.get("iteration"))
