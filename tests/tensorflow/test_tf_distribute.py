@@ -42,6 +42,7 @@ def report(tmp_path_factory):
     "loop_features",                 # Adam; a Dense matcher trained under the strategy
     "keras_criterion_loss",          # DistillationModel, the criterion's student loss + L2
     "keras_compiled_loss",           # DistillationModel with a loss given to compile()
+    "keras_features",                # DistillationModel training a Dense matcher
 ])
 def test_two_replicas_train_what_one_device_trains(report, case):
     result = report[case]
@@ -51,8 +52,9 @@ def test_two_replicas_train_what_one_device_trains(report, case):
     assert result["max_loss_diff"] < TOLERANCE, result
 
 
-def test_features_case_compares_the_matcher_too(report):
-    assert report["loop_features"]["weights"] == 6  # student kernel+bias x2, matcher kernel+bias
+@pytest.mark.parametrize("case", ["loop_features", "keras_features"])
+def test_features_cases_compare_the_matcher_too(report, case):
+    assert report[case]["weights"] == 6  # student kernel+bias x2, matcher kernel+bias
 
 
 def test_a_run_under_the_strategy_resumes_from_a_mid_epoch_checkpoint_exactly(report):

@@ -100,7 +100,7 @@ def run_loop(case, strategy, workspace, workspace_settings=None):
             distiller.fit()
     else:
         distiller.fit()
-    matchers = [np.array(v) for v in getattr(distiller.criterion, "trainable_variables", [])]
+    matchers = [v.numpy() for v in getattr(distiller.criterion, "trainable_variables", [])]
     return student.get_weights() + matchers, [h["loss"] for h in distiller.history]
 
 
@@ -126,16 +126,18 @@ def resume_difference(strategy, workdir):
             not os.path.exists(fresh_workspace))
 
 
-def run_keras(compiled_loss, strategy):
+def run_keras(compiled_loss, strategy, criterion=KD):
+    """Student and matcher weights after Keras' fit() of DistillationModel, and its losses."""
     x, y = data(32)
     with strategy.scope() if strategy else tf.device("/CPU:0"):
         student, teacher = models(regularized=True)
-        model = DistillationModel(student, teacher, KD)
+        model = DistillationModel(student, teacher, criterion)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) \
             if compiled_loss else None
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
     history = model.fit(batches(x, y, 8), epochs=2, verbose=0).history
-    return student.get_weights(), history["loss"]
+    matchers = [v.numpy() for v in model.criterion.trainable_variables]
+    return student.get_weights() + matchers, history["loss"]
 
 
 def replicated(strategy, fn):
@@ -153,6 +155,8 @@ def main(workdir):
             for name, case in LOOP_CASES.items()}
     runs["keras_criterion_loss"] = lambda s: run_keras(False, s)
     runs["keras_compiled_loss"] = lambda s: run_keras(True, s)
+    features = LOOP_CASES["loop_features"]["criterion"]
+    runs["keras_features"] = lambda s: run_keras(False, s, features)
     report = {}
     for name, run in runs.items():
         single_weights, single_losses = run(None)
