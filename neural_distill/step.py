@@ -11,7 +11,7 @@ compute the loss here::
                                 # through matcher_training.py in a run: matchers get trained
     student_loss: one scalar tensor (checks.scalar_loss)
     loss = criterion.combine(student_loss, kd_loss)
-    running.add(loss, student_loss, kd_loss)            # the epoch's running losses
+    running.add(loss, student_loss, kd_loss, inputs)    # the epoch's running losses
 """
 
 from .checks import scalar_loss
@@ -80,5 +80,5 @@ class DistillationStep:
             student_loss = scalar_loss(student_loss, self.adapter, owner=self)
         loss = self.criterion.combine(student_loss, kd_loss)
         if running is not None:
-            running.add(loss, student_loss, kd_loss)
+            running.add(loss, student_loss, kd_loss, inputs=inputs)
         return loss
