@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..logging_utils import get_logger
-from .keys import sample_keys
+from .keys import Scratch, sample_keys
 from .shards import read_index, read_shards, write_shards
 from .store import RowStore
 
@@ -41,6 +41,7 @@ class TeacherCache:
         self.epochs = []             # per-epoch {"lookups", "hits"}
         self._lookups = self._hits = 0
         self._pending_keys = None
+        self._scratch = Scratch()  # the key hash's work arrays, reused every step
         self._logger = get_logger()
         if offline_folder is not None:
             self._load(offline_folder)
@@ -50,7 +51,7 @@ class TeacherCache:
         """The cached logits for this batch (float32 NumPy), or None on any miss."""
         if not self.active:
             return None
-        keys = sample_keys(inputs)
+        keys = sample_keys(inputs, scratch=self._scratch)
         self._lookups += 1
         rows = self.store.rows_for(keys) if self.store is not None else None
         if rows is None:
@@ -104,7 +105,7 @@ class TeacherCache:
         if (self.active and not self.offline and len(self.epochs) >= 2
                 and stats["lookups"] and stats["hit_rate"] < self.min_hit_rate):
             self.active = self.storing = False
-            self.store = None
+            self.store = self._scratch = None
             self._logger.warning(
                 "teacher_cache: %.1f%% of the batches of epoch %d were found in the cache: the "
                 "training inputs differ every epoch (random augmentation, or new data), so "

@@ -30,24 +30,24 @@ class RowStore:
         return len(self.index)
 
     def rows_for(self, keys):
-        """Row numbers of ``keys``, or None when any of them is not stored."""
-        index = self.index
-        rows = []
-        for key in keys:
-            row = index.get(key)
-            if row is None:
-                return None
-            rows.append(row)
-        return rows
+        """Row numbers of ``keys`` (an int64 array), or None when any of them is not stored."""
+        rows = list(map(self.index.get, keys))
+        if None in rows:
+            return None
+        return np.array(rows, np.int64)
 
     def take(self, rows):
-        rows = np.asarray(rows)
+        """The records of ``rows``, in that order: one ``np.take`` per chunk they fall in."""
+        rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return np.empty((0,) + self.record_shape, self.dtype)
         chunk, offset = np.divmod(rows, CHUNK_ROWS)
         if (chunk == chunk[0]).all():
-            return np.asarray(self._chunks[chunk[0]][offset])
+            return np.take(self._chunks[chunk[0]], offset, axis=0)
         out = np.empty((len(rows),) + self.record_shape, self.dtype)
-        for position, (c, o) in enumerate(zip(chunk, offset)):
-            out[position] = self._chunks[c][o]
+        for number in np.unique(chunk):
+            where = np.flatnonzero(chunk == number)
+            out[where] = np.take(self._chunks[number], offset[where], axis=0)
         return out
 
     def add(self, keys, records):
