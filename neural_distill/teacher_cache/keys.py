@@ -125,7 +125,7 @@ def split_keys(key_array):
 
 
 def sample_key_array(inputs, where="teacher_cache", scratch=None):
-    """The keys of ``sample_keys`` as a (samples, 2) uint64 array (its rows' bytes are the keys)."""
+    """The keys of ``sample_keys`` as a (samples, 2) uint64 array: its rows' bytes are the keys."""
     arrays = _flat_arrays(inputs, where)
     if not arrays or any(np.ndim(a) == 0 for a in arrays):
         raise DataError(f"{where}: cannot key a batch whose inputs have no batch axis; the cache "
