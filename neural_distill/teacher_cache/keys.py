@@ -82,7 +82,7 @@ def _row_hashes(rows, out, scratch):
     padded = -width % 8
     if padded:
         rows = np.concatenate([rows, np.zeros((count, padded), np.uint8)], axis=1)
-    words = np.ascontiguousarray(rows).view(np.uint64)
+    words = rows.view(np.uint64)  # rows of a C-contiguous array (sample_key_array)
     keys, weights = _keys_for(words.shape[1])
     z, shifted = scratch.arrays(words.shape)
     np.bitwise_xor(words, keys, out=z)
