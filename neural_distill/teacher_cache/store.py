@@ -37,11 +37,9 @@ class RowStore:
         return len(self.index)
 
     def rows_for(self, keys):
-        """Row numbers of ``keys`` (an int64 array), or None when any of them is not stored."""
+        """Row numbers of ``keys`` (a list), or None when any of them is not stored."""
         rows = list(map(self.index.get, keys))
-        if None in rows:
-            return None
-        return np.array(rows, np.int64)
+        return None if None in rows else rows
 
     def take(self, rows):
         """The records of ``rows``, in that order: one ``np.take`` per chunk they fall in."""
