@@ -99,3 +99,18 @@ def test_parts_round_trip_in_their_own_dtype_and_features_without_batch_axis_sto
         other.add(logits, [np.zeros((2, 6), np.float32)])             # not per sample
     assert "first axis is not the batch" in caplog.text and not other.storing
     assert other.lookup(x) is None
+
+
+def test_feature_criteria_outside_pytorch_leave_the_cache_off_and_say_so(caplog):
+    from neural_distill.teacher_cache.run_cache import FEATURE_CRITERION, build_run_cache
+
+    class Adapter:
+        name = "tensorflow"
+
+    class Criterion:
+        yaml_name = FEATURE_CRITERION
+
+    settings = {"enabled": True, "max_bytes": 1 << 20, "min_hit_rate": 0.05}
+    with caplog.at_level(logging.WARNING, logger="neural_distill"):
+        assert build_run_cache(settings, Adapter(), Criterion(), [], None, None, ".") is None
+    assert "outside PyTorch" in caplog.text and "the cache is off" in caplog.text
