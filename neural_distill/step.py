@@ -40,7 +40,8 @@ class DistillationStep:
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
 
         With a cache, a batch whose samples are all cached is served without running the
-        teachers; otherwise their output is stored for the next epochs. Cached outputs are
+        teachers; otherwise their output is stored for the next epochs. A features cache also
+        stores the criterion's teacher features, and on a hit hands them to the criterion. Cached outputs are
         placed like ``student_output``. A compiled (traced) TensorFlow step passes
         ``eager=False``: NumPy cannot look inside a traced tensor, so its loop consults the
         cache before the compiled step instead.
@@ -50,6 +51,10 @@ class DistillationStep:
         cache = self.cache if eager else None
         if cache is not None and cache.active:
             cached = cache.lookup(numpy_inputs(self.adapter, inputs))
+            if cached is not None and cache.features:  # [logits, feature per mapping...]
+                cached, *features = cached
+                self.criterion.use_teacher_features(
+                    [self.adapter.as_teacher_output(f, student_output) for f in features])
             if cached is not None:
                 return self.adapter.as_teacher_output(cached, student_output)
         if not self.teachers:
@@ -58,8 +63,10 @@ class DistillationStep:
                              "pass the teacher's output.")
         output = self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
         if cache is not None and cache.active:
+            features = ([self.adapter.to_numpy(f) for f in self.criterion.teacher_features()]
+                        if cache.features else None)
             kept = cache.add(self.adapter.to_numpy(
-                self.adapter.logits_of(output, "teacher output")))
+                self.adapter.logits_of(output, "teacher output")), features)
             if not cache.codec.lossless:  # every epoch trains on the same (decoded) targets
                 output = self.adapter.as_teacher_output(kept, student_output)
         return output
