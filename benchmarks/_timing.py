@@ -31,8 +31,9 @@ def fit_one_epoch(criterion_config, student, teacher, loader, lr, workspace):
     return distiller.fit()
 
 
-def torch_benchmark_args(description, steps, batch_size):
-    """The command line both PyTorch benchmarks take; applies --threads and quiets logging."""
+def torch_benchmark_args(description, steps, batch_size, extra=None):
+    """The command line both PyTorch benchmarks take; applies --threads and quiets logging.
+    ``extra(parser)`` adds a benchmark's own options."""
     import argparse
     import logging
 
@@ -44,6 +45,8 @@ def torch_benchmark_args(description, steps, batch_size):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default); 1 is steadier on a busy machine")
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -76,8 +76,15 @@ HOOK_NAMES = tuple(event.value for event in Event)
 
 def _hook_method(event):
     signature = event.signature
+    # Hooks run several times a step: plain positional calls skip Signature.bind (tens of
+    # microseconds a step); keywords, and wrong calls (for bind's error), take it.
+    defaults = tuple(spec[1] for spec in event.params if len(spec) > 1)
+    most = len(event.params)
+    least = most - len(defaults)
 
     def hook(self, *args, **kwargs):
+        if not kwargs and least <= len(args) <= most:
+            return self.dispatch(event, *args, *defaults[len(args) - least:])
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         return self.dispatch(event, *bound.args[1:])

@@ -11,7 +11,7 @@ compute the loss here::
                                 # through matcher_training.py in a run: matchers get trained
     student_loss: one scalar tensor (checks.scalar_loss)
     loss = criterion.combine(student_loss, kd_loss)
-    running.add(loss, student_loss, kd_loss)            # the epoch's running losses
+    running.add(loss, student_loss, kd_loss, inputs)    # the epoch's running losses
 """
 
 from .checks import scalar_loss
@@ -40,7 +40,8 @@ class DistillationStep:
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
 
         With a cache, a batch whose samples are all cached is served without running the
-        teachers; otherwise their output is stored for the next epochs. Cached outputs are
+        teachers; otherwise their output is stored for the next epochs. A features cache also
+        stores the criterion's teacher features, and on a hit hands them to the criterion. Cached outputs are
         placed like ``student_output``. A compiled (traced) TensorFlow step passes
         ``eager=False``: NumPy cannot look inside a traced tensor, so its loop consults the
         cache before the compiled step instead.
@@ -50,6 +51,10 @@ class DistillationStep:
         cache = self.cache if eager else None
         if cache is not None and cache.active:
             cached = cache.lookup(numpy_inputs(self.adapter, inputs))
+            if cached is not None and cache.features:  # [logits, feature per mapping...]
+                cached, *features = cached
+                self.criterion.use_teacher_features(
+                    [self.adapter.as_teacher_output(f, student_output) for f in features])
             if cached is not None:
                 return self.adapter.as_teacher_output(cached, student_output)
         if not self.teachers:
@@ -58,8 +63,10 @@ class DistillationStep:
                              "pass the teacher's output.")
         output = self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
         if cache is not None and cache.active:
+            features = ([self.adapter.to_numpy(f) for f in self.criterion.teacher_features()]
+                        if cache.features else None)
             kept = cache.add(self.adapter.to_numpy(
-                self.adapter.logits_of(output, "teacher output")))
+                self.adapter.logits_of(output, "teacher output")), features)
             if not cache.codec.lossless:  # every epoch trains on the same (decoded) targets
                 output = self.adapter.as_teacher_output(kept, student_output)
         return output
@@ -80,5 +87,5 @@ class DistillationStep:
             student_loss = scalar_loss(student_loss, self.adapter, owner=self)
         loss = self.criterion.combine(student_loss, kd_loss)
         if running is not None:
-            running.add(loss, student_loss, kd_loss)
+            running.add(loss, student_loss, kd_loss, inputs=inputs)
         return loss

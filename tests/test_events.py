@@ -158,3 +158,25 @@ def test_hooks_are_safe_without_on_train_begin(workspace):
     distiller.on_epoch_end()
     distiller.on_train_end()
     assert len(distiller.history) == 1
+
+
+def test_positional_and_keyword_calls_dispatch_the_same_arguments():
+    """Plain positional calls skip Signature.bind (a per-step cost): same arguments, defaults
+    filled in, and a wrong call still fails like any Python call."""
+    from neural_distill.events import Hooks
+
+    class Recorder(Hooks):
+        def dispatch(self, event, *args):
+            return event, args
+
+    hooks = Recorder()
+    loss = Event.AFTER_COMPUTE_LOSS
+    assert hooks.on_after_compute_loss(1, 2, 3) == (loss, (1, 2, 3, None))
+    assert hooks.on_after_compute_loss(1, 2, 3, 4) == (loss, (1, 2, 3, 4))
+    assert hooks.on_after_compute_loss(1, 2, student_loss=3) == (loss, (1, 2, 3, None))
+    assert hooks.on_train_begin() == (Event.TRAIN_BEGIN, (None,))
+    assert hooks.on_step_end() == (Event.STEP_END, ())
+    for wrong in [lambda: hooks.on_after_compute_loss(1, 2), lambda: hooks.on_step_end(1),
+                  lambda: hooks.on_epoch_begin(1, 2), lambda: hooks.on_epoch_begin(epoch=1, x=2)]:
+        with pytest.raises(TypeError):
+            wrong()

@@ -129,6 +129,7 @@ class IntermediateLayersSpec(FeatureCriterionSpec):
         self._student_capture = None
         self._teacher_captures = {}
         self._teacher_index = {}
+        self._cached_teacher_features = None
 
     def _capture_mapped_layers(self, student, teachers, teacher_keys=None):
         """Create the captures; one ModelError lists every layer or teacher that is missing."""
@@ -175,8 +176,23 @@ class IntermediateLayersSpec(FeatureCriterionSpec):
         self._teacher_captures = {}
 
     def clear_features(self):
+        self._cached_teacher_features = None
         for capture in self._captures():
             capture.clear()
+
+    # The teacher cache (docs/teacher_cache.md) stores the teachers' selected features per
+    # sample and hands them back instead of running the teachers.
+    def teacher_features(self):
+        """The teachers' feature of every mapping in this step, after its output process."""
+        return [self._teacher_feature(i, pair) for i, pair in enumerate(self.mappings)]
+
+    def use_teacher_features(self, features):
+        """Serve this step's teacher features (one per mapping) from the cache."""
+        self._cached_teacher_features = list(features)
+
+    def teacher_features_key(self):
+        """What the cached features depend on besides the teachers' weights."""
+        return repr([(pair.teacher.teacher, pair.teacher.label()) for pair in self.mappings])
 
     @property
     def needs_preparation(self):
@@ -190,10 +206,14 @@ class IntermediateLayersSpec(FeatureCriterionSpec):
                              f"distiller.on_train_begin() first")
         s = self.select(self._student_capture.get(pair.student.layer), pair.student.process,
                         f"{where} student '{pair.student.label()}'")
+        return s, self._teacher_feature(i, pair)
+
+    def _teacher_feature(self, i, pair):
+        if self._cached_teacher_features is not None:
+            return self._cached_teacher_features[i]
         capture = self._teacher_captures[self._teacher_index[i]]
-        t = self.select(capture.get(pair.teacher.layer), pair.teacher.process,
-                        f"{where} teacher '{pair.teacher.label()}'")
-        return s, t
+        return self.select(capture.get(pair.teacher.layer), pair.teacher.process,
+                           f"layer_mappings[{i}] teacher '{pair.teacher.label()}'")
 
     def _matchers_for(self, shapes_of, build):
         """One matcher per mapping from ``shapes_of(i, pair)``; every failure in one error."""

@@ -15,7 +15,8 @@
 ``DistillationModel`` is a ``keras.Model`` whose forward is the student's, and whose loss is the
 criterion's: ``w0 * student_loss + w1 * D(student, teacher)`` with exactly the math of the
 built-in loop. Everything Keras offers around ``fit`` (callbacks, metrics, ``evaluate``,
-``predict``, distribution strategies) works unchanged.
+``predict``, ``tf.distribute`` strategies: build the models and this wrapper inside
+``strategy.scope()``) works unchanged.
 """
 
 import os
@@ -59,7 +60,8 @@ class _LossTrackers:
     def __init__(self, student, distillation):
         self.student, self.distillation = student, distillation
 
-    def add(self, loss, student_loss, kd_loss):
+    def add(self, loss, student_loss, kd_loss, inputs=None):
+        # Keras' Mean metrics average over replicas themselves.
         if student_loss is not None:
             self.student.update_state(student_loss)
         self.distillation.update_state(kd_loss)
@@ -174,17 +176,24 @@ class DistillationModel(keras.Model):
         if y_pred is None:
             y_pred = self(x, training=training)
         compiled = getattr(self, "_compile_loss", None)
+        # Under a tf.distribute strategy Keras sums the replicas' gradients, so the loss it
+        # gets must be this replica's mean divided by the replicas, as Keras' own losses are
+        # (its compiled loss comes scaled that way). The terms are combined and reported as
+        # plain means, and only the total handed back is scaled.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if y is None:
             student_loss = None
         elif compiled is not None:
             student_loss = compiled(y, y_pred, sample_weight)
+            if student_loss is not None and replicas > 1:
+                student_loss = student_loss * replicas
         else:
             student_loss = self.criterion.student_loss(y_pred, y)
         total = self._step.value(x, y_pred, student_loss, running=self._trackers.value)
         if self.losses:
             total = total + tf.add_n(self.losses)
         self.total_loss_tracker.update_state(total)  # regularization losses included
-        return total
+        return total / replicas if replicas > 1 else total
 
     # The wrapper is a training device; what is worth keeping is the student. Keras' checkpoint
     # callbacks call self.model.save / save_weights / load_weights: save() writes the student;

@@ -3,13 +3,16 @@
 Framework-neutral: it sees NumPy arrays only. The step hands it the batch's inputs; on a hit it
 returns the teacher's logits for exactly those samples, in batch order, and the teacher is not
 run at all. On a miss the step runs the teacher and gives the logits back with :meth:`add`.
+A cache made with ``features=True`` also keeps the teachers' intermediate features: each
+sample's record then holds its logits and every feature, flattened side by side, stored as they
+are (no codec), and a hit returns ``[logits, feature, ...]``.
 """
 
 import numpy as np
 
 from ..errors import DataError
 from ..logging_utils import get_logger
-from .keys import sample_keys, token_mask
+from .keys import Scratch, sample_keys, token_mask
 from .shards import read_index, read_shards, write_shards
 from .store import RowStore
 
@@ -24,10 +27,11 @@ class TeacherCache:
         spill_dir: where records past ``max_bytes`` go (memory-mapped ``.npy``); None = stop
             storing once full.
         min_hit_rate: from the second epoch on, a lower batch hit rate switches the cache off.
+        features: also keep the teachers' features (``add(logits, features)``); dense only.
     """
 
     def __init__(self, codec, fingerprint, max_bytes=1 << 30, spill_dir=None, min_hit_rate=0.05,
-                 offline_folder=None):
+                 offline_folder=None, features=False):
         self.codec = codec
         self.fingerprint = fingerprint
         self.max_bytes = max_bytes
@@ -38,11 +42,14 @@ class TeacherCache:
         self.storing = not self.offline
         self.classes = None
         self.store = None
+        self.features = features
+        self.parts = None            # with features: (per-sample shape, dtype) of each part
         self.epochs = []             # per-epoch {"lookups", "hits"}
         self._lookups = self._hits = 0
         self._pending_keys = None
         self._pending_width = None   # padded positions of the last miss's token inputs
         self.refused = None          # why the cache switched itself off for good, if it did
+        self._scratch = Scratch()  # the key hash's work arrays, reused every step
         self._logger = get_logger()
         if offline_folder is not None:
             self._load(offline_folder)
@@ -52,7 +59,7 @@ class TeacherCache:
         """The cached logits for this batch (float32 NumPy), or None on any miss."""
         if not self.active:
             return None
-        keys = sample_keys(inputs)
+        keys = sample_keys(inputs, scratch=self._scratch)
         self._lookups += 1
         rows = self.store.rows_for(keys) if self.store is not None else None
         if rows is None:
@@ -68,10 +75,13 @@ class TeacherCache:
             self._pending_width = None if mask is None else mask.shape[1]
             return None
         self._hits += 1
+        if self.parts is not None:
+            return self._split(self.store.take(rows))
         return self.codec.decode(self.store.take(rows), self.classes)
 
-    def add(self, logits):
-        """Store the logits the teacher just computed for the batch of the last miss.
+    def add(self, logits, features=None):
+        """Store the logits the teacher just computed for the batch of the last miss (and,
+        for a ``features`` cache, the teachers' features: one array per feature).
 
         Returns the logits the criterion should use: the same ones for a lossless codec; for a
         lossy one the decoded copy, so every epoch trains on the same targets.
@@ -81,13 +91,18 @@ class TeacherCache:
         logits = np.asarray(logits, dtype=np.float32)
         if keys is None or len(keys) != logits.shape[0]:
             return logits
-        if width is not None and logits.ndim >= 3 and logits.shape[1] == width:
-            self._refuse_token_outputs(logits.shape)
+        per_token = self._per_token(width, logits, features) if width is not None else None
+        if per_token is not None:
+            self._refuse_token_outputs(*per_token)
             return logits
         if self.classes is None:
             self.classes = logits.shape[-1]
-        records = self.codec.encode(logits)
-        if self.storing:
+        if self.features:  # stored as they are: the codec is lossless (run_cache checks)
+            records = (self._join([logits, *(np.asarray(f) for f in features or ())])
+                       if self.storing else None)
+        else:
+            records = self.codec.encode(logits)
+        if records is not None and self.storing:
             if self.store is None:
                 self.store = RowStore(records.shape[1:], records.dtype, self.max_bytes,
                                       self.spill_dir)
@@ -104,6 +119,36 @@ class TeacherCache:
                     f"spill: true to keep the rest on disk")
         return logits if self.codec.lossless else self.codec.decode(records, self.classes)
 
+    def _join(self, parts):
+        """One record per sample: every part flattened, side by side, in a dtype that holds
+        each part exactly; None (and storing stops) when the parts cannot be stored."""
+        count = parts[0].shape[0]
+        if any(part.ndim == 0 or part.shape[0] != count for part in parts):
+            self._stop_storing("a teacher feature's first axis is not the batch "
+                               f"({[part.shape for part in parts]}); only per-sample features "
+                               "can be cached (select or reshape them with a process)")
+            return None
+        layout = [(part.shape[1:], part.dtype.str) for part in parts]
+        if self.parts is None:
+            self.parts = layout
+        elif layout != self.parts:
+            self._stop_storing(f"the teachers' per-sample outputs changed from {self.parts} to "
+                               f"{layout} (variable-length inputs?); others are not cached")
+            return None
+        dtype = np.result_type(np.float32, *(part.dtype for part in parts))
+        return np.concatenate([part.reshape(count, -1).astype(dtype, copy=False)
+                               for part in parts], axis=1)
+
+    def _split(self, records):
+        """``[logits, feature, ...]`` of stored records, each back in its own dtype and shape."""
+        parts, start = [], 0
+        for shape, dtype in self.parts:
+            size = int(np.prod(shape))
+            parts.append(records[:, start:start + size].reshape((len(records),) + tuple(shape))
+                         .astype(dtype, copy=False))
+            start += size
+        return parts
+
     def end_epoch(self):
         """Close an epoch's statistics; switch the cache off when it does not pay."""
         stats = {"lookups": self._lookups, "hits": self._hits,
@@ -113,7 +158,7 @@ class TeacherCache:
         if (self.active and not self.offline and len(self.epochs) >= 2
                 and stats["lookups"] and stats["hit_rate"] < self.min_hit_rate):
             self.active = self.storing = False
-            self.store = None
+            self.store = self._scratch = None
             self._logger.warning(
                 "teacher_cache: %.1f%% of the batches of epoch %d were found in the cache: the "
                 "training inputs differ every epoch (random augmentation, or new data), so "
@@ -131,15 +176,26 @@ class TeacherCache:
                 "logits take %d (%d classes): use compression: none (exact) or float16 "
                 "(%d bytes) instead.", self.codec.k, stored, dense, sample_shape[-1], dense // 2)
 
-    def _refuse_token_outputs(self, shape):
+    @staticmethod
+    def _per_token(width, logits, features):
+        """(what, shape) of the first output that has the token inputs' positions, or None."""
+        if logits.ndim >= 3 and logits.shape[1] == width:
+            return "the teacher's outputs", logits.shape
+        for feature in features or ():
+            shape = np.shape(feature)  # [batch, positions, hidden], [batch, heads, pos, pos]
+            if len(shape) >= 3 and width in shape[1:-1]:
+                return "the teachers' features", shape
+        return None
+
+    def _refuse_token_outputs(self, what, shape):
         # Keys ignore padding, but per-token outputs do not: a sentence padded to another
         # width in its next batch needs outputs at other positions, and the loss reads the
         # teacher's outputs at padded positions too, which no cache can rebuild.
         self.refused = (
-            f"the teacher's outputs are per token ({list(shape)}: batch, positions, classes) "
-            f"and the token inputs are padded per batch (attention_mask), so a sample's "
-            f"positions change with its batch. Only per-sample outputs ([batch, classes], "
-            f"e.g. sequence classification) are cached")
+            f"{what} are per token ({list(shape)}, with the {shape[0]} samples' padded "
+            f"positions) and the token inputs are padded per batch (attention_mask), so a "
+            f"sample's positions change with its batch. Only per-sample outputs ([batch, "
+            f"classes], e.g. sequence classification) are cached")
         self.active = self.storing = False
         self.store = None
         self._logger.warning("teacher_cache: off for this run: %s. The teacher runs on every "
@@ -160,6 +216,9 @@ class TeacherCache:
         """Write what is stored as an offline cache (``shards``)."""
         if self.refused is not None:
             raise DataError(f"teacher_cache: nothing to write: {self.refused}.")
+        if self.features:
+            raise DataError("teacher_cache: offline caches hold the teachers' logits only, not "
+                            "their intermediate features")
         if self.store is None or not len(self.store):
             raise DataError("teacher_cache: nothing to write; the teacher produced no outputs")
         keys, records = self.store.items()

@@ -49,34 +49,70 @@ def _keys_for(words):
     return keys
 
 
-def _row_hashes(rows):
-    """Two 64-bit hashes per row of a (rows, bytes) uint8 array.
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_headers = {}
+
+
+class Scratch:
+    """Reused work arrays of the row hash, by shape. The cache keeps one for its run: the hash
+    runs on every training step, and a fresh temporary per pass (hundreds of KB for an image
+    batch) is a page-faulting allocation each time. Not shared between threads."""
+
+    def __init__(self, shapes=4):
+        self.shapes = shapes
+        self._arrays = {}
+
+    def arrays(self, shape):
+        arrays = self._arrays.get(shape)
+        if arrays is None:
+            if len(self._arrays) >= self.shapes:
+                self._arrays.clear()
+            arrays = self._arrays[shape] = (np.empty(shape, np.uint64),
+                                            np.empty(shape, np.uint64))
+        return arrays
+
+
+def _row_hashes(rows, out, scratch):
+    """Two 64-bit hashes per row of a (rows, bytes) uint8 array, written to ``out`` (rows, 2).
 
     Each 8-byte word, XORed with a key of its position, goes through SplitMix64's finalizer (a
     bijection on 64 bits); the first hash sums the mixed words, the second sums them weighted
     by odd per-position multipliers. Two rows that differ anywhere have different mixed words
     there, so each sum collides with probability about 2**-64, and the two together about
-    2**-128. Vectorised over the batch, one mixing pass: several times cheaper than a per-row
-    BLAKE2b loop. Not cryptographic: a cache key only has to tell real samples apart.
+    2**-128. Vectorised over the batch, one mixing pass in place in two ``scratch`` arrays:
+    several times cheaper than a per-row BLAKE2b loop. Not cryptographic: a cache key only
+    has to tell real samples apart.
     """
     count, width = rows.shape
     padded = -width % 8
     if padded:
         rows = np.concatenate([rows, np.zeros((count, padded), np.uint8)], axis=1)
-    words = np.ascontiguousarray(rows).view(np.uint64)
+    words = rows.view(np.uint64)  # rows of a C-contiguous array (sample_key_array)
     keys, weights = _keys_for(words.shape[1])
-    out = np.empty((count, 2), np.uint64)
-    with np.errstate(over="ignore"):
-        z = words ^ keys
-        z ^= z >> np.uint64(30)
-        z *= _MIX1
-        z ^= z >> np.uint64(27)
-        z *= _MIX2
-        z ^= z >> np.uint64(31)
-        out[:, 0] = z.sum(axis=1, dtype=np.uint64)
-        z *= weights
-        out[:, 1] = z.sum(axis=1, dtype=np.uint64)
+    z, shifted = scratch.arrays(words.shape)
+    np.bitwise_xor(words, keys, out=z)
+    for shift, multiplier in ((_S30, _MIX1), (_S27, _MIX2)):
+        np.right_shift(z, shift, out=shifted)
+        z ^= shifted
+        z *= multiplier  # wraps modulo 2**64 (unsigned integers never warn)
+    np.right_shift(z, _S31, out=shifted)
+    z ^= shifted
+    np.sum(z, axis=1, dtype=np.uint64, out=out[:, 0])
+    np.multiply(z, weights, out=shifted)
+    np.sum(shifted, axis=1, dtype=np.uint64, out=out[:, 1])
     return out
+
+
+def _header(position, array):
+    """The 128-bit value that ties a key to its input's place, dtype and per-sample shape."""
+    spec = (position, array.dtype.str, array.shape[1:])
+    header = _headers.get(spec)
+    if header is None:
+        digest = hashlib.blake2b(f"{position}:{array.dtype.str}{array.shape[1:]}".encode(),
+                                 digest_size=16).digest()
+        header = _headers[spec] = np.frombuffer(digest, np.uint64)
+    return header
 
 
 def token_mask(inputs):
@@ -89,7 +125,7 @@ def token_mask(inputs):
     return mask.astype(bool)
 
 
-def _token_row_hashes(array, mask):
+def _token_row_hashes(array, mask, scratch):
     """Row hashes of a [batch, positions, ...] array over the positions ``mask`` keeps.
 
     Rows are hashed in groups of equal real length (vectorised per group); the length is
@@ -100,48 +136,59 @@ def _token_row_hashes(array, mask):
     out = np.empty((count, 2), np.uint64)
     for length in np.unique(lengths):
         rows = np.flatnonzero(lengths == length)
-        kept = array[rows][mask[rows]]  # row-major: each row's kept positions, in order
-        kept = np.ascontiguousarray(kept).reshape(-1).view(np.uint8).reshape(
-            len(rows), kept.nbytes // len(rows))
-        salt = np.frombuffer(hashlib.blake2b(f"tokens:{int(length)}".encode(),
-                                             digest_size=16).digest(), np.uint64)
-        out[rows] = _row_hashes(kept) ^ salt
+        kept = np.ascontiguousarray(array[rows][mask[rows]])  # each row's kept positions
+        kept = kept.reshape(-1).view(np.uint8).reshape(len(rows), kept.nbytes // len(rows))
+        hashed = _row_hashes(kept, np.empty((len(rows), 2), np.uint64), scratch)
+        out[rows] = hashed ^ _header(f"tokens:{int(length)}", kept)
     return out
 
 
-def sample_keys(inputs, where="teacher_cache"):
+def sample_keys(inputs, where="teacher_cache", scratch=None):
     """One ``KEY_BYTES`` key per sample of a batch of NumPy inputs.
 
     ``inputs`` is an array, a tuple/list of arrays, or a dict of arrays, all with the batch on
-    the first axis. A dict with a 0/1 ``attention_mask`` is keyed by its rows' real tokens
-    (module docstring).
+    the first axis. ``scratch``: a ``Scratch`` to reuse between calls (None: a fresh one). A dict
+    with a 0/1 ``attention_mask`` is keyed by its rows' real tokens (module docstring).
     """
+    return split_keys(sample_key_array(inputs, where, scratch))
+
+
+def split_keys(key_array):
+    """The ``KEY_BYTES`` keys (``bytes``) of the rows of a (samples, 2) uint64 key array."""
+    raw = key_array.tobytes()
+    return [raw[start:start + KEY_BYTES] for start in range(0, len(raw), KEY_BYTES)]
+
+
+def sample_key_array(inputs, where="teacher_cache", scratch=None):
+    """The keys of ``sample_keys`` as a (samples, 2) uint64 array: its rows' bytes are the keys."""
     mask = token_mask(inputs)
-    arrays = [np.ascontiguousarray(a) for a in _flat_arrays(inputs, where)]
-    if not arrays or any(a.ndim == 0 for a in arrays):
+    arrays = _flat_arrays(inputs, where)
+    if not arrays or any(np.ndim(a) == 0 for a in arrays):
         raise DataError(f"{where}: cannot key a batch whose inputs have no batch axis; the cache "
                         f"needs arrays with the samples on the first axis")
+    arrays = [np.ascontiguousarray(a) for a in arrays]
     count = arrays[0].shape[0]
     if any(a.shape[0] != count for a in arrays):
         raise DataError(f"{where}: the batch's input arrays disagree on the number of samples "
                         f"({[a.shape[0] for a in arrays]})")
-    total = np.zeros((count, 2), np.uint64)
+    scratch = Scratch() if scratch is None else scratch
+    total = None
     with np.errstate(over="ignore"):
         for position, array in enumerate(arrays):
-            # The array's place, dtype and per-sample shape are part of every key.
             if mask is not None and array.shape[:2] == mask.shape:
                 # Per token: the padded width is no part of the key.
-                header = hashlib.blake2b(f"{position}:{array.dtype.str}:tokens"
-                                         f"{array.shape[2:]}".encode(), digest_size=16).digest()
-                hashed = _token_row_hashes(array, mask)
+                hashed = _token_row_hashes(array, mask, scratch)
+                hashed ^= _header(f"{position}:tokens", array[:, 0])
             else:
-                header = hashlib.blake2b(
-                    f"{position}:{array.dtype.str}{array.shape[1:]}".encode(),
-                    digest_size=16).digest()
-                hashed = _row_hashes(array.reshape(count, -1).view(np.uint8))
-            total = total * np.uint64(0x9E3779B97F4A7C15) + (
-                hashed ^ np.frombuffer(header, np.uint64))
-    return [row.tobytes() for row in total]
+                hashed = _row_hashes(array.reshape(count, -1).view(np.uint8),
+                                     np.empty((count, 2), np.uint64), scratch)
+                hashed ^= _header(position, array)
+            if total is None:  # 0 * GOLDEN + hashed: the first array's value as it is
+                total = hashed
+            else:
+                total *= _GOLDEN
+                total += hashed
+    return total
 
 
 def fingerprint(named_arrays, extra=""):

@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..logging_utils import get_logger
 from .cache import TeacherCache
-from .codecs import build_codec
+from .codecs import DenseCodec, build_codec
 from .keys import fingerprint
 
 
@@ -22,11 +23,13 @@ def numpy_inputs(adapter, inputs):
     return adapter.to_numpy(inputs)
 
 
-def teacher_fingerprint(adapter, teachers, teacher_weights, codec):
-    """What the cached outputs depend on: every teacher's weights, their weighting, the codec."""
+def teacher_fingerprint(adapter, teachers, teacher_weights, codec, features=""):
+    """What the cached outputs depend on: every teacher's weights, their weighting, the codec,
+    and for a features cache the captured layers and their output processes."""
     arrays = [(f"{index}.{name}", array) for index, teacher in enumerate(teachers)
               for name, array in adapter.named_arrays(teacher)]
-    return fingerprint(arrays, extra=f"{teacher_weights!r};{sorted(codec.describe().items())}")
+    extra = f"{teacher_weights!r};{sorted(codec.describe().items())}"
+    return fingerprint(arrays, extra=extra + (f";features {features}" if features else ""))
 
 
 def offline_folder(settings, base_dir):
@@ -48,12 +51,17 @@ def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spi
     folder = offline_folder(settings, base_dir)
     if not settings.get("enabled") and folder is None:
         return None
-    if getattr(criterion, "yaml_name", None) != "KnowledgeDistillationLoss":
+    name = getattr(criterion, "yaml_name", None)
+    features = name == FEATURE_CRITERION and adapter.name == "torch"
+    if name != "KnowledgeDistillationLoss" and not features:
         get_logger().warning(
-            "distillation.train.teacher_cache: only the teacher's logits are cached, and %s "
-            "uses the teacher's intermediate features (or no teacher): the cache is off for "
-            "this run.", type(criterion).__name__)
+            "distillation.train.teacher_cache: %s is not served by the cache (it uses no "
+            "teacher, or the teacher's intermediate features outside PyTorch): the cache is "
+            "off for this run.", type(criterion).__name__)
         return None
+    if features:
+        return _features_cache(settings, adapter, criterion, teachers, teacher_weights,
+                               spill_dir, folder)
     codec = codec_for(settings, criterion)
     # Without teachers (an offline cache serving a run that has none) the cache's own
     # fingerprint is taken on trust; with them, it must match.
@@ -61,3 +69,25 @@ def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spi
     return TeacherCache(codec, mark, max_bytes=settings["max_bytes"],
                         spill_dir=spill_dir if settings.get("spill") else None,
                         min_hit_rate=settings["min_hit_rate"], offline_folder=folder)
+
+
+FEATURE_CRITERION = "IntermediateLayersKnowledgeDistillationLoss"
+
+
+def _features_cache(settings, adapter, criterion, teachers, teacher_weights, spill_dir, folder):
+    """A cache of the teachers' logits and captured features (PyTorch, online, dense)."""
+    if folder is not None:
+        raise ConfigError(f"distillation.train.teacher_cache.path: offline caches hold the "
+                          f"teachers' logits only, and {FEATURE_CRITERION} needs their "
+                          f"intermediate features. Set path to null (and enabled: true) to "
+                          f"cache them during the run.")
+    if settings.get("compression", "none") != "none":
+        raise ConfigError(f"distillation.train.teacher_cache.compression: the teachers' "
+                          f"features of {FEATURE_CRITERION} are cached as they are; use "
+                          f"compression: none (got {settings.get('compression')!r}).")
+    codec = DenseCodec("float32")
+    mark = teacher_fingerprint(adapter, teachers, teacher_weights, codec,
+                               features=criterion.teacher_features_key())
+    return TeacherCache(codec, mark, max_bytes=settings["max_bytes"],
+                        spill_dir=spill_dir if settings.get("spill") else None,
+                        min_hit_rate=settings["min_hit_rate"], features=True)

@@ -9,6 +9,7 @@ import pytest
 from neural_distill.errors import ConfigError, DataError
 from neural_distill.teacher_cache import TeacherCache, TopKCodec, build_codec, sample_keys
 from neural_distill.teacher_cache.codecs import DenseCodec
+from neural_distill.teacher_cache.keys import Scratch
 from neural_distill.teacher_cache.store import CHUNK_ROWS, RowStore
 from tests.np_reference import softmax
 
@@ -25,6 +26,30 @@ def test_sample_keys_follow_the_sample_not_the_batch():
     changed = x.copy()
     changed[2, 1, 1] = np.nextafter(changed[2, 1, 1], np.float32(9))
     assert [a == b for a, b in zip(sample_keys(changed), keys)] == [1, 1, 0, 1, 1, 1]
+
+
+def test_sample_keys_are_pinned_values():
+    """Keys name the samples of offline caches on disk: a faster hash must give the very same
+    keys (or the cache format has to change). Values of the original SplitMix64 row hash."""
+    x = np.arange(30, dtype=np.float32).reshape(2, 3, 5) / 7
+    assert [k.hex() for k in sample_keys(x)] == [
+        "8bcb103cf64b95d1baf7d98e8214ac7a", "3fcbd515b2478a1ddc8f5270953898e2"]
+    ids = np.arange(6, dtype=np.int64).reshape(2, 3)
+    assert [k.hex() for k in sample_keys({"ids": ids, "x": x})] == [
+        "48ddf0c037ed523345939a458ab06672", "705240b6facb3f8b632e8ebb0e21e49b"]
+    assert [k.hex() for k in sample_keys(np.zeros((1, 0), np.float32))] == [
+        "3a7fe841b9203d3f8e9508be63291a21"]
+
+
+def test_reused_scratch_gives_the_same_keys_for_every_shape():
+    rng = np.random.default_rng(7)
+    scratch = Scratch(shapes=2)
+    batches = [rng.normal(size=shape).astype(np.float32)
+               for shape in [(4, 6), (3, 5), (4, 6), (2, 9), (5, 2, 2), (4, 6)]]
+    for batch in batches:  # more shapes than the scratch keeps: it is rebuilt, never stale
+        assert sample_keys(batch, scratch=scratch) == sample_keys(batch)
+    assert sample_keys((batches[0], batches[2]), scratch=scratch) == \
+        sample_keys((batches[0], batches[2]))
 
 
 def _reference_topk_distribution(logits, k, temperature):
@@ -120,6 +145,24 @@ def test_memory_bound_stops_storing_and_spill_goes_to_disk(tmp_path, caplog):
     assert spilled.add(keys, records) and len(spilled) == len(keys)
     assert os.listdir(tmp_path / "spill") == ["chunk_00001.npy"]
     np.testing.assert_array_equal(spilled.take([0, CHUNK_ROWS + 4]), records[[0, -1]])
+
+
+def test_gather_across_chunks_keeps_the_batch_order(tmp_path):
+    rows = 2 * CHUNK_ROWS + 7                   # three chunks, the last two spilled
+    records = np.arange(3 * rows, dtype=np.float32).reshape(rows, 3)
+    store = RowStore((3,), np.float32, max_bytes=CHUNK_ROWS * 12,
+                     spill_dir=str(tmp_path / "spill"))
+    assert store.chunk_rows == CHUNK_ROWS
+    assert store.add([i.to_bytes(16, "little") for i in range(rows)], records)
+    order = np.random.default_rng(8).permutation(rows)[:300]
+    order[:3] = [rows - 1, 0, CHUNK_ROWS]               # ends and a chunk boundary
+    np.testing.assert_array_equal(store.take(order), records[order])
+    np.testing.assert_array_equal(store.take(list(order[:5])), records[order[:5]])
+    assert store.take([]).shape == (0, 3)
+    one = RowStore((3,), np.float32, max_bytes=1 << 30)  # the usual case: one big chunk
+    assert one.chunk_rows > rows and one.add(
+        [i.to_bytes(16, "little") for i in range(rows)], records)
+    np.testing.assert_array_equal(one.take(order), records[order])
 
 
 def test_offline_shards_round_trip_and_refuse_other_teachers_and_corruption(tmp_path):

@@ -86,6 +86,19 @@ def test_per_token_teacher_outputs_switch_the_cache_off_with_a_reason(caplog, tm
         cache.save(str(tmp_path / "offline"))
 
 
+def test_per_token_teacher_features_switch_a_features_cache_off(caplog):
+    cache = TeacherCache(DenseCodec(), "teacher", features=True)
+    assert cache.lookup(padded(SENTENCES, 8)) is None
+    with caplog.at_level(logging.WARNING, logger="neural_distill"):
+        cache.add(np.ones((3, 2), np.float32), [np.ones((3, 8, 4), np.float32)])
+    assert not cache.active and "the teachers' features are per token" in caplog.text
+    # Per-sample features (a pooled vector) are kept.
+    pooled = TeacherCache(DenseCodec(), "teacher", features=True)
+    pooled.lookup(padded(SENTENCES, 8))
+    pooled.add(np.ones((3, 2), np.float32), [np.ones((3, 4), np.float32)])
+    assert pooled.active and len(pooled.store) == 3
+
+
 def test_per_sample_outputs_of_token_inputs_hit_across_paddings():
     cache = TeacherCache(DenseCodec(), "teacher")
     logits = np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 3.0]], np.float32)

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from ...events import Event, is_generated_hook
 from ...loop_common import epoch_range, limit_steps, run_epochs
-from . import features
+from . import distribute, features
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import to_tensor
 
@@ -52,8 +52,12 @@ def _trainable_variables(student, criterion):
 
 
 def make_step(distiller, adapter, student, criterion, optimizer, variables, n_student,
-              coupled_weight_decay, max_grad_norm):
-    """``(compute, apply)`` compiled; ``(step, None)`` when they can be fused (module doc)."""
+              coupled_weight_decay, max_grad_norm, strategy=None):
+    """``(compute, apply)`` compiled; ``(step, None)`` when they can be fused (module doc).
+
+    Under a ``tf.distribute`` strategy they take the distributed batch (``compute(batch)``,
+    ``step(batch)``) and run once per replica (``distribute``'s module doc).
+    """
     distillation_step = distiller.step
 
     def compute(inputs, labels, teacher_output=None):
@@ -68,7 +72,13 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
             # Regularization losses of the student's layers (kernel_regularizer, ...), as
             # Keras' own fit() adds them.
             total = loss + tf.add_n(student.losses) if student.losses else loss
+            if strategy is not None:
+                total = distribute.share_of_global_batch(total, inputs)
         grads = tape.gradient(total, variables)
+        # Clipping and coupled weight decay are applied to the global gradient, once.
+        gather = strategy is not None and bool(max_grad_norm or coupled_weight_decay)
+        if gather:
+            grads = distribute.global_gradients(grads)
         student_grads, extra_grads = grads[:n_student], grads[n_student:]
         if max_grad_norm:
             # Clips the student's gradients only, like the PyTorch loop's clip_grad_norm_.
@@ -77,7 +87,7 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
         if coupled_weight_decay:
             grads = [None if g is None else g + coupled_weight_decay * tf.convert_to_tensor(v)
                      for g, v in zip(grads, variables)]
-        return grads
+        return distribute.as_replica_share(grads) if gather else grads
 
     def apply(grads):
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
@@ -90,6 +100,18 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
         # No AutoGraph: nothing here branches on tensor values, and converting the hooks and
         # criteria it would walk into costs seconds per trace.
         return tf.function(fn, reduce_retracing=True, autograph=False)
+
+    if strategy is not None:
+        def compute_batch(batch):
+            inputs, labels = adapter.split_batch(batch)
+            return compute(to_tensor(inputs), None if labels is None else to_tensor(labels))
+
+        def replicated(fn):
+            return lambda *args: strategy.run(fn, args=args)
+
+        if _optimizer_hooks_overridden(distiller):
+            return compiled(replicated(compute_batch)), compiled(replicated(apply))
+        return compiled(replicated(lambda batch: apply(compute_batch(batch)))), None
 
     if _optimizer_hooks_overridden(distiller):
         return compiled(compute), compiled(apply)
@@ -134,13 +156,20 @@ def _build_models(adapter, models, loader):
 def run(adapter, distiller):
     conf = distiller.conf
     device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
+    strategy = distribute.strategy_for(distiller.student_model)
+    if strategy is not None:  # the strategy places every replica; `device` is not used
+        with strategy.scope():
+            _run(adapter, distiller, conf.distillation.train, strategy)
+        return
     with tf.device(device):
         _run(adapter, distiller, conf.distillation.train)
 
 
-def _run(adapter, distiller, train):
+def _run(adapter, distiller, train, strategy=None):
     student = distiller.student_model
     loader = distiller.train_dataloader
+    if strategy is not None:
+        distribute.check_data(strategy, loader)
 
     distiller.on_train_begin(loader)
     criterion = distiller.criterion
@@ -150,15 +179,26 @@ def _run(adapter, distiller, train):
         optimizer, coupled_weight_decay = build_optimizer(train.optimizer)
     student_variables, extra = _trainable_variables(student, criterion)
     variables = student_variables + extra
+    if strategy is not None:
+        distribute.check_setup(strategy, student, optimizer, distiller)
     if not optimizer.built:
         optimizer.build(variables)
     steps = _steps_per_epoch(loader, train.get("iteration"))
     schedule = LearningRateSchedule(train.lr_schedule, optimizer, len(epoch_range(train)))
     compute, apply = make_step(distiller, adapter, student, criterion, optimizer, variables,
                                len(student_variables), coupled_weight_decay,
-                               train.get("max_grad_norm"))
+                               train.get("max_grad_norm"), strategy)
+    if strategy is not None:
+        loader = distribute.distribute_dataset(strategy, loader)
 
     def train_step(batch):
+        if strategy is not None:
+            grads = compute(batch)
+            distiller.on_before_optimizer_step()
+            if apply is not None:
+                apply(grads)
+            distiller.on_after_optimizer_step()
+            return
         inputs, labels = adapter.split_batch(batch)
         inputs = to_tensor(inputs)
         grads = compute(inputs, None if labels is None else to_tensor(labels),

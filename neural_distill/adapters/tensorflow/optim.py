@@ -35,7 +35,7 @@ class LearningRateSchedule:
     def __init__(self, schedule_config, optimizer, total_epochs):
         self.schedule = SharedSchedule(schedule_config, total_epochs)
         self.optimizer = optimizer
-        self.base_lr = float(optimizer.learning_rate)
+        self.base_lr = _read(optimizer.learning_rate)
 
     def step(self, progress):
         if self.schedule.constant:
@@ -44,4 +44,10 @@ class LearningRateSchedule:
 
     @property
     def current(self):
-        return float(self.optimizer.learning_rate)
+        return _read(self.optimizer.learning_rate)
+
+
+def _read(value):
+    """A learning rate as a float; under a tf.distribute strategy it is a mirrored variable,
+    which ``float()`` does not take."""
+    return float(keras.ops.convert_to_numpy(value))

@@ -14,7 +14,8 @@ class RunningLosses:
         self.sums = dict.fromkeys(LOSS_KEYS, 0)
         return self
 
-    def add(self, loss, student_loss, kd_loss):
+    def add(self, loss, student_loss, kd_loss, inputs=None):
+        # ``inputs`` weighs a tf.distribute replica's share of the batch (TensorFlow only).
         sums = self.sums
         sums["count"] += 1
         sums["loss"] = sums["loss"] + loss.detach()
