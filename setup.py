@@ -1,6 +1,7 @@
 from setuptools import find_packages, setup
 
-CORE = ["numpy>=1.24", "PyYAML>=6.0", "schema>=0.7.5", "tqdm>=4.60"]
+# xxhash: the teacher cache's per-sample keys (XXH3-128), imported only when a cache is used.
+CORE = ["numpy>=1.24", "PyYAML>=6.0", "schema>=0.7.5", "tqdm>=4.60", "xxhash>=3.0"]
 TORCH = ["torch>=2.1"]
 TENSORFLOW = ["tensorflow-cpu>=2.16"]
 # PT2E quantization-aware training; torchao 0.18 is built against torch >= 2.11.

@@ -31,10 +31,12 @@ class DataError(NeuralDistillError, ValueError):
 class FrameworkNotInstalledError(NeuralDistillError, ImportError):
     """The deep-learning framework a model or criterion needs is not installed."""
 
-    def __init__(self, framework, extra):
+    def __init__(self, framework, extra=None):
+        # extra=None: a dependency of the core package itself (installing it alone is the fix)
+        package = f"'neural_distill[{extra}]'" if extra else framework
         super().__init__(
             f"{framework} is required for this but is not installed. "
-            f"Install it with: pip install 'neural_distill[{extra}]'"
+            f"Install it with: pip install {package}"
         )
         self.framework = framework
         self.extra = extra

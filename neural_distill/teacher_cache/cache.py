@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..logging_utils import get_logger
-from .keys import Scratch, sample_keys, token_mask
+from .keys import sample_keys, token_mask
 from .shards import read_index, read_shards, write_shards
 from .store import RowStore
 
@@ -49,7 +49,6 @@ class TeacherCache:
         self._pending_keys = None
         self._pending_width = None   # padded positions of the last miss's token inputs
         self.refused = None          # why the cache switched itself off for good, if it did
-        self._scratch = Scratch()  # the key hash's work arrays, reused every step
         self._logger = get_logger()
         if offline_folder is not None:
             self._load(offline_folder)
@@ -59,7 +58,7 @@ class TeacherCache:
         """The cached logits for this batch (float32 NumPy), or None on any miss."""
         if not self.active:
             return None
-        keys = sample_keys(inputs, scratch=self._scratch)
+        keys = sample_keys(inputs)
         self._lookups += 1
         rows = self.store.rows_for(keys) if self.store is not None else None
         if rows is None:
@@ -158,7 +157,7 @@ class TeacherCache:
         if (self.active and not self.offline and len(self.epochs) >= 2
                 and stats["lookups"] and stats["hit_rate"] < self.min_hit_rate):
             self.active = self.storing = False
-            self.store = self._scratch = None
+            self.store = None
             self._logger.warning(
                 "teacher_cache: %.1f%% of the batches of epoch %d were found in the cache: the "
                 "training inputs differ every epoch (random augmentation, or new data), so "

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DataError
 from .keys import KEY_BYTES
 
-FORMAT = 1
+FORMAT = 2  # 2: keys are XXH3-128 row digests (1: a NumPy SplitMix64 row hash)
 INDEX = "index.json"
 
 

@@ -6,10 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from neural_distill.errors import ConfigError, DataError
+from neural_distill.errors import ConfigError, DataError, FrameworkNotInstalledError
 from neural_distill.teacher_cache import TeacherCache, TopKCodec, build_codec, sample_keys
 from neural_distill.teacher_cache.codecs import DenseCodec
-from neural_distill.teacher_cache.keys import Scratch
 from neural_distill.teacher_cache.store import CHUNK_ROWS, RowStore
 from tests.np_reference import softmax
 
@@ -29,27 +28,23 @@ def test_sample_keys_follow_the_sample_not_the_batch():
 
 
 def test_sample_keys_are_pinned_values():
-    """Keys name the samples of offline caches on disk: a faster hash must give the very same
-    keys (or the cache format has to change). Values of the original SplitMix64 row hash."""
+    """Keys name the samples of offline caches on disk: a change of hash must change the cache
+    format (shards.FORMAT) too. Values of the XXH3-128 row digests of format 2."""
     x = np.arange(30, dtype=np.float32).reshape(2, 3, 5) / 7
     assert [k.hex() for k in sample_keys(x)] == [
-        "8bcb103cf64b95d1baf7d98e8214ac7a", "3fcbd515b2478a1ddc8f5270953898e2"]
+        "5dcf9bda58c4318a9732d8ea2b445be9", "31cb03bec4f3bb772bbfb3f4ef42c42d"]
     ids = np.arange(6, dtype=np.int64).reshape(2, 3)
     assert [k.hex() for k in sample_keys({"ids": ids, "x": x})] == [
-        "48ddf0c037ed523345939a458ab06672", "705240b6facb3f8b632e8ebb0e21e49b"]
+        "128eb317aa0c7ab0ab7b824acbd271f7", "9d25b9c868f73503a825af916452a8e4"]
     assert [k.hex() for k in sample_keys(np.zeros((1, 0), np.float32))] == [
-        "3a7fe841b9203d3f8e9508be63291a21"]
+        "a80f363c44f46d79562e51b5d0d83ec0"]
+    assert sample_keys(np.zeros((0, 4), np.float32)) == []
 
 
-def test_reused_scratch_gives_the_same_keys_for_every_shape():
-    rng = np.random.default_rng(7)
-    scratch = Scratch(shapes=2)
-    batches = [rng.normal(size=shape).astype(np.float32)
-               for shape in [(4, 6), (3, 5), (4, 6), (2, 9), (5, 2, 2), (4, 6)]]
-    for batch in batches:  # more shapes than the scratch keeps: it is rebuilt, never stale
-        assert sample_keys(batch, scratch=scratch) == sample_keys(batch)
-    assert sample_keys((batches[0], batches[2]), scratch=scratch) == \
-        sample_keys((batches[0], batches[2]))
+def test_keys_without_xxhash_name_the_package(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "xxhash", None)
+    with pytest.raises(FrameworkNotInstalledError, match="pip install xxhash"):
+        sample_keys(np.zeros((2, 3), np.float32))
 
 
 def _reference_topk_distribution(logits, k, temperature):
