@@ -2,7 +2,8 @@
 CPU): the student is sharded (FSDP2's ``fully_shard``), yet trains what one process trains
 with the batch of both, and a run killed mid-epoch resumes to the student of a run never
 interrupted. The criterion has a trained matcher and feature hooks on the sharded student;
-every process evaluates the sharded student, the main process saves the best one."""
+every process evaluates the sharded student, the main process saves the best one. The same
+project resumes a shuffled DDP run (``strategy: ddp``) in its second epoch."""
 
 import glob
 import os
@@ -37,9 +38,9 @@ distillation:
         add_origin_loss: true
     dataloader:
       batch_size: {batch}
-      shuffle: false  # one process with 2b sees the same batches only unshuffled
+      shuffle: {shuffle}  # one process with 2b sees the same batches only unshuffled
       dataset: {{npz: {{path: data.npz}}}}
-    distributed: {{strategy: fsdp, reshard_after_forward: {reshard}}}
+    distributed: {{strategy: {strategy}, reshard_after_forward: {reshard}}}
 evaluation:
   accuracy:
     metric: {{topk: 1}}
@@ -50,7 +51,7 @@ tuning:
 """
 
 
-def _project(folder, batch, reshard=True):
+def _project(folder, batch, reshard=True, strategy="fsdp", shuffle=False):
     folder.mkdir(exist_ok=True)
     shutil.copy(os.path.join(HERE, "fsdp_project.py"), folder)
     sys.path.insert(0, str(folder))
@@ -61,7 +62,8 @@ def _project(folder, batch, reshard=True):
         sys.path.pop(0)
         sys.modules.pop("fsdp_project", None)
     config = folder / "distill.yaml"
-    config.write_text(CONFIG.format(batch=batch, reshard=str(reshard).lower()))
+    config.write_text(CONFIG.format(batch=batch, reshard=str(reshard).lower(), strategy=strategy,
+                                    shuffle=str(shuffle).lower()))
     load_config(str(config))  # the YAML is valid before any process starts
     return config
 
@@ -133,5 +135,22 @@ def test_a_sharded_run_killed_mid_epoch_resumes_to_the_uninterrupted_student(tmp
     assert "resumed from" in resumed.stdout + resumed.stderr
     student, matchers = _saved(config)
     expected_student, expected_matchers = _saved(fsdp_run[0])
+    _assert_same(student, expected_student, atol=1e-6)
+    _assert_same(matchers, expected_matchers, atol=1e-6)
+
+
+def test_a_shuffled_ddp_run_killed_in_its_second_epoch_resumes_to_the_uninterrupted_student(
+        tmp_path):
+    # Shuffled: each epoch's order comes from the DistributedSampler's epoch, which the resumed
+    # run must set to the interrupted epoch's (it would replay epoch 1's order otherwise).
+    uninterrupted = _project(tmp_path / "full", batch=8, strategy="ddp", shuffle=True)
+    _ok(_run(uninterrupted, processes=2))
+    config = _project(tmp_path / "killed", batch=8, strategy="ddp", shuffle=True)
+    killed = _run(config, processes=2, exit_at=7)  # the 3rd step of epoch 2
+    assert killed.returncode != 0, killed.stdout[-2000:] + killed.stderr[-2000:]
+    resumed = _ok(_run(config, processes=2))
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    student, matchers = _saved(config)
+    expected_student, expected_matchers = _saved(uninterrupted)
     _assert_same(student, expected_student, atol=1e-6)
     _assert_same(matchers, expected_matchers, atol=1e-6)

@@ -256,9 +256,17 @@ class TorchAdapter(BackendAdapter):
         return found
 
     def data_order_state(self, loader):
-        return [g.get_state() for g in self._generators(loader)]
+        """What decides the order of the loader's next pass: its generators' states, and for a
+        loader sharded under torchrun the DistributedSampler's epoch (its shuffle seed)."""
+        generators = [g.get_state() for g in self._generators(loader)]
+        epoch = distributed.sampler_epoch(loader)
+        return generators if epoch is None else {"generators": generators,
+                                                 "sampler_epoch": epoch}
 
     def set_data_order_state(self, loader, state):
+        if isinstance(state, dict):
+            distributed.set_sampler_epoch(loader, state["sampler_epoch"])
+            state = state["generators"]
         for generator, saved in zip(self._generators(loader), state or []):
             generator.set_state(saved)
 

@@ -134,7 +134,8 @@ def shard_loader(loader, seed, built_from_config):
 
 class _EpochSetting:
     """Iterates a loader, telling its DistributedSampler the epoch, so every epoch reshuffles
-    (the same way on every process)."""
+    (the same way on every process). ``epoch`` is the one the next iteration uses: a resumed
+    run sets it back to the interrupted epoch's (``sampler_epoch`` / ``set_sampler_epoch``)."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -147,6 +148,16 @@ class _EpochSetting:
         self.loader.sampler.set_epoch(self.epoch)
         self.epoch += 1
         return iter(self.loader)
+
+
+def sampler_epoch(loader):
+    """The epoch a sharded loader's next pass shuffles with, or None for any other loader."""
+    return loader.epoch if isinstance(loader, _EpochSetting) else None
+
+
+def set_sampler_epoch(loader, epoch):
+    if isinstance(loader, _EpochSetting):
+        loader.epoch = int(epoch)
 
 
 def mean_over_processes(values):
