@@ -65,9 +65,9 @@ def data():
     return x, y, train_plain(functional_cnn(channels=8, seed=1), x, y, epochs=5)
 
 
-def _distiller(workspace, teacher, x, y, epochs=3, **cache):
+def _distiller(workspace, teacher, x, y, epochs=3, mode="graph", **cache):
     distiller = Distillation(tf_config(workspace, distillation={"train": {
-        "epoch": epochs, "teacher_cache": cache,
+        "epoch": epochs, "teacher_cache": cache, "execution_mode": mode,
         "criterion": {"IntermediateLayersKnowledgeDistillationLoss": {
             "layer_mappings": MAPPINGS, "loss_types": ["MSE", "L1"],
             "add_origin_loss": True}}}}))
@@ -121,6 +121,31 @@ def test_cached_feature_kd_trains_bit_identically_and_runs_the_teacher_in_epoch_
     assert traces == [2, 2]
     for a, b in zip(before, weights_of(trained)):  # the teacher is left as it was
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["optimizer hooks", "eager"])
+def test_feature_cache_with_separate_compiled_steps_or_eagerly(workspace, data, variant):
+    """With an optimizer hook overridden, compute and apply are two compiled functions; with
+    execution_mode: eager nothing is compiled. Both train as without the cache."""
+    x, y, trained = data
+    mode = "eager" if variant == "eager" else "graph"
+    runs = []
+    for cache in ({}, {"enabled": True}):
+        teacher, count = counting_teacher(trained)
+        distiller = _distiller(workspace, teacher, x, y, epochs=2, mode=mode, **cache)
+        if variant == "optimizer hooks":
+            calls = []
+            distiller.on_before_optimizer_step = lambda calls=calls: calls.append(1)
+        student = distiller.fit()
+        runs.append((weights_of(student) + _matchers(distiller), int(count.samples.numpy())))
+    (plain, plain_samples), (cached, samples) = runs
+    for a, b in zip(plain, cached):
+        np.testing.assert_array_equal(a, b)
+    assert (plain_samples, samples) == (2 * len(x) + 32, len(x))
+    if variant == "optimizer hooks":
+        assert len(calls) == 6
+    assert [r["teacher_cache_hit_rate"] for r in distiller.history if "time_s" in r] == \
+        [0.0, 1.0]
 
 
 def test_feature_cache_hit_serves_the_features_the_teacher_produced(workspace, data):
