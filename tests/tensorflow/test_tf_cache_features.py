@@ -168,3 +168,40 @@ def test_feature_cache_settings_that_cannot_serve_are_refused(workspace, data):
         _distiller(workspace, counting_teacher(trained)[0], x, y, epochs=1, enabled=True,
                    compression="float16").fit()
 
+
+
+def _user_loop(distiller, loader, epochs=2):
+    """A user's eager tape loop through the hooks (the step's eager cache path)."""
+    student = distiller.student_model
+    distiller.on_train_begin(loader)
+    criterion = distiller.criterion
+    variables = student.trainable_variables + criterion.trainable_variables
+    optimizer = keras.optimizers.SGD(0.05)
+    for epoch in range(epochs):
+        distiller.on_epoch_begin(epoch)
+        for i, (x, y) in enumerate(loader):
+            distiller.on_step_begin(i)
+            with tf.GradientTape() as tape:
+                out = criterion.student_forward(x, training=True)
+                ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                    y, out, from_logits=True))
+                loss = distiller.on_after_compute_loss(x, out, ce)
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            distiller.on_step_end()
+        distiller.on_epoch_end()
+    distiller.on_train_end()
+    return weights_of(student) + [v.numpy() for v in criterion.trainable_variables]
+
+
+def test_feature_cache_in_a_users_eager_loop(workspace, data):
+    x, y, trained = data
+    runs = []
+    for cache in ({}, {"enabled": True}):
+        teacher, count = counting_teacher(trained)
+        distiller = _distiller(workspace, teacher, x, y, **cache)
+        runs.append((_user_loop(distiller, dataset(x, y)), int(count.samples.numpy())))
+    (plain, plain_samples), (cached, samples) = runs
+    for a, b in zip(plain, cached):
+        np.testing.assert_array_equal(a, b)
+    assert samples == len(x) and plain_samples == 2 * len(x) + 32
+    assert [e["hit_rate"] for e in distiller.step.cache.epochs] == [0.0, 1.0]
