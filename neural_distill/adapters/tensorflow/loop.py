@@ -35,8 +35,8 @@ import tensorflow as tf
 
 from ...events import Event, is_generated_hook
 from ...loop_common import epoch_range, limit_steps, run_epochs
-from . import distribute, features
 from ...teacher_cache.run_cache import numpy_inputs
+from . import distribute, features
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import to_tensor
 
