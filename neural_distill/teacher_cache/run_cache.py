@@ -52,12 +52,13 @@ def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spi
     if not settings.get("enabled") and folder is None:
         return None
     name = getattr(criterion, "yaml_name", None)
-    features = name == FEATURE_CRITERION and adapter.name == "torch"
+    features = name == FEATURE_CRITERION
     if name != "KnowledgeDistillationLoss" and not features:
         get_logger().warning(
-            "distillation.train.teacher_cache: %s is not served by the cache (it uses no "
-            "teacher, or the teacher's intermediate features outside PyTorch): the cache is "
-            "off for this run.", type(criterion).__name__)
+            "distillation.train.teacher_cache: %s is not served by the cache (only "
+            "KnowledgeDistillationLoss and %s are; this one uses no teacher, or outputs the "
+            "cache does not know): the cache is off for this run.",
+            type(criterion).__name__, FEATURE_CRITERION)
         return None
     if features:
         return _features_cache(settings, adapter, criterion, teachers, teacher_weights,
@@ -75,7 +76,7 @@ FEATURE_CRITERION = "IntermediateLayersKnowledgeDistillationLoss"
 
 
 def _features_cache(settings, adapter, criterion, teachers, teacher_weights, spill_dir, folder):
-    """A cache of the teachers' logits and captured features (PyTorch, online, dense)."""
+    """A cache of the teachers' logits and captured features (online, dense)."""
     if folder is not None:
         raise ConfigError(f"distillation.train.teacher_cache.path: offline caches hold the "
                           f"teachers' logits only, and {FEATURE_CRITERION} needs their "

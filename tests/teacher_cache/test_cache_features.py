@@ -101,16 +101,29 @@ def test_parts_round_trip_in_their_own_dtype_and_features_without_batch_axis_sto
     assert other.lookup(x) is None
 
 
-def test_feature_criteria_outside_pytorch_leave_the_cache_off_and_say_so(caplog):
+def test_tensorflow_feature_criteria_get_a_features_cache_and_self_distillation_none(caplog):
     from neural_distill.teacher_cache.run_cache import FEATURE_CRITERION, build_run_cache
 
     class Adapter:
         name = "tensorflow"
 
+        @staticmethod
+        def named_arrays(model):
+            return [("w", np.zeros(2, np.float32))]
+
     class Criterion:
         yaml_name = FEATURE_CRITERION
 
+        @staticmethod
+        def teacher_features_key():
+            return "['hidden']"
+
+    class SelfCriterion:
+        yaml_name = "SelfKnowledgeDistillationLoss"
+
     settings = {"enabled": True, "max_bytes": 1 << 20, "min_hit_rate": 0.05}
+    cache = build_run_cache(settings, Adapter(), Criterion(), [object()], None, None, ".")
+    assert cache is not None and cache.features
     with caplog.at_level(logging.WARNING, logger="neural_distill"):
-        assert build_run_cache(settings, Adapter(), Criterion(), [], None, None, ".") is None
-    assert "outside PyTorch" in caplog.text and "the cache is off" in caplog.text
+        assert build_run_cache(settings, Adapter(), SelfCriterion(), [], None, None, ".") is None
+    assert "not served by the cache" in caplog.text and "the cache is off" in caplog.text

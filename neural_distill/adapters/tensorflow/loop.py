@@ -15,6 +15,16 @@ When neither optimizer hook is overridden (they do nothing by default), ``comput
 ``apply`` are one compiled function, which saves a call and lets TensorFlow use the gradients
 without handing them back to Python; both hooks are still called, in order, after it.
 
+A teacher cache (docs/teacher_cache.md) is consulted in Python before the compiled step, which
+gets what it serves as inputs (NumPy cannot look inside a traced tensor):
+
+- logits only (``KnowledgeDistillationLoss``): a miss runs the teachers eagerly and stores
+  their logits, then the step gets the logits either way;
+- with teacher features (``IntermediateLayersKnowledgeDistillationLoss``): a hit hands the
+  step the cached logits and features (one trace for hits, reused by every later batch); a
+  miss runs the step as without a cache (teachers inside it, through their feature
+  captures), which also returns the teachers' logits and selected features, stored after it.
+
 ``on_after_compute_loss`` is called inside ``compute``: its Python body (and the criterion's)
 runs when ``compute`` is traced, its TensorFlow ops at every step, including the running-loss
 sums (a variable, see ``adapter.RunningLosses``). Losses are read back from the variable only
@@ -25,6 +35,7 @@ import tensorflow as tf
 
 from ...events import Event, is_generated_hook
 from ...loop_common import epoch_range, limit_steps, run_epochs
+from ...teacher_cache.run_cache import numpy_inputs
 from . import distribute, features
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import to_tensor
@@ -59,12 +70,22 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
     ``step(batch)``) and run once per replica (``distribute``'s module doc).
     """
     distillation_step = distiller.step
+    cache = distillation_step.cache
+    features_cache = cache is not None and cache.features
 
-    def compute(inputs, labels, teacher_output=None):
+    def compute(inputs, labels, teacher_output=None, teacher_features=None):
+        """``(gradients, record)``: record is what a features cache stores after a miss."""
         # The teachers run before the tape opens: nothing of theirs is recorded. With a
         # teacher cache, the loop hands their output in (looked up outside the trace).
+        record = None
         if teacher_output is None:
             teacher_output = distillation_step.teacher_output(inputs, eager=False)
+            if features_cache:  # the features the loss compares are those stored
+                chosen = criterion.teacher_features()
+                criterion.use_teacher_features(chosen)
+                record = (adapter.logits_of(teacher_output, "teacher output"), chosen)
+        elif teacher_features is not None:
+            criterion.use_teacher_features(teacher_features)
         with tf.GradientTape() as tape:
             output = features.forward(student, inputs, training=True)
             student_loss = criterion.student_loss(output, labels)
@@ -87,7 +108,7 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
         if coupled_weight_decay:
             grads = [None if g is None else g + coupled_weight_decay * tf.convert_to_tensor(v)
                      for g, v in zip(grads, variables)]
-        return distribute.as_replica_share(grads) if gather else grads
+        return (distribute.as_replica_share(grads) if gather else grads), record
 
     def apply(grads):
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
@@ -104,7 +125,7 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
     if strategy is not None:
         def compute_batch(batch):
             inputs, labels = adapter.split_batch(batch)
-            return compute(to_tensor(inputs), None if labels is None else to_tensor(labels))
+            return compute(to_tensor(inputs), None if labels is None else to_tensor(labels))[0]
 
         def replicated(fn):
             return lambda *args: strategy.run(fn, args=args)
@@ -116,19 +137,37 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
     if _optimizer_hooks_overridden(distiller):
         return compiled(compute), compiled(apply)
 
-    def step(inputs, labels, teacher_output=None):
-        apply(compute(inputs, labels, teacher_output))
+    def step(inputs, labels, teacher_output=None, teacher_features=None):
+        grads, record = compute(inputs, labels, teacher_output, teacher_features)
+        apply(grads)
+        return record
 
     return compiled(step), None
 
 
-def cached_teacher_output(distillation_step, inputs):
-    """With a teacher cache, the teachers' output looked up (or computed and stored) eagerly,
-    before the compiled step; None without one (the step runs the teachers itself)."""
+def served_by_cache(distillation_step, inputs):
+    """The compiled step's teacher inputs from a teacher cache (module doc): ``{}`` without an
+    active cache and on a features-cache miss (the step runs the teachers itself)."""
     cache = distillation_step.cache
     if cache is None or not cache.active:
-        return None
-    return distillation_step.teacher_output(inputs, inputs)
+        return {}
+    if not cache.features:
+        return {"teacher_output": distillation_step.teacher_output(inputs, inputs)}
+    cached = cache.lookup(numpy_inputs(distillation_step.adapter, inputs))
+    if cached is None:
+        return {}
+    logits, *teacher_features = cached
+    return {"teacher_output": to_tensor(logits),
+            "teacher_features": [to_tensor(f) for f in teacher_features]}
+
+
+def store_record(distillation_step, record):
+    """After a features-cache miss: store the teachers' logits and features the step used."""
+    cache = distillation_step.cache
+    if record is None or cache is None or not cache.active:
+        return
+    logits, teacher_features = record
+    cache.add(logits.numpy(), [f.numpy() for f in teacher_features])
 
 
 def _optimizer_hooks_overridden(distiller):
@@ -201,11 +240,13 @@ def _run(adapter, distiller, train, strategy=None):
             return
         inputs, labels = adapter.split_batch(batch)
         inputs = to_tensor(inputs)
-        grads = compute(inputs, None if labels is None else to_tensor(labels),
-                        cached_teacher_output(distiller.step, inputs))
+        result = compute(inputs, None if labels is None else to_tensor(labels),
+                         **served_by_cache(distiller.step, inputs))
+        record = result if apply is None else result[1]
+        store_record(distiller.step, record)
         distiller.on_before_optimizer_step()
         if apply is not None:
-            apply(grads)
+            apply(result[0])
         distiller.on_after_optimizer_step()
 
     run_epochs(distiller, loader, train, steps, schedule, train_step,
