@@ -17,6 +17,7 @@ compute the loss here::
 from .checks import scalar_loss
 from .criterion.registry import needs_teacher
 from .errors import ModelError
+from .logging_utils import get_logger
 from .teacher_cache.run_cache import numpy_inputs
 
 
@@ -41,14 +42,21 @@ class DistillationStep:
 
         With a cache, a batch whose samples are all cached is served without running the
         teachers; otherwise their output is stored for the next epochs. A features cache also
-        stores the criterion's teacher features, and on a hit hands them to the criterion. Cached outputs are
-        placed like ``student_output``. A compiled (traced) TensorFlow step passes
+        stores the criterion's teacher features, and on a hit hands them to the criterion. Cached
+        outputs are placed like ``student_output``. A compiled (traced) TensorFlow step passes
         ``eager=False``: NumPy cannot look inside a traced tensor, so its loop consults the
         cache before the compiled step instead.
         """
         if not self.needs_teacher:
             return None
         cache = self.cache if eager else None
+        if cache is not None and cache.active and self.adapter.tracing():
+            # A user's own tf.function: logged once per trace, i.e. about once.
+            get_logger().warning(
+                "distillation.train.teacher_cache: on_after_compute_loss is running inside a "
+                "tf.function, where the batch has no values to look up, so the teacher runs "
+                "every step. Call the hooks from an eager loop (or use fit()) to use the cache.")
+            cache = None
         if cache is not None and cache.active:
             cached = cache.lookup(numpy_inputs(self.adapter, inputs))
             if cached is not None and cache.features:  # [logits, feature per mapping...]

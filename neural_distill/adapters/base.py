@@ -170,6 +170,11 @@ class BackendAdapter:
     def to_numpy(self, value):
         raise NotImplementedError
 
+    def tracing(self):
+        """Whether the caller runs inside a graph being traced (a TensorFlow ``tf.function``),
+        where tensors have no values to hash or copy out."""
+        return False
+
     # ---------------------------------------------------------------- weights
     @_backend
     def named_arrays(self, model):

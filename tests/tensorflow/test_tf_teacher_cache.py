@@ -94,3 +94,31 @@ def _torch_config(workspace, folder):
 
     return base_config(workspace, distillation={"train": {"epoch": 12, "teacher_cache": {
         "path": folder}}})
+
+
+def test_a_cache_inside_a_users_tf_function_says_why_it_cannot_serve(workspace, blobs, caplog):
+    # Inside a trace the batch has no values to hash: the step runs the teacher and says so,
+    # instead of failing on a symbolic tensor.
+    x, y = blobs
+    teacher = mlp(hidden=32, seed=1)
+    distiller = _keras_distiller(workspace, teacher, dataset(x, y), enabled=True)
+    distiller.on_train_begin()
+    student = distiller.student_model
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            out = student(xb, training=True)
+            ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                yb, out, from_logits=True))
+            loss = distiller.on_after_compute_loss(xb, out, ce)
+        optimizer.apply_gradients(zip(tape.gradient(loss, student.trainable_variables),
+                                      student.trainable_variables))
+        return loss
+
+    with caplog.at_level("WARNING", logger="neural_distill"):
+        losses = [float(step(xb, yb)) for xb, yb in dataset(x, y)]
+    distiller.on_train_end()
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert "inside a tf.function" in caplog.text

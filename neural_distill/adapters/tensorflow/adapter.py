@@ -231,6 +231,10 @@ class TensorflowAdapter(BackendAdapter):
                              f"{type(model).__name__}: {exc}") from None
 
     @staticmethod
+    def tracing():
+        return not tf.executing_eagerly()
+
+    @staticmethod
     def to_numpy(value):
         if is_tensor(value):
             return value.numpy()
