@@ -4,7 +4,7 @@ Trains one epoch of examples/mnist1d/distill.yaml (750 steps, batch 32) with one
 per epoch and with none, alternating the two so machine-load drift hits both, and prints the
 median epoch times, their ratio, and the time of one checkpoint write measured on its own.
 
-    python benchmarks/checkpoint_overhead.py [--repeats 3] [--threads 1]
+    python benchmarks/checkpoint_overhead.py [--repeats 3] [--threads 1] [--steps N]
 """
 
 import argparse
@@ -25,6 +25,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="batches per epoch (default: the whole epoch, 750)")
     args = parser.parse_args()
 
     import torch
@@ -45,6 +47,8 @@ def main():
     def epoch(every):
         distiller = Distillation(config)
         distiller.conf.distillation.train.epoch = 1
+        if args.steps:
+            distiller.conf.distillation.train.iteration = args.steps
         distiller.conf.distillation.train.progress_bar = False
         distiller.conf.tuning.workspace.path = workspace
         distiller.conf.tuning.workspace.checkpoint_every_epochs = every
