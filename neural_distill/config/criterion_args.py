@@ -36,11 +36,14 @@ class CriterionSpec:
         python_node: the node the Python config API uses when it differs from the YAML one.
         order: where it is listed in messages (lower first).
         summary: one line for docstrings and listings.
+        teacher_cache: what the teacher-output cache can keep for it: ``"logits"``,
+            ``"features"`` (logits and the teachers' captured features), or None (no cache).
     """
 
     def __init__(self, name, args, *, needs_teacher=True, required=(), check=None,
-                 python_node=None, order=100, summary=""):
+                 python_node=None, order=100, summary="", teacher_cache=None):
         self.name = name
+        self.teacher_cache = teacher_cache
         self.args = dict(args)
         self.needs_teacher = needs_teacher
         self.required = tuple(required)

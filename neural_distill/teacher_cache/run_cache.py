@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from ..criterion.catalog import CATALOG
 from ..errors import ConfigError
 from ..logging_utils import get_logger
 from .cache import TeacherCache
@@ -51,16 +52,16 @@ def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spi
     folder = offline_folder(settings, base_dir)
     if not settings.get("enabled") and folder is None:
         return None
-    name = getattr(criterion, "yaml_name", None)
-    features = name == FEATURE_CRITERION
-    if name != "KnowledgeDistillationLoss" and not features:
+    spec = CATALOG.get(getattr(criterion, "yaml_name", None))
+    served = spec.teacher_cache if spec is not None else None
+    if served is None:
         get_logger().warning(
-            "distillation.train.teacher_cache: %s is not served by the cache (only "
-            "KnowledgeDistillationLoss and %s are; this one uses no teacher, or outputs the "
-            "cache does not know): the cache is off for this run.",
-            type(criterion).__name__, FEATURE_CRITERION)
+            "distillation.train.teacher_cache: %s is not served by the cache (only %s are; "
+            "this one uses no teacher, or outputs the cache does not know): the cache is off "
+            "for this run.", type(criterion).__name__,
+            " and ".join(name for name, other in CATALOG.items() if other.teacher_cache))
         return None
-    if features:
+    if served == "features":
         return _features_cache(settings, adapter, criterion, teachers, teacher_weights,
                                spill_dir, folder)
     codec = codec_for(settings, criterion)
@@ -72,19 +73,17 @@ def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spi
                         min_hit_rate=settings["min_hit_rate"], offline_folder=folder)
 
 
-FEATURE_CRITERION = "IntermediateLayersKnowledgeDistillationLoss"
-
-
 def _features_cache(settings, adapter, criterion, teachers, teacher_weights, spill_dir, folder):
     """A cache of the teachers' logits and captured features (online, dense)."""
+    name = criterion.yaml_name
     if folder is not None:
         raise ConfigError(f"distillation.train.teacher_cache.path: offline caches hold the "
-                          f"teachers' logits only, and {FEATURE_CRITERION} needs their "
+                          f"teachers' logits only, and {name} needs their "
                           f"intermediate features. Set path to null (and enabled: true) to "
                           f"cache them during the run.")
     if settings.get("compression", "none") != "none":
         raise ConfigError(f"distillation.train.teacher_cache.compression: the teachers' "
-                          f"features of {FEATURE_CRITERION} are cached as they are; use "
+                          f"features of {name} are cached as they are; use "
                           f"compression: none (got {settings.get('compression')!r}).")
     codec = DenseCodec("float32")
     mark = teacher_fingerprint(adapter, teachers, teacher_weights, codec,

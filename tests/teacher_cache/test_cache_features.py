@@ -102,7 +102,7 @@ def test_parts_round_trip_in_their_own_dtype_and_features_without_batch_axis_sto
 
 
 def test_tensorflow_feature_criteria_get_a_features_cache_and_self_distillation_none(caplog):
-    from neural_distill.teacher_cache.run_cache import FEATURE_CRITERION, build_run_cache
+    from neural_distill.teacher_cache.run_cache import build_run_cache
 
     class Adapter:
         name = "tensorflow"
@@ -112,7 +112,7 @@ def test_tensorflow_feature_criteria_get_a_features_cache_and_self_distillation_
             return [("w", np.zeros(2, np.float32))]
 
     class Criterion:
-        yaml_name = FEATURE_CRITERION
+        yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
 
         @staticmethod
         def teacher_features_key():

@@ -27,7 +27,8 @@ def _auto_mapping_lengths(cleaned, path, problems):
 
 SPEC = CriterionSpec(
     "IntermediateLayersKnowledgeDistillationLoss", _ARGS,
-    needs_teacher=True, required=("layer_mappings",), check=_PER_MAPPING,
+    needs_teacher=True, teacher_cache="features", required=("layer_mappings",),
+    check=_PER_MAPPING,
     # The Python config API may leave out layer_mappings: with a QAT model they are generated
     # for the layers the float teacher and its quantized copy share. An experiment file has no
     # way to generate them, so there the key stays required.

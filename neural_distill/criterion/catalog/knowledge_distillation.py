@@ -9,5 +9,5 @@ SPEC = CriterionSpec(
      "loss_types": loss_type_pair("student", "kd", default=["CE", "CE"]),
      "loss_weights": two_weights(default=[0.5, 0.5]),
      "from_logits": flag(True)},
-    needs_teacher=True, order=0,
+    needs_teacher=True, teacher_cache="logits", order=0,
     summary="logit distillation: w0 * student_loss + w1 * D(z_s, z_t)")
