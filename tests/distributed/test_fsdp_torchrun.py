@@ -8,17 +8,12 @@ project resumes a shuffled DDP run (``strategy: ddp``) in its second epoch."""
 import glob
 import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from neural_distill.config.loader import load_config
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+from tests.distributed.launch import copy_project, run_cli
 
 CONFIG = """
 model:
@@ -52,15 +47,7 @@ tuning:
 
 
 def _project(folder, batch, reshard=True, strategy="fsdp", shuffle=False):
-    folder.mkdir(exist_ok=True)
-    shutil.copy(os.path.join(HERE, "fsdp_project.py"), folder)
-    sys.path.insert(0, str(folder))
-    try:
-        import fsdp_project
-        fsdp_project.make_data(str(folder / "data.npz"))
-    finally:
-        sys.path.pop(0)
-        sys.modules.pop("fsdp_project", None)
+    copy_project(folder, "fsdp_project")
     config = folder / "distill.yaml"
     config.write_text(CONFIG.format(batch=batch, reshard=str(reshard).lower(), strategy=strategy,
                                     shuffle=str(shuffle).lower()))
@@ -69,16 +56,8 @@ def _project(folder, batch, reshard=True, strategy="fsdp", shuffle=False):
 
 
 def _run(config, processes, exit_at=None):
-    command = [sys.executable, "-m", "neural_distill.cli", "run", str(config)]
-    if processes > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={processes}"] + command[1:]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("ND_TEST_EXIT_AT", None)
-    if exit_at:
-        env["ND_TEST_EXIT_AT"] = str(exit_at)
-    return subprocess.run(command, cwd=config.parent, env=env, capture_output=True, text=True,
-                          timeout=300)
+    # ND_TEST_EXIT_AT: every process exits abruptly at that training step (fsdp_project.py)
+    return run_cli(config, processes, env={"ND_TEST_EXIT_AT": str(exit_at or 0)})
 
 
 def _ok(result):

@@ -5,17 +5,12 @@ hooks on the student, which must work through the DDP wrapper."""
 
 import glob
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from neural_distill.config.loader import load_config
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+from tests.distributed.launch import copy_project, run_cli
 
 CONFIG = """
 model:
@@ -45,27 +40,11 @@ tuning:
 
 def _run(tmp_path, name, batch, processes):
     folder = tmp_path / name
-    folder.mkdir()
-    shutil.copy(os.path.join(HERE, "ddp_project.py"), folder)
-    sys.path.insert(0, str(folder))
-    try:
-        import ddp_project
-        ddp_project.make_data(str(folder / "data.npz"))
-    finally:
-        sys.path.pop(0)
-        sys.modules.pop("ddp_project", None)
+    copy_project(folder, "ddp_project")
     config = folder / "distill.yaml"
     config.write_text(CONFIG.format(batch=batch, workspace="ws"))
     load_config(str(config))  # the YAML is valid before any process starts
-    command = [sys.executable, "-m", "neural_distill.cli", "run", str(config)]
-    if processes > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={processes}", "-m", "neural_distill.cli", "run",
-                   str(config)]
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1",
-               TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = run_cli(config, processes)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = glob.glob(str(folder / "ws" / "run-*"))
     return runs, result
