@@ -57,14 +57,13 @@ class DistillationStep:
                 "tf.function, where the batch has no values to look up, so the teacher runs "
                 "every step. Call the hooks from an eager loop (or use fit()) to use the cache.")
             cache = None
-        if cache is not None and cache.active:
-            cached = cache.lookup(numpy_inputs(self.adapter, inputs))
-            if cached is not None and cache.features:  # [logits, feature per mapping...]
-                cached, *features = cached
+        served = self.cached_outputs(inputs) if cache is not None else None
+        if served is not None:
+            logits, features = served
+            if features:
                 self.criterion.use_teacher_features(
                     [self.adapter.as_teacher_output(f, student_output) for f in features])
-            if cached is not None:
-                return self.adapter.as_teacher_output(cached, student_output)
+            return self.adapter.as_teacher_output(logits, student_output)
         if not self.teachers:
             raise ModelError("on_after_compute_loss: no teacher_model is set and no "
                              "teacher_output was given. Set distiller.teacher_model or "
@@ -78,6 +77,21 @@ class DistillationStep:
             if not cache.codec.lossless:  # every epoch trains on the same (decoded) targets
                 output = self.adapter.as_teacher_output(kept, student_output)
         return output
+
+    def cached_outputs(self, inputs):
+        """``(logits, features)`` (NumPy; ``features`` is ``[]`` for a logits-only cache) the
+        teacher cache holds for every sample of ``inputs``, or None: no active cache, or a
+        sample it does not hold."""
+        cache = self.cache
+        if cache is None or not cache.active:
+            return None
+        cached = cache.lookup(numpy_inputs(self.adapter, inputs))
+        if cached is None:
+            return None
+        if cache.features:  # [logits, feature per mapping...]
+            logits, *features = cached
+            return logits, features
+        return cached, []
 
     def __call__(self, inputs, student_output, student_loss, teacher_output=None, running=None):
         """The combined loss (one scalar tensor); ``running`` (if given) records the terms."""

@@ -35,7 +35,6 @@ import tensorflow as tf
 
 from ...events import Event, is_generated_hook
 from ...loop_common import epoch_range, limit_steps, run_epochs
-from ...teacher_cache.run_cache import numpy_inputs
 from . import distribute, features
 from .optim import LearningRateSchedule, build_optimizer
 from .outputs import to_tensor
@@ -153,10 +152,10 @@ def served_by_cache(distillation_step, inputs):
         return {}
     if not cache.features:
         return {"teacher_output": distillation_step.teacher_output(inputs, inputs)}
-    cached = cache.lookup(numpy_inputs(distillation_step.adapter, inputs))
-    if cached is None:
+    served = distillation_step.cached_outputs(inputs)
+    if served is None:
         return {}
-    logits, *teacher_features = cached
+    logits, teacher_features = served
     return {"teacher_output": to_tensor(logits),
             "teacher_features": [to_tensor(f) for f in teacher_features]}
 
