@@ -7,8 +7,8 @@ Keras). The settings are validated by the node of the criterion's catalog spec
 gets the same message in every framework.
 
 The backend classes' arguments default to None, which takes the spec's default: defaults are
-written once, in the catalog. A new criterion needs no class here: its backend classes mix in ``CatalogCriterion``, which
-takes the arguments and ``needs_teacher`` from the catalog spec.
+written once, in the catalog. A new criterion needs no class here: its backend classes mix in
+``CatalogCriterion``, which takes the arguments and ``needs_teacher`` from the catalog spec.
 """
 
 import difflib
