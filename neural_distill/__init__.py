@@ -4,13 +4,13 @@ Importing the package loads no deep-learning framework; a framework is imported 
 one of its models or criteria is used.
 """
 
-from .config import DistillationConf
-from .distillation import Distillation
-from .errors import (ConfigError, DataError, FrameworkNotInstalledError, ModelError,
+from neural_distill.config import DistillationConf
+from neural_distill.distillation import Distillation
+from neural_distill.errors import (ConfigError, DataError, FrameworkNotInstalledError, ModelError,
                      NeuralDistillError)
-from .events import Event
+from neural_distill.events import Event
 
-from .version import __version__  # noqa: E402
+from neural_distill.version import __version__  # noqa: E402
 
 # The reference documents' top-level names (``from neural_distill import metric, objectives,
 # DistillationConfig, Criterion, prepare_compression``), resolved on first use so that importing

@@ -1,6 +1,6 @@
 """Reading (inputs, labels) out of a batch, the same way for every framework."""
 
-from .errors import DataError
+from neural_distill.errors import DataError
 
 
 def split_batch(batch, is_single_input, where="train_dataloader"):

@@ -12,12 +12,13 @@ teacher (docs/teacher_cache.md).
 
 from tqdm.auto import tqdm
 
-from .adapters import adapter_for_model
-from .criterion.specs import criterion_name_and_args
-from .errors import ConfigError, DataError, ModelError
-from .teacher_cache.cache import TeacherCache
-from .fitting import config_dir
-from .teacher_cache.run_cache import codec_for, numpy_inputs, offline_folder, teacher_fingerprint
+from neural_distill.adapters import adapter_for_model
+from neural_distill.criterion.specs import criterion_name_and_args
+from neural_distill.errors import ConfigError, DataError, ModelError
+from neural_distill.teacher_cache.cache import TeacherCache
+from neural_distill.fitting import config_dir
+from neural_distill.teacher_cache.run_cache import (
+    codec_for, numpy_inputs, offline_folder, teacher_fingerprint)
 
 
 def write_offline_cache(distiller, folder=None, dataloader=None, progress_bar=True):

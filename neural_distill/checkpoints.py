@@ -12,7 +12,7 @@ import logging
 import os
 import re
 
-from .errors import NeuralDistillError
+from neural_distill.errors import NeuralDistillError
 
 PREFIX = "checkpoint"
 _NAME = re.compile(r"^checkpoint-e(\d+)-s(\d+)(\..+)$")

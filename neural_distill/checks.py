@@ -12,10 +12,10 @@ import re
 
 import numpy as np
 
-from .batches import is_one_shot
-from .errors import DataError, ModelError
-from .frameworks import import_framework_module
-from .logging_utils import warn_once
+from neural_distill.batches import is_one_shot
+from neural_distill.errors import DataError, ModelError
+from neural_distill.frameworks import import_framework_module
+from neural_distill.logging_utils import warn_once
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.checks",
              "tensorflow": "neural_distill.adapters.tensorflow.checks"}

@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import yaml
 
-from .config.loader import read_yaml, validate
-from .errors import ConfigError, NeuralDistillError
-from .report.runs import build_model
-from .validate_run import check_for_run
+from neural_distill.config.loader import read_yaml, validate
+from neural_distill.errors import ConfigError, NeuralDistillError
+from neural_distill.report.runs import build_model
+from neural_distill.validate_run import check_for_run
 
 DESCRIPTION = """\
 Knowledge distillation from a YAML experiment file.
@@ -79,7 +79,7 @@ def load_with_overrides(path, settings, extra=()):
 
 
 def _as_conf(config, source):
-    from .config.conf import DistillationConf
+    from neural_distill.config.conf import DistillationConf
 
     conf = DistillationConf.__new__(DistillationConf)
     conf.usr_cfg, conf.source = config, source
@@ -143,8 +143,8 @@ def _quiet(args):
 
 
 def cmd_run(args):
-    from .distillation import Distillation
-    from .report.summary import summary_lines
+    from neural_distill.distillation import Distillation
+    from neural_distill.report.summary import summary_lines
 
     config = load_with_overrides(args.config, args.set, _option_overrides(args))
     _resolve_workspace(config, args.config)
@@ -183,15 +183,15 @@ def cmd_run(args):
 
 def _reads_teacher_cache(config, base_dir):
     """Whether the run reads an offline teacher cache that exists (then no teacher is built)."""
-    from .teacher_cache.run_cache import offline_folder
+    from neural_distill.teacher_cache.run_cache import offline_folder
 
     folder = offline_folder(config.distillation.train.teacher_cache, base_dir)
     return folder is not None and os.path.isfile(os.path.join(folder, "index.json"))
 
 
 def cmd_cache_teacher(args):
-    from .cache_teacher import write_offline_cache
-    from .distillation import Distillation
+    from neural_distill.cache_teacher import write_offline_cache
+    from neural_distill.distillation import Distillation
 
     config = load_with_overrides(args.config, args.set, _option_overrides(args))
     _resolve_workspace(config, args.config)
@@ -214,7 +214,7 @@ def cmd_cache_teacher(args):
 
 
 def cmd_report(args):
-    from .report import report
+    from neural_distill.report import report
 
     report(args.run_dir, config=args.config, latency_batch=args.batch_size,
            repeats=args.repeats, echo=True)
@@ -257,7 +257,7 @@ def _config_options(parser):
 
 
 def build_parser():
-    from .version import __version__
+    from neural_distill.version import __version__
 
     parser = argparse.ArgumentParser(prog="neural-distill", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,16 +8,16 @@ everything that needs torch or tensorflow goes through the adapter chosen when t
 assigned (``neural_distill.adapters``).
 """
 
-from . import checks
-from .adapters import adapter_for_model
-from .common import like, unwrap, unwrap_all
-from .config.loader import load_config
-from .events import install_hooks
-from .lifecycle import RunLifecycle
-from .logging_utils import get_logger
-from .report import end_of_run, report
-from .strict_attributes import StrictAttributes
-from .teachers import Teachers, check_model
+from neural_distill import checks
+from neural_distill.adapters import adapter_for_model
+from neural_distill.common import like, unwrap, unwrap_all
+from neural_distill.config.loader import load_config
+from neural_distill.events import install_hooks
+from neural_distill.lifecycle import RunLifecycle
+from neural_distill.logging_utils import get_logger
+from neural_distill.report import end_of_run, report
+from neural_distill.strict_attributes import StrictAttributes
+from neural_distill.teachers import Teachers, check_model
 
 
 @install_hooks

@@ -9,12 +9,12 @@ with the ``eval_`` prefix trainers add), or the only key; the key used is logged
 import difflib
 import math
 
-from .config.loader import validate
-from .config.nodes import OneOf, Section
-from .config.schema import METRICS
-from .errors import ConfigError, DataError
-from .logging_utils import get_logger, warn_once
-from .metrics import Metric, build_metric
+from neural_distill.config.loader import validate
+from neural_distill.config.nodes import OneOf, Section
+from neural_distill.config.schema import METRICS
+from neural_distill.errors import ConfigError, DataError
+from neural_distill.logging_utils import get_logger, warn_once
+from neural_distill.metrics import Metric, build_metric
 
 _METRIC_SECTION = Section({"metric": OneOf(METRICS, "metric")})
 

@@ -3,7 +3,7 @@ export wrote, and the layer mappings generated for layer-by-layer distillation."
 
 from dataclasses import dataclass, field
 
-from .errors import ModelError
+from neural_distill.errors import ModelError
 
 
 @dataclass

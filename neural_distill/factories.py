@@ -9,7 +9,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import ConfigError
+from neural_distill.errors import ConfigError
 
 
 def resolve(name, where, base_dir=None):

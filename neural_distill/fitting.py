@@ -7,12 +7,12 @@ functions drive it from outside, through its public methods.
 
 import os
 
-from . import checks, rng
-from .criterion.registry import needs_teacher
-from .criterion.specs import criterion_name_and_args
-from .errors import DataError, ModelError
-from .loop_common import epoch_range
-from .teacher_cache.run_cache import offline_folder
+from neural_distill import checks, rng
+from neural_distill.criterion.registry import needs_teacher
+from neural_distill.criterion.specs import criterion_name_and_args
+from neural_distill.errors import DataError, ModelError
+from neural_distill.loop_common import epoch_range
+from neural_distill.teacher_cache.run_cache import offline_folder
 
 
 def fit(run):

@@ -8,7 +8,7 @@ criterion layers can ask it without reaching up into the adapters.
 import importlib
 import sys
 
-from .errors import FrameworkNotInstalledError
+from neural_distill.errors import FrameworkNotInstalledError
 
 _FRAMEWORK_PACKAGES = {"torch": ("torch", "PyTorch"), "tensorflow": ("tensorflow", "TensorFlow")}
 _CONFIG_FRAMEWORKS = {"pytorch": "torch", "pytorch_fx": "torch", "pytorch_ipex": "torch",

@@ -9,20 +9,20 @@ writes the workspace. Its evaluation records and best-student keeping come from
 
 import time
 
-from . import checks, fitting
-from .batches import is_one_shot
-from .durable import Durability, NoCheckpoints
-from .errors import ModelError
-from .evaluation import Evaluator, resolve_metric
-from .events import Event, Hooks
-from .fitting import build_criterion, config_dataloader, config_dir, teacher_missing
-from .matcher_training import MatcherTraining
-from .output_check import OutputCheck
-from .results import RunResults
-from .run_state import RunState
-from .step import DistillationStep
-from .teacher_cache.run_cache import build_run_cache, offline_folder
-from .workspace import Workspace
+from neural_distill import checks, fitting
+from neural_distill.batches import is_one_shot
+from neural_distill.durable import Durability, NoCheckpoints
+from neural_distill.errors import ModelError
+from neural_distill.evaluation import Evaluator, resolve_metric
+from neural_distill.events import Event, Hooks
+from neural_distill.fitting import build_criterion, config_dataloader, config_dir, teacher_missing
+from neural_distill.matcher_training import MatcherTraining
+from neural_distill.output_check import OutputCheck
+from neural_distill.results import RunResults
+from neural_distill.run_state import RunState
+from neural_distill.step import DistillationStep
+from neural_distill.teacher_cache.run_cache import build_run_cache, offline_folder
+from neural_distill.workspace import Workspace
 
 
 class RunLifecycle(RunResults):

@@ -12,8 +12,8 @@ import difflib
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .logging_utils import warn_once
+from neural_distill.errors import ConfigError, DataError
+from neural_distill.logging_utils import warn_once
 
 IGNORE_INDEX = -100
 

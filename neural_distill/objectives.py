@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .errors import ConfigError, ModelError
+from neural_distill.errors import ConfigError, ModelError
 
 
 class Objective:

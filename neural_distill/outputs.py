@@ -5,7 +5,7 @@ A backend passes its test for "this is a tensor" (and how to turn a NumPy array 
 
 import numpy as np
 
-from .errors import ModelError
+from neural_distill.errors import ModelError
 
 
 def find_logits(output, what, is_tensor, from_numpy):

@@ -6,9 +6,9 @@ it ``distiller``, ``state`` (``RunState``), ``evaluator`` (``Evaluator``), ``wor
 ``abort()``.
 """
 
-from . import checks
-from .errors import DataError
-from .saving import with_save
+from neural_distill import checks
+from neural_distill.errors import DataError
+from neural_distill.saving import with_save
 
 
 class RunResults:

@@ -14,11 +14,11 @@ compute the loss here::
     running.add(loss, student_loss, kd_loss, inputs)    # the epoch's running losses
 """
 
-from .checks import scalar_loss
-from .criterion.registry import needs_teacher
-from .errors import ModelError
-from .logging_utils import get_logger
-from .teacher_cache.run_cache import numpy_inputs
+from neural_distill.checks import scalar_loss
+from neural_distill.criterion.registry import needs_teacher
+from neural_distill.errors import ModelError
+from neural_distill.logging_utils import get_logger
+from neural_distill.teacher_cache.run_cache import numpy_inputs
 
 
 class DistillationStep:

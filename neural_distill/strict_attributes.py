@@ -10,7 +10,7 @@ object's own bookkeeping keeps working) and a few documented aliases. Anything e
 
 import difflib
 
-from .errors import ConfigError
+from neural_distill.errors import ConfigError
 
 
 class UnknownAttributeError(ConfigError, AttributeError):

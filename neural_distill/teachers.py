@@ -2,8 +2,8 @@
 
 import os
 
-from .adapters import adapter_for_model, detect_framework, framework_of_config_name
-from .errors import ModelError
+from neural_distill.adapters import adapter_for_model, detect_framework, framework_of_config_name
+from neural_distill.errors import ModelError
 
 
 def check_model(model, role, wanted_framework, conf_source, others, other_role):

@@ -30,20 +30,20 @@ This module imports no framework.
 import contextlib
 import os
 
-from .adapters import adapter_for_model, detect_framework, import_framework_module
-from .common import unwrap
-from .config.layer_mappings import parse_layer_mappings
-from .config.python_api import (DistillationConfig,
+from neural_distill.adapters import adapter_for_model, detect_framework, import_framework_module
+from neural_distill.common import unwrap
+from neural_distill.config.layer_mappings import parse_layer_mappings
+from neural_distill.config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
-from .checks import scalar_loss
-from .criterion.registry import needs_teacher
-from .distillation import Distillation
-from .errors import ConfigError, ModelError
-from .events import Dispatcher, Event, Hooks
-from .run_record import config_yaml
-from .saving import with_save
+from neural_distill.checks import scalar_loss
+from neural_distill.criterion.registry import needs_teacher
+from neural_distill.distillation import Distillation
+from neural_distill.errors import ConfigError, ModelError
+from neural_distill.events import Dispatcher, Event, Hooks
+from neural_distill.run_record import config_yaml
+from neural_distill.saving import with_save
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.compression",
              "tensorflow": "neural_distill.adapters.tensorflow.compression"}

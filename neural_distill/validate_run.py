@@ -11,10 +11,10 @@ and the files the config names (a template may name files not made yet).
 import importlib.util
 import os
 
-from .criterion.registry import needs_teacher
-from .errors import ConfigError
-from .factories import resolve
-from .loop_common import check_dataloader_section
+from neural_distill.criterion.registry import needs_teacher
+from neural_distill.errors import ConfigError
+from neural_distill.factories import resolve
+from neural_distill.loop_common import check_dataloader_section
 
 _BUILT_IN = ("dummy", "npz", "factory")
 _LOADERS = (("distillation.train", "training"), ("evaluation.accuracy", "evaluation"))

@@ -5,9 +5,10 @@ a framework already has to be imported for one of its models to exist, so detect
 imports a framework itself.
 """
 
-from ..errors import ModelError
-from ..frameworks import detect_framework, framework_of_config_name, import_framework_module
-from .base import BackendAdapter
+from neural_distill.errors import ModelError
+from neural_distill.frameworks import (
+    detect_framework, framework_of_config_name, import_framework_module)
+from neural_distill.adapters.base import BackendAdapter
 
 _ADAPTER_MODULES = {"torch": "neural_distill.adapters.torch.adapter",
                     "tensorflow": "neural_distill.adapters.tensorflow.adapter"}

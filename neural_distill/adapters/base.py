@@ -7,8 +7,8 @@ of a subclass of :class:`BackendAdapter`. The subclass implements the primitives
 expose the same public names.
 """
 
-from ..criterion.registry import build
-from ..errors import DataError, ModelError
+from neural_distill.criterion.registry import build
+from neural_distill.errors import DataError, ModelError
 
 
 def _backend(method):

@@ -11,6 +11,6 @@ Importing this package loads no framework; ``neural_distill.algorithms.distillat
 PyTorch.
 """
 
-from .base import Algorithm, MetricsLogger, fire
+from neural_distill.algorithms.base import Algorithm, MetricsLogger, fire
 
 __all__ = ["Algorithm", "MetricsLogger", "fire"]

@@ -20,13 +20,13 @@ import random
 
 import torch
 
-from ..adapters.torch.adapter import ADAPTER
-from ..adapters.torch.losses import kl_divergence
-from ..adapters.torch.outputs import call_model, logits_of
-from ..errors import ConfigError, ModelError
-from ..events import Event
-from ..trainer.checkpoint import load_weights
-from .base import Algorithm
+from neural_distill.adapters.torch.adapter import ADAPTER
+from neural_distill.adapters.torch.losses import kl_divergence
+from neural_distill.adapters.torch.outputs import call_model, logits_of
+from neural_distill.errors import ConfigError, ModelError
+from neural_distill.events import Event
+from neural_distill.trainer.checkpoint import load_weights
+from neural_distill.algorithms.base import Algorithm
 
 
 class KLDivergence(torch.nn.Module):

@@ -2,7 +2,7 @@
 (``from neural_compressor.experimental.common.criterion import PyTorchKnowledgeDistillationLoss``
 with the package name changed). The same lazy names as :mod:`neural_distill.criterion`."""
 
-from .. import criterion as _criterion
+from neural_distill import criterion as _criterion
 
 
 def __getattr__(name):

@@ -1,12 +1,13 @@
 """Experiment configuration: YAML schema, loader, ``DistillationConf``, and the Python config API
 (``DistillationConfig``, the criterion configs, ``QuantizationAwareTrainingConfig``)."""
 
-from .conf import DistillationConf
-from .criterion import Criterion
-from .loader import DotDict, load_config, read_yaml, validate
-from .python_api import (DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
-                         KnowledgeDistillationLossConfig, QuantizationAwareTrainingConfig,
-                         SelfKnowledgeDistillationLossConfig)
+from neural_distill.config.conf import DistillationConf
+from neural_distill.config.criterion import Criterion
+from neural_distill.config.loader import DotDict, load_config, read_yaml, validate
+from neural_distill.config.python_api import (
+    DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
+    KnowledgeDistillationLossConfig, QuantizationAwareTrainingConfig,
+    SelfKnowledgeDistillationLossConfig)
 
 __all__ = ["DistillationConf", "DotDict", "load_config", "read_yaml", "validate",
            "DistillationConfig", "KnowledgeDistillationLossConfig",
@@ -17,7 +18,7 @@ __all__ = ["DistillationConf", "DotDict", "load_config", "read_yaml", "validate"
 
 def __getattr__(name):
     """The config class of a catalog criterion that has no hand-written one (``<name>Config``)."""
-    from .criterion_configs import CRITERION_CONFIGS
+    from neural_distill.config.criterion_configs import CRITERION_CONFIGS
 
     for config_class in CRITERION_CONFIGS.values():
         if config_class.__name__ == name:

@@ -10,9 +10,9 @@ They are built from the nodes of ``schema.py`` (same checks, same messages) with
 
 from schema import Or
 
-from ..criterion.catalog import CATALOG
-from .nodes import Leaf, OneOf, Section, integer
-from .schema import METRICS, OPTIMIZERS, TOP_LEVEL, TRAIN, _flag
+from neural_distill.criterion.catalog import CATALOG
+from neural_distill.config.nodes import Leaf, OneOf, Section, integer
+from neural_distill.config.schema import METRICS, OPTIMIZERS, TOP_LEVEL, TRAIN, _flag
 
 QAT_APPROACHES = ("quant_aware_training",)
 QAT_BACKENDS = ("x86",)

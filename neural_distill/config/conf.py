@@ -4,7 +4,7 @@ import copy
 
 import yaml
 
-from .loader import DotDict, LoadedConfig, load_config, to_plain
+from neural_distill.config.loader import DotDict, LoadedConfig, load_config, to_plain
 
 
 class DistillationConf(LoadedConfig):

@@ -19,8 +19,8 @@ Nothing here imports a deep-learning framework.
 
 import difflib
 
-from ..errors import ConfigError
-from .python_api import (IntermediateLayersKnowledgeDistillationLossConfig,
+from neural_distill.errors import ConfigError
+from neural_distill.config.python_api import (IntermediateLayersKnowledgeDistillationLossConfig,
                          KnowledgeDistillationLossConfig)
 
 _KNOWLEDGE = "KnowledgeLoss"

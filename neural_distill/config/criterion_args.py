@@ -16,8 +16,8 @@ below read them from there.
 Nothing here imports a deep-learning framework.
 """
 
-from ..criterion.catalog.loss_types import LOSS_TYPES
-from .nodes import _MISSING, Leaf, Range, Section, number
+from neural_distill.criterion.catalog.loss_types import LOSS_TYPES
+from neural_distill.config.nodes import _MISSING, Leaf, Range, Section, number
 
 WEIGHT_MAX = 1000
 TEMPERATURES = Range(0.01, 1000, hint=" (temperatures of 1 to 20 are usual)")

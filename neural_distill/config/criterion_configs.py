@@ -10,12 +10,12 @@ deep-learning framework.
 
 import copy
 
-from ..criterion.catalog import CATALOG
-from ..errors import ConfigError
-from .compression_schema import CRITERION, PYTHON_CRITERIA
-from .loader import to_plain, validate
-from .nodes import OneOf, Section
-from .yaml_config import YamlConfig
+from neural_distill.criterion.catalog import CATALOG
+from neural_distill.errors import ConfigError
+from neural_distill.config.compression_schema import CRITERION, PYTHON_CRITERIA
+from neural_distill.config.loader import to_plain, validate
+from neural_distill.config.nodes import OneOf, Section
+from neural_distill.config.yaml_config import YamlConfig
 
 
 class _CriterionConfig(YamlConfig):

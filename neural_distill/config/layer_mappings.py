@@ -18,7 +18,7 @@ the student itself (``parse_self_mappings``).
 from dataclasses import dataclass
 from typing import Any
 
-from .nodes import _MISSING, Node, describe
+from neural_distill.config.nodes import _MISSING, Node, describe
 
 
 @dataclass(frozen=True)
@@ -155,13 +155,13 @@ def _as_lists(value):
 
 def parse_layer_mappings(value):
     """Validated ``layer_mappings`` as LayerPairs."""
-    from .nodes import Problems
+    from neural_distill.config.nodes import Problems
 
     problems = Problems()
     pairs = [parse_mapping(entry, f"layer_mappings[{i}]", problems)
              for i, entry in enumerate(value)]
     if problems.items:  # validation runs first, so this only guards direct calls
-        from ..errors import ConfigError
+        from neural_distill.errors import ConfigError
 
         raise ConfigError("; ".join(f"{p}: {m}" for p, m in problems.items))
     return pairs

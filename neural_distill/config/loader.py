@@ -7,10 +7,11 @@ A configuration is read with YAML's safe loader (no tags that build Python objec
 import copy
 import os
 
-from ..errors import ConfigError
-from .nodes import _MISSING, Problems
-from .schema import TOP_LEVEL
-from .yaml_reader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, decode, parse_yaml
+from neural_distill.errors import ConfigError
+from neural_distill.config.nodes import _MISSING, Problems
+from neural_distill.config.schema import TOP_LEVEL
+from neural_distill.config.yaml_reader import (
+    MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, decode, parse_yaml)
 
 
 class DotDict(dict):

@@ -18,23 +18,23 @@ Nothing here imports a deep-learning framework.
 
 import copy
 
-from ..errors import ConfigError, ModelError
-from .compression_schema import (EXPERIMENT, FRAMEWORK, METRIC, OPTIMIZER,
+from neural_distill.errors import ConfigError, ModelError
+from neural_distill.config.compression_schema import (EXPERIMENT, FRAMEWORK, METRIC, OPTIMIZER,
                                  QUANTIZATION_AWARE_TRAINING, QUANTIZATION_DOCUMENT,
                                  TEACHER_CACHE)
 # The criterion configs live in their own module; their public names stay importable here.
-from .criterion_configs import (  # noqa: F401 - re-exported
+from neural_distill.config.criterion_configs import (  # noqa: F401 - re-exported
     CRITERION_CONFIGS, IntermediateLayersKnowledgeDistillationLossConfig,
     KnowledgeDistillationLossConfig, SelfKnowledgeDistillationLossConfig, _CriterionConfig,
     criterion_config_from_section)
-from .loader import to_plain, validate
-from .nodes import Section
-from .yaml_config import YamlConfig as _YamlConfig
+from neural_distill.config.loader import to_plain, validate
+from neural_distill.config.nodes import Section
+from neural_distill.config.yaml_config import YamlConfig as _YamlConfig
 
 
 # ------------------------------------------------------------------------------ distillation
 def _is_model(value):
-    from ..frameworks import detect_framework
+    from neural_distill.frameworks import detect_framework
 
     return detect_framework(value) is not None
 
@@ -101,7 +101,7 @@ class DistillationConfig(_YamlConfig):
         super().__setattr__(name, value)
 
     def _validated(self, values):
-        from ..metrics import Metric
+        from neural_distill.metrics import Metric
 
         cleaned = {}
         criterion = values.get("criterion")

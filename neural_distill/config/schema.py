@@ -13,9 +13,9 @@ import re
 from schema import And, Or
 from schema import Optional as SchemaOptional
 
-from ..criterion.catalog import CATALOG, DEFAULT_CRITERION
-from .criterion_args import flag, weight_list
-from .nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
+from neural_distill.criterion.catalog import CATALOG, DEFAULT_CRITERION
+from neural_distill.config.criterion_args import flag, weight_list
+from neural_distill.config.nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
 
 FRAMEWORKS = ("pytorch", "pytorch_fx", "pytorch_ipex", "tensorflow", "keras")
 _DEVICE = re.compile(r"^(cpu|gpu|cuda|auto|mps|cuda:\d+)$")

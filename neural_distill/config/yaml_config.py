@@ -8,9 +8,9 @@ import os
 
 import yaml
 
-from ..errors import ConfigError
-from .loader import parse_text, read_yaml
-from .nodes import describe
+from neural_distill.errors import ConfigError
+from neural_distill.config.loader import parse_text, read_yaml
+from neural_distill.config.nodes import describe
 
 
 def read_yaml_source(source, who):

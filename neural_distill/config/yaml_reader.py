@@ -21,7 +21,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from ..errors import ConfigError
+from neural_distill.errors import ConfigError
 
 # Experiment files are a few kilobytes; a megabyte is far beyond any real one and still reads in
 # about a second (ten megabytes took ten).

@@ -9,7 +9,7 @@ This module imports only the catalog at import time: the config layer builds its
 the catalog, and importing the catalog runs this file first.
 """
 
-from .catalog import BACKEND_MODULES, CATALOG, backend_class_name
+from neural_distill.criterion.catalog import BACKEND_MODULES, CATALOG, backend_class_name
 
 # Public class name -> (module that defines it, framework needed).
 _LAZY = {backend_class_name(name, framework): (module, framework) for name in CATALOG
@@ -19,13 +19,13 @@ _HELPERS = ("criterion_name_and_args", "validated_criterion_args")
 
 def __getattr__(name):
     if name in _HELPERS:
-        from . import specs
+        from neural_distill.criterion import specs
 
         return getattr(specs, name)
     if name not in _LAZY:
         raise AttributeError(f"module 'neural_distill.criterion' has no attribute '{name}'")
     module_name, extra = _LAZY[name]
-    from ..frameworks import import_framework_module
+    from neural_distill.frameworks import import_framework_module
 
     # The framework itself first: without it, our module would fail on whichever of the
     # framework's own dependencies (h5py, ...) it happens to import first.

@@ -13,10 +13,10 @@ written once, in the catalog. A new criterion needs no class here: its backend c
 
 import difflib
 
-from ..config.layer_mappings import parse_layer_mappings
-from ..errors import ModelError
-from .catalog import CATALOG
-from .specs import validated_criterion_args
+from neural_distill.config.layer_mappings import parse_layer_mappings
+from neural_distill.errors import ModelError
+from neural_distill.criterion.catalog import CATALOG
+from neural_distill.criterion.specs import validated_criterion_args
 
 
 def per_item(values, count, default):

@@ -11,9 +11,10 @@ registry loads no framework.
 
 from dataclasses import dataclass
 
-from ..config.criterion_configs import CRITERION_CONFIGS, _CriterionConfig
-from ..errors import ConfigError
-from .catalog import BACKEND_MODULES, BACKEND_PREFIXES, CATALOG, backend_class_name
+from neural_distill.config.criterion_configs import CRITERION_CONFIGS, _CriterionConfig
+from neural_distill.errors import ConfigError
+from neural_distill.criterion.catalog import (
+    BACKEND_MODULES, BACKEND_PREFIXES, CATALOG, backend_class_name)
 
 _PREFIXES = BACKEND_PREFIXES  # the name "Add a backend" in docs/ARCHITECTURE.md used
 
@@ -58,7 +59,7 @@ def backend_class_names():
 
 def build(framework, name, args):
     """The ``framework`` criterion ``name`` built with ``args`` (imports that backend)."""
-    from ..frameworks import import_framework_module
+    from neural_distill.frameworks import import_framework_module
 
     module = import_framework_module(BACKEND_MODULES[framework], framework)
     class_name = entry(name).class_name(framework)

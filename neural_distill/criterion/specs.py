@@ -5,8 +5,8 @@ catalog spec (``criterion/catalog/``), the node that validates the YAML section 
 name, so a Python user and a YAML user read the same message for the same mistake.
 """
 
-from ..config.loader import validate
-from .catalog import CATALOG
+from neural_distill.config.loader import validate
+from neural_distill.criterion.catalog import CATALOG
 
 
 def validated_criterion_args(yaml_name, class_name, **kwargs):

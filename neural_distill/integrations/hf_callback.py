@@ -10,8 +10,8 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..durable import save_run
-from ..events import Event
+from neural_distill.durable import save_run
+from neural_distill.events import Event
 
 
 class DistillationCallback(TrainerCallback):

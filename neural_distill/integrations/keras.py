@@ -21,7 +21,7 @@ built-in loop. Everything Keras offers around ``fit`` (callbacks, metrics, ``eva
 
 import os
 
-from ..errors import FrameworkNotInstalledError
+from neural_distill.errors import FrameworkNotInstalledError
 
 try:
     import keras
@@ -29,15 +29,15 @@ try:
 except ImportError as exc:
     raise FrameworkNotInstalledError("TensorFlow with Keras 3", "tensorflow") from exc
 
-from ..adapters.tensorflow import features
-from ..adapters.tensorflow.adapter import ADAPTER
-from ..config.loader import validate
-from ..config.nodes import OneOf, Section
-from ..criterion.catalog import DEFAULT_CRITERION
-from ..criterion.registry import REGISTRY, needs_teacher
-from ..errors import ModelError
-from ..output_check import check_keras_heads
-from ..step import DistillationStep
+from neural_distill.adapters.tensorflow import features
+from neural_distill.adapters.tensorflow.adapter import ADAPTER
+from neural_distill.config.loader import validate
+from neural_distill.config.nodes import OneOf, Section
+from neural_distill.criterion.catalog import DEFAULT_CRITERION
+from neural_distill.criterion.registry import REGISTRY, needs_teacher
+from neural_distill.errors import ModelError
+from neural_distill.output_check import check_keras_heads
+from neural_distill.step import DistillationStep
 
 _CRITERION_SECTION = Section({"criterion": OneOf({name: entry.node for name, entry
                                                    in REGISTRY.items()}, "criterion")})

@@ -40,7 +40,7 @@ alone cannot do it: ``transformers`` gives callbacks no way to change the loss, 
 import logging
 import os
 
-from ..errors import FrameworkNotInstalledError
+from neural_distill.errors import FrameworkNotInstalledError
 
 try:
     import torch
@@ -54,15 +54,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
     raise FrameworkNotInstalledError("Hugging Face transformers (with PyTorch)",
                                      "transformers") from exc
 
-from ..adapters import framework_of_config_name
-from ..config.python_api import DistillationConfig
-from ..criterion.registry import needs_teacher
-from ..durable import restore_run
-from ..errors import ConfigError, DataError, ModelError
-from ..evaluation import resolve_metric
-from ..metrics import Metric
-from ..training import prepare_compression
-from .hf_callback import DistillationCallback, part_folder
+from neural_distill.adapters import framework_of_config_name
+from neural_distill.config.python_api import DistillationConfig
+from neural_distill.criterion.registry import needs_teacher
+from neural_distill.durable import restore_run
+from neural_distill.errors import ConfigError, DataError, ModelError
+from neural_distill.evaluation import resolve_metric
+from neural_distill.metrics import Metric
+from neural_distill.training import prepare_compression
+from neural_distill.integrations.hf_callback import DistillationCallback, part_folder
 
 logger = logging.getLogger("neural_distill")
 

@@ -3,7 +3,7 @@
 Importing this package loads no framework and no matplotlib; they load when a report is built.
 """
 
-from .build import Report, report
-from .summary import end_of_run, summary_lines
+from neural_distill.report.build import Report, report
+from neural_distill.report.summary import end_of_run, summary_lines
 
 __all__ = ["Report", "report", "end_of_run", "summary_lines"]

@@ -4,12 +4,12 @@ import copy
 import json
 import os
 
-from ..adapters import import_framework_module
-from ..config.loader import validate
-from ..errors import ModelError
-from ..metrics import Metric, build_metric
-from . import html, plots, stats
-from .runs import LoadedRun, read_records
+from neural_distill.adapters import import_framework_module
+from neural_distill.config.loader import validate
+from neural_distill.errors import ModelError
+from neural_distill.metrics import Metric, build_metric
+from neural_distill.report import html, plots, stats
+from neural_distill.report.runs import LoadedRun, read_records
 
 _MODULES = {"torch": "neural_distill.adapters.torch.report",
             "tensorflow": "neural_distill.adapters.tensorflow.report"}
@@ -28,8 +28,8 @@ def _metric_factory(metric, config):
         return lambda: copy.deepcopy(metric)
     configured = config.evaluation.get("accuracy", {}).get("metric") if config else None
     if configured:
-        from ..config.schema import METRICS
-        from ..config.nodes import OneOf, Section
+        from neural_distill.config.schema import METRICS
+        from neural_distill.config.nodes import OneOf, Section
 
         checked = validate({"metric": configured}, "evaluation.accuracy",
                            node=Section({"metric": OneOf(METRICS, "metric")}))

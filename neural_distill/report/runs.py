@@ -10,9 +10,9 @@ checkpoint, the teacher's weights, so the report scores exactly the teacher that
 import json
 import os
 
-from ..config.loader import read_yaml, validate
-from ..errors import ConfigError
-from ..factories import resolve
+from neural_distill.config.loader import read_yaml, validate
+from neural_distill.errors import ConfigError
+from neural_distill.factories import resolve
 
 RUN_INFO = "run_info.json"
 _SUFFIXES = {"torch": ".pt", "tensorflow": ".weights.h5"}
@@ -40,7 +40,7 @@ def build_model(config, role, source, base_dir, checkpoint=None):
     model = resolve(name, f"{where}.factory", base_dir)(**kwargs)
     path = checkpoint or configured
     if path:
-        from ..adapters import adapter_for_model
+        from neural_distill.adapters import adapter_for_model
 
         if not os.path.isabs(path) and base_dir is not None:
             path = os.path.join(base_dir, path)
@@ -84,7 +84,7 @@ class LoadedRun:
         original = config_path or self._recorded_config()
         self.base_dir = os.path.dirname(os.path.abspath(original)) if original else self.run_dir
         self.framework = framework_of_run(self.run_dir)
-        from ..adapters import adapter_for_framework
+        from neural_distill.adapters import adapter_for_framework
 
         self.adapter = adapter_for_framework(self.framework)
         suffix = _SUFFIXES[self.framework]

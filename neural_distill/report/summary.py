@@ -3,8 +3,8 @@ are, and what to run next."""
 
 import os
 
-from ..errors import NeuralDistillError
-from .runs import write_run_info
+from neural_distill.errors import NeuralDistillError
+from neural_distill.report.runs import write_run_info
 
 
 def summary_lines(metric_name, student_value, teacher_value, run_dir, next_command):

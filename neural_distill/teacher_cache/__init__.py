@@ -4,9 +4,9 @@ Framework-neutral (NumPy only); the distillation step asks it before running the
 ``neural_distill.cache_teacher.write_offline_cache`` writes an offline cache.
 """
 
-from .cache import TeacherCache
-from .codecs import COMPRESSIONS, DenseCodec, TopKCodec, build_codec
-from .keys import fingerprint, sample_keys
+from neural_distill.teacher_cache.cache import TeacherCache
+from neural_distill.teacher_cache.codecs import COMPRESSIONS, DenseCodec, TopKCodec, build_codec
+from neural_distill.teacher_cache.keys import fingerprint, sample_keys
 
 __all__ = ["TeacherCache", "COMPRESSIONS", "DenseCodec", "TopKCodec", "build_codec",
            "fingerprint", "sample_keys"]

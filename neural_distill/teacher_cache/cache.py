@@ -10,11 +10,11 @@ are (no codec), and a hit returns ``[logits, feature, ...]``.
 
 import numpy as np
 
-from ..errors import DataError
-from ..logging_utils import get_logger
-from .keys import sample_keys, token_mask
-from .shards import read_index, read_shards, write_shards
-from .store import RowStore
+from neural_distill.errors import DataError
+from neural_distill.logging_utils import get_logger
+from neural_distill.teacher_cache.keys import sample_keys, token_mask
+from neural_distill.teacher_cache.shards import read_index, read_shards, write_shards
+from neural_distill.teacher_cache.store import RowStore
 
 
 class TeacherCache:

@@ -14,7 +14,7 @@ cannot serve ``MSE`` (raw logit matching) or ``from_logits: false``.
 
 import numpy as np
 
-from ..errors import ConfigError
+from neural_distill.errors import ConfigError
 
 COMPRESSIONS = ("none", "float16", "topk")
 # Residual mass below this is treated as this: keeps log r finite when the top k hold it all.

@@ -22,7 +22,7 @@ import hashlib
 
 import numpy as np
 
-from ..errors import DataError, FrameworkNotInstalledError
+from neural_distill.errors import DataError, FrameworkNotInstalledError
 
 KEY_BYTES = 16
 _seeds = {}

@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 
-from ..criterion.catalog import CATALOG
-from ..errors import ConfigError
-from ..logging_utils import get_logger
-from .cache import TeacherCache
-from .codecs import DenseCodec, build_codec
-from .keys import fingerprint
+from neural_distill.criterion.catalog import CATALOG
+from neural_distill.errors import ConfigError
+from neural_distill.logging_utils import get_logger
+from neural_distill.teacher_cache.cache import TeacherCache
+from neural_distill.teacher_cache.codecs import DenseCodec, build_codec
+from neural_distill.teacher_cache.keys import fingerprint
 
 
 def numpy_inputs(adapter, inputs):

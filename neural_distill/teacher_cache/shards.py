@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from ..errors import DataError
-from .keys import KEY_BYTES
+from neural_distill.errors import DataError
+from neural_distill.teacher_cache.keys import KEY_BYTES
 
 FORMAT = 2  # 2: keys are XXH3-128 row digests (1: a NumPy SplitMix64 row hash)
 INDEX = "index.json"

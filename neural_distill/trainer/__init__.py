@@ -22,15 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..adapters.torch import loop
-from ..adapters.torch.adapter import ADAPTER
-from ..adapters.torch.optim import build_optimizer
-from ..adapters.torch.outputs import call_model, logits_of, to_device
-from ..algorithms.base import MetricsLogger
-from ..batches import split_batch
-from ..errors import ConfigError, DataError, ModelError
-from .dispatch import TrainerHooks
-from .state import State, parse_duration
+from neural_distill.adapters.torch import loop
+from neural_distill.adapters.torch.adapter import ADAPTER
+from neural_distill.adapters.torch.optim import build_optimizer
+from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
+from neural_distill.algorithms.base import MetricsLogger
+from neural_distill.batches import split_batch
+from neural_distill.errors import ConfigError, DataError, ModelError
+from neural_distill.trainer.dispatch import TrainerHooks
+from neural_distill.trainer.state import State, parse_duration
 
 __all__ = ["Trainer", "State"]
 

@@ -11,7 +11,7 @@ import pickle
 
 import torch
 
-from ..errors import ModelError
+from neural_distill.errors import ModelError
 
 
 def save_checkpoint(path, model, optimizers, epoch, step):

@@ -12,12 +12,12 @@ import logging
 import os
 import time
 
-from .. import events
-from ..algorithms.base import fire
-from ..errors import ModelError
-from ..events import Event
-from ..workspace import json_safe
-from .checkpoint import save_checkpoint
+from neural_distill import events
+from neural_distill.algorithms.base import fire
+from neural_distill.errors import ModelError
+from neural_distill.events import Event
+from neural_distill.workspace import json_safe
+from neural_distill.trainer.checkpoint import save_checkpoint
 
 logger = logging.getLogger("neural_distill")
 

@@ -2,7 +2,7 @@
 
 import re
 
-from ..errors import ConfigError
+from neural_distill.errors import ConfigError
 
 UNITS = {"ep": "epochs", "ba": "batches"}
 _DURATION = re.compile(r"^\s*(\d+)\s*([a-zA-Z]+)\s*$")

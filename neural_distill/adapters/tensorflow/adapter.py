@@ -16,14 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ...batches import split_batch
-from ...errors import ModelError
-from ..base import BackendAdapter
-from . import checks as tf_checks
-from . import data, features, loop
-from .cloning import clone_model
-from .outputs import is_tensor, logits_of, model_input, to_tensor
-from .state import ArraysOnly, RunningLosses
+from neural_distill.batches import split_batch
+from neural_distill.errors import ModelError
+from neural_distill.adapters.base import BackendAdapter
+from neural_distill.adapters.tensorflow import checks as tf_checks
+from neural_distill.adapters.tensorflow import data, features, loop
+from neural_distill.adapters.tensorflow.cloning import clone_model
+from neural_distill.adapters.tensorflow.outputs import is_tensor, logits_of, model_input, to_tensor
+from neural_distill.adapters.tensorflow.state import ArraysOnly, RunningLosses
 
 tf_checks.check_keras_backend()
 

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ... import checks
-from ...errors import ModelError
-from .outputs import static_shape
+from neural_distill import checks
+from neural_distill.errors import ModelError
+from neural_distill.adapters.tensorflow.outputs import static_shape
 
 
 # ---------------------------------------------------------------------------- models

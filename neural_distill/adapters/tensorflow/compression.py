@@ -8,13 +8,13 @@ import contextlib
 
 import keras
 
-from ...errors import ModelError
-from ...exports import require_teachers, same_name_mappings
-from .features import layer_names
+from neural_distill.errors import ModelError
+from neural_distill.exports import require_teachers, same_name_mappings
+from neural_distill.adapters.tensorflow.features import layer_names
 
 
 def prepare_qat(model, config):
-    from .quantization import prepare_qat as prepare
+    from neural_distill.adapters.tensorflow.quantization import prepare_qat as prepare
 
     return prepare(model, config)
 
@@ -49,7 +49,7 @@ def export_float(model, path, example_inputs=None):
 
     The deployable model only: a copy without the optimizer state of a compiled model, when
     Keras can rebuild the model from its config."""
-    from .quantization import float_copy, save_keras
+    from neural_distill.adapters.tensorflow.quantization import float_copy, save_keras
 
     try:
         copy = float_copy(model, "export")

@@ -18,13 +18,14 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from ...criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
+from neural_distill.criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
                               KnowledgeDistillationSpec, SelfDistillationSpec)
-from ...errors import ModelError
-from . import checks as tf_checks
-from . import losses
-from .features import FeatureCapture, build_matcher, model_kind, select, symbolic_shape
-from .outputs import logits_of, static_shape
+from neural_distill.errors import ModelError
+from neural_distill.adapters.tensorflow import checks as tf_checks
+from neural_distill.adapters.tensorflow import losses
+from neural_distill.adapters.tensorflow.features import (
+    FeatureCapture, build_matcher, model_kind, select, symbolic_shape)
+from neural_distill.adapters.tensorflow.outputs import logits_of, static_shape
 
 
 def _check_same_shape(student, teacher):

@@ -8,8 +8,8 @@ the same batching settings, so one experiment file serves both frameworks.
 import numpy as np
 import tensorflow as tf
 
-from ...errors import ConfigError
-from ...loop_common import check_dataloader_section, dataset_from_factory, read_npz
+from neural_distill.errors import ConfigError
+from neural_distill.loop_common import check_dataloader_section, dataset_from_factory, read_npz
 
 
 def _dummy(params, where, base_dir):

@@ -13,7 +13,7 @@ exactly, and a replica left without samples contributes nothing.
 
 import tensorflow as tf
 
-from ...errors import ConfigError, DataError, ModelError
+from neural_distill.errors import ConfigError, DataError, ModelError
 
 
 def strategy_for(student):

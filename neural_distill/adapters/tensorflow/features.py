@@ -16,9 +16,9 @@ import re
 import keras
 import tensorflow as tf
 
-from ...criterion.base import missing_layer_problems, select_output
-from ...errors import ModelError
-from .outputs import call_model, is_tensor, model_input
+from neural_distill.criterion.base import missing_layer_problems, select_output
+from neural_distill.errors import ModelError
+from neural_distill.adapters.tensorflow.outputs import call_model, is_tensor, model_input
 
 # id(model) -> the FeatureCapture a criterion attached to that model.
 _ACTIVE = {}

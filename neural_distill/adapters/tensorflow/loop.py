@@ -33,11 +33,11 @@ when the progress bar is refreshed.
 
 import tensorflow as tf
 
-from ...events import Event, is_generated_hook
-from ...loop_common import epoch_range, limit_steps, run_epochs
-from . import distribute, features
-from .optim import LearningRateSchedule, build_optimizer
-from .outputs import to_tensor
+from neural_distill.events import Event, is_generated_hook
+from neural_distill.loop_common import epoch_range, limit_steps, run_epochs
+from neural_distill.adapters.tensorflow import distribute, features
+from neural_distill.adapters.tensorflow.optim import LearningRateSchedule, build_optimizer
+from neural_distill.adapters.tensorflow.outputs import to_tensor
 
 
 def _steps_per_epoch(loader, iteration):

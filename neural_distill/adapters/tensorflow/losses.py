@@ -7,7 +7,7 @@ the batch mean. Static shapes are never required, so these run eagerly and under
 
 import tensorflow as tf
 
-from ...criterion.base import self_distillation_losses
+from neural_distill.criterion.base import self_distillation_losses
 
 IGNORE_INDEX = -100
 # Probabilities are clamped before the log so a hard 0 cannot produce -inf or NaN gradients.

@@ -15,9 +15,9 @@ nothing is added: add ``criterion.trainable_variables`` to what your step update
 import numpy as np
 import tensorflow as tf
 
-from ...logging_utils import get_logger
-from .adapter import _stop_recording
-from .optim import build_optimizer
+from neural_distill.logging_utils import get_logger
+from neural_distill.adapters.tensorflow.adapter import _stop_recording
+from neural_distill.adapters.tensorflow.optim import build_optimizer
 
 
 class MatcherOptimizer:

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from ...errors import ModelError
-from ...outputs import find_logits
+from neural_distill.errors import ModelError
+from neural_distill.outputs import find_logits
 
 
 def is_tensor(value):

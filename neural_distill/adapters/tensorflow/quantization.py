@@ -36,10 +36,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...errors import ConfigError, ModelError
-from ...exports import ExportInfo
-from .cloning import clone_model
-from .features import model_kind
+from neural_distill.errors import ConfigError, ModelError
+from neural_distill.exports import ExportInfo
+from neural_distill.adapters.tensorflow.cloning import clone_model
+from neural_distill.adapters.tensorflow.features import model_kind
 
 # The export's defaults (value range and epsilon) come from the quantizer Keras itself uses.
 _KERAS_DEFAULT = keras.quantizers.AbsMaxQuantizer()

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ... import batches
-from .adapter import ADAPTER
-from .outputs import logits_of, model_input, to_tensor
+from neural_distill import batches
+from neural_distill.adapters.tensorflow.adapter import ADAPTER
+from neural_distill.adapters.tensorflow.outputs import logits_of, model_input, to_tensor
 
 
 def outputs_and_labels(model, dataloader, what):

@@ -4,8 +4,8 @@ import pickle
 
 import tensorflow as tf
 
-from ..base import LOSS_KEYS, loss_means
-from .distribute import replica_share
+from neural_distill.adapters.base import LOSS_KEYS, loss_means
+from neural_distill.adapters.tensorflow.distribute import replica_share
 
 
 class RunningLosses:

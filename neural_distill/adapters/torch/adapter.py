@@ -8,13 +8,13 @@ import random
 import numpy as np
 import torch
 
-from ...batches import split_batch
-from ...errors import ModelError
-from ..base import BackendAdapter
-from . import checks as torch_checks
-from . import data, distributed, loop
-from .outputs import call_model, logits_of, to_device
-from .state import RunningLosses
+from neural_distill.batches import split_batch
+from neural_distill.errors import ModelError
+from neural_distill.adapters.base import BackendAdapter
+from neural_distill.adapters.torch import checks as torch_checks
+from neural_distill.adapters.torch import data, distributed, loop
+from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
+from neural_distill.adapters.torch.state import RunningLosses
 
 
 class _TeacherState:

@@ -7,8 +7,8 @@ import zipfile
 
 import torch
 
-from ... import checks
-from ...errors import DataError, ModelError
+from neural_distill import checks
+from neural_distill.errors import DataError, ModelError
 
 
 # ---------------------------------------------------------------------------- models

@@ -8,12 +8,12 @@ import os
 
 import torch
 
-from ...errors import ConfigError
-from ...exports import require_teachers, same_name_mappings
+from neural_distill.errors import ConfigError
+from neural_distill.exports import require_teachers, same_name_mappings
 
 
 def prepare_qat(model, config):
-    from .quantization import prepare_qat as prepare
+    from neural_distill.adapters.torch.quantization import prepare_qat as prepare
 
     return prepare(model, config)
 
@@ -21,7 +21,7 @@ def prepare_qat(model, config):
 def pending_parts(qat, build):
     """Stands for the manager's parts until a QAT model given without example inputs is
     captured on its first batch; ``build()`` makes the real ones then."""
-    from .quantization.deferred import PendingParts
+    from neural_distill.adapters.torch.quantization.deferred import PendingParts
 
     return PendingParts(qat, build)
 
@@ -46,7 +46,7 @@ def auto_layer_mappings(student, teachers, qat=None):
 
 
 def quiet_copies():
-    from .quantization import quiet_copies as quiet
+    from neural_distill.adapters.torch.quantization import quiet_copies as quiet
 
     return quiet()
 
@@ -61,8 +61,8 @@ def save_weights(model, path):
 
 def export_float(model, path, example_inputs):
     """A float model as a ``torch.export`` program (``.pt2``)."""
-    from .quantization import (_at_least_two, _batch_dynamic, normalize_example_inputs,
-                               save_exported)
+    from neural_distill.adapters.torch.quantization import (
+        _at_least_two, _batch_dynamic, normalize_example_inputs, save_exported)
 
     if example_inputs is None:
         raise ConfigError("export: example_inputs: expected one batch of model inputs, got None. "

@@ -5,13 +5,13 @@ import warnings
 
 import torch
 
-from ...criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
+from neural_distill.criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
                               SelfDistillationSpec)
-from ...errors import ModelError
-from . import checks as torch_checks
-from . import losses
-from .features import FeatureCapture, build_matcher, select
-from .outputs import logits_of
+from neural_distill.errors import ModelError
+from neural_distill.adapters.torch import checks as torch_checks
+from neural_distill.adapters.torch import losses
+from neural_distill.adapters.torch.features import FeatureCapture, build_matcher, select
+from neural_distill.adapters.torch.outputs import logits_of
 
 
 def _student_term(loss_fn, student_output, labels, from_logits):

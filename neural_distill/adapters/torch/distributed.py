@@ -19,9 +19,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from ...errors import ModelError
-from ...logging_utils import get_logger
-from ...process import world_size
+from neural_distill.errors import ModelError
+from neural_distill.logging_utils import get_logger
+from neural_distill.process import world_size
 
 
 def launched():
@@ -68,7 +68,8 @@ def wrap_student(student, device, settings=None):
     if not any(p.requires_grad for p in student.parameters()):
         return student
     if settings.get("strategy", "ddp") == "fsdp":
-        from . import fsdp  # torch's FSDP takes a second to import: only when asked for
+        # torch's FSDP takes a second to import: only when asked for
+        from neural_distill.adapters.torch import fsdp
         return fsdp.shard_student(student, device,
                                   settings.get("reshard_after_forward", True))
     return DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda"
@@ -77,7 +78,7 @@ def wrap_student(student, device, settings=None):
 
 def check_fsdp_optimizer(optimizer, student):
     """A user's optimizer was built on the parameters FSDP is about to replace: refused."""
-    from . import fsdp
+    from neural_distill.adapters.torch import fsdp
     fsdp.check_user_optimizer(optimizer, student)
 
 

@@ -9,8 +9,8 @@ by ``remove()`` when training ends.
 import torch
 from torch import nn
 
-from ...criterion.base import missing_layer_problems, select_output
-from ...errors import ModelError
+from neural_distill.criterion.base import missing_layer_problems, select_output
+from neural_distill.errors import ModelError
 
 
 class FeatureCapture:

@@ -26,8 +26,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from ...errors import ModelError
-from ...logging_utils import get_logger
+from neural_distill.errors import ModelError
+from neural_distill.logging_utils import get_logger
 
 # The plain skeleton of each sharded student, and the modules each optimizer trains (its
 # checkpointed state is named by their parameter names). Weak: nothing here outlives a run.

@@ -12,13 +12,13 @@ bookkeeping: losses are read back from the device only when the progress bar is 
 
 import torch
 
-from ...process import cpu_threads, is_main_process
-from ...loop_common import drive_epochs, epoch_range, limit_steps
-from . import distributed
-from .data import built_from_config
-from .optim import LearningRateSchedule, build_optimizer
-from .precision import Precision
-from .outputs import call_model, to_device
+from neural_distill.process import cpu_threads, is_main_process
+from neural_distill.loop_common import drive_epochs, epoch_range, limit_steps
+from neural_distill.adapters.torch import distributed
+from neural_distill.adapters.torch.data import built_from_config
+from neural_distill.adapters.torch.optim import LearningRateSchedule, build_optimizer
+from neural_distill.adapters.torch.precision import Precision
+from neural_distill.adapters.torch.outputs import call_model, to_device
 
 
 def steps_per_epoch(loader, iteration=None):

@@ -8,7 +8,7 @@ only through the number of positions, exactly like the classification case.
 import torch
 import torch.nn.functional as F
 
-from ...criterion.base import self_distillation_losses
+from neural_distill.criterion.base import self_distillation_losses
 
 IGNORE_INDEX = -100
 # Probabilities are clamped before the log so a hard 0 cannot produce -inf or NaN gradients.

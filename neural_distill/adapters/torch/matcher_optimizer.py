@@ -3,8 +3,8 @@
 
 import torch
 
-from ...logging_utils import get_logger
-from .optim import build_optimizer
+from neural_distill.logging_utils import get_logger
+from neural_distill.adapters.torch.optim import build_optimizer
 
 
 class MatcherOptimizer:

@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-from ...errors import ConfigError
+from neural_distill.errors import ConfigError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

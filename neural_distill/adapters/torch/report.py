@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from ... import batches
-from .adapter import ADAPTER
-from .outputs import call_model, logits_of, to_device
+from neural_distill import batches
+from neural_distill.adapters.torch.adapter import ADAPTER
+from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
 
 
 def _device(model):

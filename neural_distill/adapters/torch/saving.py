@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from ...saving import TORCH_FILE
+from neural_distill.saving import TORCH_FILE
 
 
 def save_state_dict(model, root):

@@ -1,6 +1,6 @@
 """Training state kept in torch objects: the running losses."""
 
-from ..base import LOSS_KEYS, loss_means
+from neural_distill.adapters.base import LOSS_KEYS, loss_means
 
 
 class RunningLosses:

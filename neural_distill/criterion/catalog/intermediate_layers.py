@@ -1,9 +1,9 @@
 """IntermediateLayersKnowledgeDistillationLoss: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``."""
 
-from ...config.criterion_args import (CriterionSpec, flag, loss_type_list, per_mapping_lengths,
-                                      weight_list)
-from ...config.layer_mappings import LayerMappingsNode
-from ...config.nodes import Section
+from neural_distill.config.criterion_args import (
+    CriterionSpec, flag, loss_type_list, per_mapping_lengths, weight_list)
+from neural_distill.config.layer_mappings import LayerMappingsNode
+from neural_distill.config.nodes import Section
 
 _ARGS = {"layer_mappings": LayerMappingsNode(),
          "loss_types": loss_type_list("feature"),

@@ -1,6 +1,6 @@
 """KnowledgeDistillationLoss: ``w0 * student_loss + w1 * D(z_s, z_t)`` (docs/criteria.md)."""
 
-from ...config.criterion_args import (CriterionSpec, flag, loss_type_pair, temperature,
+from neural_distill.config.criterion_args import (CriterionSpec, flag, loss_type_pair, temperature,
                                       two_weights)
 
 SPEC = CriterionSpec(

@@ -1,8 +1,8 @@
 """SelfKnowledgeDistillationLoss: the student's deepest head teaches its shallower heads."""
 
-from ...config.criterion_args import (CriterionSpec, flag, loss_type_list, per_mapping_lengths,
-                                      temperature, weight_list)
-from ...config.layer_mappings import SelfMappingsNode
+from neural_distill.config.criterion_args import (
+    CriterionSpec, flag, loss_type_list, per_mapping_lengths, temperature, weight_list)
+from neural_distill.config.layer_mappings import SelfMappingsNode
 
 SPEC = CriterionSpec(
     "SelfKnowledgeDistillationLoss",

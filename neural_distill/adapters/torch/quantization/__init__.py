@@ -20,22 +20,26 @@ captures a model given without example inputs on its first batch.
 This ``__init__`` keeps the names the single ``quantization`` module used to define.
 """
 
-from .backend import _torchao
-from .capture import (_at_least_two, _batch_dynamic, _export, normalize_example_inputs,
-                      separate_call_sites)
-from .convert import convert_to_int8, drop_unused_weights, quantize_post_training
-from .deferred import DeferredQATModule
-from .export import (ExportInfo, module_weight_bytes, program_weight_bytes, quiet_copies,
-                     save_exported, tensor_bytes)
-from .modes import (_MODE_META_KEY, _MODE_OP_SETTINGS, _eval, _install_train_eval, _mode,
-                    _mode_op_settings, _reinstall_after_deepcopy, _restore_mode_op_settings,
-                    _set_training, _train, enable_train_eval)
-from .observers import _unobserved, freeze_observers, quantizers_paused
-from .prepare import QATModel, prepare_qat
-from .runtime import check_archive, int8_kernels, load_int8, lower_to_x86, measure_latency
-from .taps import (LayerTap, _call_output, _faithful, _is_fake_quant, _module_calls,
-                   _placeholder_at, _swap_module, _tap_paths, _verify_taps, insert_taps,
-                   remove_taps)
+from neural_distill.adapters.torch.quantization.backend import _torchao
+from neural_distill.adapters.torch.quantization.capture import (
+    _at_least_two, _batch_dynamic, _export, normalize_example_inputs, separate_call_sites)
+from neural_distill.adapters.torch.quantization.convert import (
+    convert_to_int8, drop_unused_weights, quantize_post_training)
+from neural_distill.adapters.torch.quantization.deferred import DeferredQATModule
+from neural_distill.adapters.torch.quantization.export import (
+    ExportInfo, module_weight_bytes, program_weight_bytes, quiet_copies, save_exported,
+    tensor_bytes)
+from neural_distill.adapters.torch.quantization.modes import (
+    _MODE_META_KEY, _MODE_OP_SETTINGS, _eval, _install_train_eval, _mode, _mode_op_settings,
+    _reinstall_after_deepcopy, _restore_mode_op_settings, _set_training, _train, enable_train_eval)
+from neural_distill.adapters.torch.quantization.observers import (
+    _unobserved, freeze_observers, quantizers_paused)
+from neural_distill.adapters.torch.quantization.prepare import QATModel, prepare_qat
+from neural_distill.adapters.torch.quantization.runtime import (
+    check_archive, int8_kernels, load_int8, lower_to_x86, measure_latency)
+from neural_distill.adapters.torch.quantization.taps import (
+    LayerTap, _call_output, _faithful, _is_fake_quant, _module_calls, _placeholder_at,
+    _swap_module, _tap_paths, _verify_taps, insert_taps, remove_taps)
 
 __all__ = ["DeferredQATModule", "ExportInfo", "LayerTap", "QATModel", "check_archive",
            "convert_to_int8", "drop_unused_weights", "enable_train_eval", "freeze_observers",

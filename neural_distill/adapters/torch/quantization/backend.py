@@ -4,7 +4,7 @@ import logging
 import types
 import warnings
 
-from ....errors import FrameworkNotInstalledError
+from neural_distill.errors import FrameworkNotInstalledError
 
 
 def _torchao():

@@ -2,7 +2,7 @@
 
 import torch
 
-from ....errors import ConfigError, ModelError
+from neural_distill.errors import ConfigError, ModelError
 
 
 def normalize_example_inputs(example_inputs, where):

@@ -4,13 +4,14 @@ import copy
 
 import torch
 
-from ....errors import DataError, ModelError
-from .backend import _torchao
-from .capture import _at_least_two, _batch_dynamic, _export, normalize_example_inputs
-from .export import quiet_copies
-from .observers import _unobserved
-from .modes import _set_training
-from .taps import remove_taps
+from neural_distill.errors import DataError, ModelError
+from neural_distill.adapters.torch.quantization.backend import _torchao
+from neural_distill.adapters.torch.quantization.capture import (
+    _at_least_two, _batch_dynamic, _export, normalize_example_inputs)
+from neural_distill.adapters.torch.quantization.export import quiet_copies
+from neural_distill.adapters.torch.quantization.observers import _unobserved
+from neural_distill.adapters.torch.quantization.modes import _set_training
+from neural_distill.adapters.torch.quantization.taps import remove_taps
 
 
 def drop_unused_weights(graph_module):

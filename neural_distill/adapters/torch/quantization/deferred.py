@@ -24,8 +24,8 @@ import copy
 import torch
 from torch import nn
 
-from ....errors import ModelError
-from .export import quiet_copies
+from neural_distill.errors import ModelError
+from neural_distill.adapters.torch.quantization.export import quiet_copies
 
 
 def adopt_parameters(graph_module, source):

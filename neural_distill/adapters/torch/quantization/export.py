@@ -6,8 +6,8 @@ import warnings
 
 import torch
 
-from ....exports import ExportInfo
-from .capture import _export
+from neural_distill.exports import ExportInfo
+from neural_distill.adapters.torch.quantization.capture import _export
 
 
 @contextlib.contextmanager

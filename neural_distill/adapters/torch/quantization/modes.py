@@ -6,7 +6,7 @@ import types
 import torch
 from torch import nn
 
-from .backend import _torchao
+from neural_distill.adapters.torch.quantization.backend import _torchao
 
 # Arguments of the mode-dependent ops that are settings of the model, not of the mode:
 # dropout's p; batch_norm's momentum and eps.

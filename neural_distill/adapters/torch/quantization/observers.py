@@ -4,7 +4,7 @@ import contextlib
 
 import torch
 
-from .backend import _torchao
+from neural_distill.adapters.torch.quantization.backend import _torchao
 
 
 @contextlib.contextmanager

@@ -5,17 +5,19 @@ import copy
 import torch
 from torch import nn
 
-from ....batches import split_batch
-from ....errors import ConfigError, DataError, ModelError
-from .backend import _torchao
-from .capture import (_at_least_two, _batch_dynamic, _export, normalize_example_inputs,
-                      restore_call_sites, reused_modules, separate_call_sites)
-from .convert import convert_to_int8
-from .deferred import DeferredQATModule, adopt_parameters
-from .export import save_exported
-from .modes import _mode, _mode_op_settings, _restore_mode_op_settings, enable_train_eval
-from .observers import freeze_observers, quantizers_paused
-from .taps import _verify_taps, insert_taps
+from neural_distill.batches import split_batch
+from neural_distill.errors import ConfigError, DataError, ModelError
+from neural_distill.adapters.torch.quantization.backend import _torchao
+from neural_distill.adapters.torch.quantization.capture import (
+    _at_least_two, _batch_dynamic, _export, normalize_example_inputs, restore_call_sites,
+    reused_modules, separate_call_sites)
+from neural_distill.adapters.torch.quantization.convert import convert_to_int8
+from neural_distill.adapters.torch.quantization.deferred import DeferredQATModule, adopt_parameters
+from neural_distill.adapters.torch.quantization.export import save_exported
+from neural_distill.adapters.torch.quantization.modes import (
+    _mode, _mode_op_settings, _restore_mode_op_settings, enable_train_eval)
+from neural_distill.adapters.torch.quantization.observers import freeze_observers, quantizers_paused
+from neural_distill.adapters.torch.quantization.taps import _verify_taps, insert_taps
 
 
 class QATModel:

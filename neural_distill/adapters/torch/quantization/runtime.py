@@ -9,10 +9,10 @@ import zipfile
 
 import torch
 
-from ....errors import ConfigError, ModelError
-from .backend import _torchao
-from .capture import normalize_example_inputs
-from .export import quiet_copies
+from neural_distill.errors import ConfigError, ModelError
+from neural_distill.adapters.torch.quantization.backend import _torchao
+from neural_distill.adapters.torch.quantization.capture import normalize_example_inputs
+from neural_distill.adapters.torch.quantization.export import quiet_copies
 
 
 def lower_to_x86(quantized, example_inputs):

@@ -15,9 +15,9 @@ unchanged by them.
 import torch
 from torch import nn
 
-from ..features import FeatureCapture
-from .modes import _mode
-from .observers import quantizers_paused
+from neural_distill.adapters.torch.features import FeatureCapture
+from neural_distill.adapters.torch.quantization.modes import _mode
+from neural_distill.adapters.torch.quantization.observers import quantizers_paused
 
 
 class LayerTap(nn.Module):
