@@ -15,7 +15,7 @@ import yaml
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.errors import ConfigError, NeuralDistillError
 from neural_distill.report.runs import build_model
-from neural_distill.validate_run import check_for_run
+from neural_distill.commands.validate_run import check_for_run
 
 DESCRIPTION = """\
 Knowledge distillation from a YAML experiment file.
@@ -190,7 +190,7 @@ def _reads_teacher_cache(config, base_dir):
 
 
 def cmd_cache_teacher(args):
-    from neural_distill.cache_teacher import write_offline_cache
+    from neural_distill.commands.cache_teacher import write_offline_cache
     from neural_distill.distillation import Distillation
 
     config = load_with_overrides(args.config, args.set, _option_overrides(args))

@@ -8,16 +8,16 @@ everything that needs torch or tensorflow goes through the adapter chosen when t
 assigned (``neural_distill.adapters``).
 """
 
-from neural_distill import checks
+from neural_distill.run import checks
 from neural_distill.adapters import adapter_for_model
 from neural_distill.common import like, unwrap, unwrap_all
 from neural_distill.config.loader import load_config
 from neural_distill.events import install_hooks
-from neural_distill.lifecycle import RunLifecycle
-from neural_distill.logging_utils import get_logger
+from neural_distill.run.lifecycle import RunLifecycle
+from neural_distill.core.logging_utils import get_logger
 from neural_distill.report import end_of_run, report
-from neural_distill.strict_attributes import StrictAttributes
-from neural_distill.teachers import Teachers, check_model
+from neural_distill.core.strict_attributes import StrictAttributes
+from neural_distill.run.teachers import Teachers, check_model
 
 
 @install_hooks
@@ -116,12 +116,12 @@ class Distillation(StrictAttributes):
 
     @property
     def state(self):
-        """Where the run is (``neural_distill.run_state.RunState``)."""
+        """Where the run is (``neural_distill.run.state.RunState``)."""
         return self._run.state
 
     @property
     def step(self):
-        """The distillation step of the current run (``neural_distill.step.DistillationStep``);
+        """The distillation step of the current run (``neural_distill.run.step.DistillationStep``);
         None before the run starts."""
         return self._run.step
 

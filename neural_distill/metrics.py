@@ -13,7 +13,7 @@ import difflib
 import numpy as np
 
 from neural_distill.errors import ConfigError, DataError
-from neural_distill.logging_utils import warn_once
+from neural_distill.core.logging_utils import warn_once
 
 IGNORE_INDEX = -100
 

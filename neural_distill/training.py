@@ -37,13 +37,13 @@ from neural_distill.config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
-from neural_distill.checks import scalar_loss
+from neural_distill.run.checks import scalar_loss
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.distillation import Distillation
 from neural_distill.errors import ConfigError, ModelError
 from neural_distill.events import Dispatcher, Event, Hooks
-from neural_distill.run_record import config_yaml
-from neural_distill.saving import with_save
+from neural_distill.core.run_record import config_yaml
+from neural_distill.core.saving import with_save
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.compression",
              "tensorflow": "neural_distill.adapters.tensorflow.compression"}

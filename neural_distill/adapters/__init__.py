@@ -6,7 +6,7 @@ imports a framework itself.
 """
 
 from neural_distill.errors import ModelError
-from neural_distill.frameworks import (
+from neural_distill.core.frameworks import (
     detect_framework, framework_of_config_name, import_framework_module)
 from neural_distill.adapters.base import BackendAdapter
 

@@ -25,7 +25,7 @@ def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'neural_distill.criterion' has no attribute '{name}'")
     module_name, extra = _LAZY[name]
-    from neural_distill.frameworks import import_framework_module
+    from neural_distill.core.frameworks import import_framework_module
 
     # The framework itself first: without it, our module would fail on whichever of the
     # framework's own dependencies (h5py, ...) it happens to import first.

@@ -59,7 +59,7 @@ def backend_class_names():
 
 def build(framework, name, args):
     """The ``framework`` criterion ``name`` built with ``args`` (imports that backend)."""
-    from neural_distill.frameworks import import_framework_module
+    from neural_distill.core.frameworks import import_framework_module
 
     module = import_framework_module(BACKEND_MODULES[framework], framework)
     class_name = entry(name).class_name(framework)

@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from neural_distill.durable import save_run
+from neural_distill.run.durable import save_run
 from neural_distill.events import Event
 
 

@@ -36,8 +36,8 @@ from neural_distill.config.nodes import OneOf, Section
 from neural_distill.criterion.catalog import DEFAULT_CRITERION
 from neural_distill.criterion.registry import REGISTRY, needs_teacher
 from neural_distill.errors import ModelError
-from neural_distill.output_check import check_keras_heads
-from neural_distill.step import DistillationStep
+from neural_distill.core.output_check import check_keras_heads
+from neural_distill.run.step import DistillationStep
 
 _CRITERION_SECTION = Section({"criterion": OneOf({name: entry.node for name, entry
                                                    in REGISTRY.items()}, "criterion")})

@@ -57,9 +57,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
 from neural_distill.adapters import framework_of_config_name
 from neural_distill.config.python_api import DistillationConfig
 from neural_distill.criterion.registry import needs_teacher
-from neural_distill.durable import restore_run
+from neural_distill.run.durable import restore_run
 from neural_distill.errors import ConfigError, DataError, ModelError
-from neural_distill.evaluation import resolve_metric
+from neural_distill.run.evaluation import resolve_metric
 from neural_distill.metrics import Metric
 from neural_distill.training import prepare_compression
 from neural_distill.integrations.hf_callback import DistillationCallback, part_folder

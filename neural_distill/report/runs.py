@@ -12,7 +12,7 @@ import os
 
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.errors import ConfigError
-from neural_distill.factories import resolve
+from neural_distill.core.factories import resolve
 
 RUN_INFO = "run_info.json"
 _SUFFIXES = {"torch": ".pt", "tensorflow": ".weights.h5"}

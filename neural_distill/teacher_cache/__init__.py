@@ -1,7 +1,7 @@
 """Teacher-output cache: pay for the teacher once, not every epoch (docs/teacher_cache.md).
 
 Framework-neutral (NumPy only); the distillation step asks it before running the teacher.
-``neural_distill.cache_teacher.write_offline_cache`` writes an offline cache.
+``neural_distill.commands.cache_teacher.write_offline_cache`` writes an offline cache.
 """
 
 from neural_distill.teacher_cache.cache import TeacherCache

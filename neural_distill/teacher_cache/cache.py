@@ -11,7 +11,7 @@ are (no codec), and a hit returns ``[logits, feature, ...]``.
 import numpy as np
 
 from neural_distill.errors import DataError
-from neural_distill.logging_utils import get_logger
+from neural_distill.core.logging_utils import get_logger
 from neural_distill.teacher_cache.keys import sample_keys, token_mask
 from neural_distill.teacher_cache.shards import read_index, read_shards, write_shards
 from neural_distill.teacher_cache.store import RowStore

@@ -7,7 +7,7 @@ import numpy as np
 
 from neural_distill.criterion.catalog import CATALOG
 from neural_distill.errors import ConfigError
-from neural_distill.logging_utils import get_logger
+from neural_distill.core.logging_utils import get_logger
 from neural_distill.teacher_cache.cache import TeacherCache
 from neural_distill.teacher_cache.codecs import DenseCodec, build_codec
 from neural_distill.teacher_cache.keys import fingerprint

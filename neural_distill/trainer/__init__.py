@@ -27,7 +27,7 @@ from neural_distill.adapters.torch.adapter import ADAPTER
 from neural_distill.adapters.torch.optim import build_optimizer
 from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
 from neural_distill.algorithms.base import MetricsLogger
-from neural_distill.batches import split_batch
+from neural_distill.core.batches import split_batch
 from neural_distill.errors import ConfigError, DataError, ModelError
 from neural_distill.trainer.dispatch import TrainerHooks
 from neural_distill.trainer.state import State, parse_duration

@@ -16,7 +16,7 @@ from neural_distill import events
 from neural_distill.algorithms.base import fire
 from neural_distill.errors import ModelError
 from neural_distill.events import Event
-from neural_distill.workspace import json_safe
+from neural_distill.run.workspace import json_safe
 from neural_distill.trainer.checkpoint import save_checkpoint
 
 logger = logging.getLogger("neural_distill")

@@ -111,7 +111,7 @@ def test_run_state_round_trips_and_restores_the_generators(workspace):
 
     import torch
 
-    from neural_distill.run_state import RunState
+    from neural_distill.run.state import RunState
 
     x, y = make_blobs(n=64)
     distiller = Distillation(base_config(workspace))

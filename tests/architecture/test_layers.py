@@ -15,18 +15,13 @@ PACKAGE = os.path.join(REPO, "neural_distill")
 
 # Lowest first. A module is in the layer of the longest prefix that names it.
 LAYERS = [
-    ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
-                    "metrics", "objectives", "outputs", "rng", "tensorboard_events", "process",
-                    "version", "strict_attributes", "output_check", "saving", "run_record",
-                    "exports"]),
+    ("foundation", ["errors", "events", "version", "metrics", "objectives", "core"]),
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
     ("config", ["config", "criterion.catalog"]),
-    ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
-                   "teacher_cache", "common", "checks"]),
+    ("criterion", ["criterion", "teacher_cache", "common", "run.state", "run.workspace",
+                   "run.checkpoints", "run.loop_common", "run.checks"]),
     ("backends", ["adapters"]),
-    ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
-                    "fitting", "results",  # split from lifecycle: fit() driver, best student
-                    "durable", "cache_teacher", "report", "validate_run", "matcher_training"]),
+    ("experiment", ["run", "distillation", "training", "report", "commands"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neural_distill import ConfigError, DataError, DistillationConf
-from neural_distill.loop_common import read_npz
+from neural_distill.run.loop_common import read_npz
 
 TEMPLATE = "model:\n  name: café\ndistillation:\n  train:\n    epoch: 2\n"
 WHERE = "distillation.train.dataloader"

@@ -334,7 +334,7 @@ def test_workspace_path_not_creatable(tmp_path, blobs):
 
 
 def test_read_only_workspace(workspace, blobs, monkeypatch):
-    import neural_distill.workspace as workspace_module
+    import neural_distill.run.workspace as workspace_module
 
     def read_only(path, exist_ok=False):
         raise OSError(errno.EROFS, "Read-only file system", path)

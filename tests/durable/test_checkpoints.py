@@ -9,7 +9,7 @@ import pytest
 
 from helpers import base_config, make_blobs, make_teacher_bn, tiny_mlp
 from neural_distill import Distillation
-from neural_distill.checkpoints import CheckpointError, atomic_write, list_checkpoints
+from neural_distill.run.checkpoints import CheckpointError, atomic_write, list_checkpoints
 
 torch = pytest.importorskip("torch")
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from neural_distill.tensorboard_events import ScalarWriter, crc32c
+from neural_distill.core.tensorboard_events import ScalarWriter, crc32c
 
 
 def test_crc32c_check_value():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neural_distill import Distillation
-from neural_distill.cache_teacher import write_offline_cache
+from neural_distill.commands.cache_teacher import write_offline_cache
 from neural_distill.errors import ConfigError, DataError, ModelError
 from tests.helpers import (assert_states_identical, base_config, make_blobs, state_arrays,
                            tensor_loader, tiny_mlp, trained_teacher)

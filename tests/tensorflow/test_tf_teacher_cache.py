@@ -11,7 +11,7 @@ from helpers import make_blobs, tensor_loader, tiny_mlp, trained_teacher  # noqa
 from tf_helpers import dataset, mlp, tf_config, train_plain, weights_of  # noqa: E402
 
 from neural_distill import Distillation  # noqa: E402
-from neural_distill.cache_teacher import write_offline_cache  # noqa: E402
+from neural_distill.commands.cache_teacher import write_offline_cache  # noqa: E402
 
 
 class CountingKerasTeacher(keras.Model):

@@ -6,7 +6,7 @@ import torch
 
 from neural_distill import Distillation
 from neural_distill.errors import ConfigError
-from neural_distill.process import cpu_threads
+from neural_distill.core.process import cpu_threads
 from tests.helpers import (assert_states_identical, base_config, make_blobs, state_arrays,
                            tensor_loader, tiny_mlp, trained_teacher)
 

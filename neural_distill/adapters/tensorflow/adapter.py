@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from neural_distill.batches import split_batch
+from neural_distill.core.batches import split_batch
 from neural_distill.errors import ModelError
 from neural_distill.adapters.base import BackendAdapter
 from neural_distill.adapters.tensorflow import checks as tf_checks
@@ -161,7 +161,7 @@ class TensorflowAdapter(BackendAdapter):
     # ---------------------------------------------------------------- batches
     @staticmethod
     def split_batch(batch, where="train_dataloader"):
-        """(inputs, labels) of a batch (``neural_distill.batches``); labels None if unlabeled.
+        """(inputs, labels) of a batch (``neural_distill.core.batches``); labels None if unlabeled.
 
         Several inputs (a, b, ..., y) reach the model as one list, the Keras way.
         """

@@ -1,4 +1,4 @@
-"""TensorFlow side of ``neural_distill.checks``: the checks that need tensors or variables."""
+"""TensorFlow side of ``neural_distill.run.checks``: the checks that need tensors or variables."""
 
 import collections
 import math
@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from neural_distill import checks
+from neural_distill.run import checks
 from neural_distill.errors import ModelError
 from neural_distill.adapters.tensorflow.outputs import static_shape
 

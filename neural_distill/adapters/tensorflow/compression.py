@@ -9,7 +9,7 @@ import contextlib
 import keras
 
 from neural_distill.errors import ModelError
-from neural_distill.exports import require_teachers, same_name_mappings
+from neural_distill.core.exports import require_teachers, same_name_mappings
 from neural_distill.adapters.tensorflow.features import layer_names
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from neural_distill.errors import ConfigError
-from neural_distill.loop_common import check_dataloader_section, dataset_from_factory, read_npz
+from neural_distill.run.loop_common import check_dataloader_section, dataset_from_factory, read_npz
 
 
 def _dummy(params, where, base_dir):

@@ -34,7 +34,7 @@ when the progress bar is refreshed.
 import tensorflow as tf
 
 from neural_distill.events import Event, is_generated_hook
-from neural_distill.loop_common import epoch_range, limit_steps, run_epochs
+from neural_distill.run.loop_common import epoch_range, limit_steps, run_epochs
 from neural_distill.adapters.tensorflow import distribute, features
 from neural_distill.adapters.tensorflow.optim import LearningRateSchedule, build_optimizer
 from neural_distill.adapters.tensorflow.outputs import to_tensor

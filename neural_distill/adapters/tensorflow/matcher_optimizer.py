@@ -15,7 +15,7 @@ nothing is added: add ``criterion.trainable_variables`` to what your step update
 import numpy as np
 import tensorflow as tf
 
-from neural_distill.logging_utils import get_logger
+from neural_distill.core.logging_utils import get_logger
 from neural_distill.adapters.tensorflow.adapter import _stop_recording
 from neural_distill.adapters.tensorflow.optim import build_optimizer
 

@@ -8,7 +8,7 @@ argument is decoupled for every optimizer, so SGD and Adam get theirs from the l
 
 import keras
 
-from neural_distill.loop_common import LearningRateSchedule as SharedSchedule
+from neural_distill.run.loop_common import LearningRateSchedule as SharedSchedule
 
 
 def build_optimizer(optimizer_config):

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from neural_distill.errors import ModelError
-from neural_distill.outputs import find_logits
+from neural_distill.core.outputs import find_logits
 
 
 def is_tensor(value):

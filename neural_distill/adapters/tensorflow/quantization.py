@@ -37,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from neural_distill.errors import ConfigError, ModelError
-from neural_distill.exports import ExportInfo
+from neural_distill.core.exports import ExportInfo
 from neural_distill.adapters.tensorflow.cloning import clone_model
 from neural_distill.adapters.tensorflow.features import model_kind
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from neural_distill import batches
+from neural_distill.core import batches
 from neural_distill.adapters.tensorflow.adapter import ADAPTER
 from neural_distill.adapters.tensorflow.outputs import logits_of, model_input, to_tensor
 

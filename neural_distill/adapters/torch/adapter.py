@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from neural_distill.batches import split_batch
+from neural_distill.core.batches import split_batch
 from neural_distill.errors import ModelError
 from neural_distill.adapters.base import BackendAdapter
 from neural_distill.adapters.torch import checks as torch_checks
@@ -149,7 +149,7 @@ class TorchAdapter(BackendAdapter):
     # ---------------------------------------------------------------- batches
     @staticmethod
     def split_batch(batch, where="train_dataloader"):
-        """(inputs, labels) of a batch (``neural_distill.batches``); labels None if unlabeled."""
+        """(inputs, labels) of a batch (``neural_distill.core.batches``); labels None if unlabeled."""
         return split_batch(batch, lambda b: isinstance(b, torch.Tensor), where)
 
     logits_of = staticmethod(logits_of)

@@ -1,4 +1,4 @@
-"""PyTorch side of ``neural_distill.checks``: the checks that need torch tensors."""
+"""PyTorch side of ``neural_distill.run.checks``: the checks that need torch tensors."""
 
 import collections
 import math
@@ -7,7 +7,7 @@ import zipfile
 
 import torch
 
-from neural_distill import checks
+from neural_distill.run import checks
 from neural_distill.errors import DataError, ModelError
 
 

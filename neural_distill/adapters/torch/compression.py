@@ -9,7 +9,7 @@ import os
 import torch
 
 from neural_distill.errors import ConfigError
-from neural_distill.exports import require_teachers, same_name_mappings
+from neural_distill.core.exports import require_teachers, same_name_mappings
 
 
 def prepare_qat(model, config):

@@ -5,7 +5,7 @@ import weakref
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from neural_distill.loop_common import check_dataloader_section, dataset_from_factory, read_npz
+from neural_distill.run.loop_common import check_dataloader_section, dataset_from_factory, read_npz
 
 
 class _InputsOnly(Dataset):

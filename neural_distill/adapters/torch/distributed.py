@@ -20,8 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from neural_distill.errors import ModelError
-from neural_distill.logging_utils import get_logger
-from neural_distill.process import world_size
+from neural_distill.core.logging_utils import get_logger
+from neural_distill.core.process import world_size
 
 
 def launched():

@@ -27,7 +27,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
 from neural_distill.errors import ModelError
-from neural_distill.logging_utils import get_logger
+from neural_distill.core.logging_utils import get_logger
 
 # The plain skeleton of each sharded student, and the modules each optimizer trains (its
 # checkpointed state is named by their parameter names). Weak: nothing here outlives a run.

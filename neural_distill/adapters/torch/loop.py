@@ -12,8 +12,8 @@ bookkeeping: losses are read back from the device only when the progress bar is 
 
 import torch
 
-from neural_distill.process import cpu_threads, is_main_process
-from neural_distill.loop_common import drive_epochs, epoch_range, limit_steps
+from neural_distill.core.process import cpu_threads, is_main_process
+from neural_distill.run.loop_common import drive_epochs, epoch_range, limit_steps
 from neural_distill.adapters.torch import distributed
 from neural_distill.adapters.torch.data import built_from_config
 from neural_distill.adapters.torch.optim import LearningRateSchedule, build_optimizer

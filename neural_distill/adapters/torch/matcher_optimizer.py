@@ -1,9 +1,9 @@
 """The private optimizer of feature matchers created after the user's optimizer
-(``neural_distill.matcher_training`` explains when and why)."""
+(``neural_distill.run.matcher_training`` explains when and why)."""
 
 import torch
 
-from neural_distill.logging_utils import get_logger
+from neural_distill.core.logging_utils import get_logger
 from neural_distill.adapters.torch.optim import build_optimizer
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from neural_distill.loop_common import LearningRateSchedule as SharedSchedule
+from neural_distill.run.loop_common import LearningRateSchedule as SharedSchedule
 
 
 def build_optimizer(optimizer_config, parameters):

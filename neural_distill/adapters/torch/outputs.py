@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from neural_distill.outputs import find_logits
+from neural_distill.core.outputs import find_logits
 
 
 def logits_of(output, what):

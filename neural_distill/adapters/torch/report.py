@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from neural_distill import batches
+from neural_distill.core import batches
 from neural_distill.adapters.torch.adapter import ADAPTER
 from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
 

@@ -1,10 +1,10 @@
-"""``save(path)`` on the PyTorch models we hand back (``neural_distill.saving``)."""
+"""``save(path)`` on the PyTorch models we hand back (``neural_distill.core.saving``)."""
 
 import os
 
 import torch
 
-from neural_distill.saving import TORCH_FILE
+from neural_distill.core.saving import TORCH_FILE
 
 
 def save_state_dict(model, root):

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from neural_distill.exports import ExportInfo
+from neural_distill.core.exports import ExportInfo
 from neural_distill.adapters.torch.quantization.capture import _export
 
 

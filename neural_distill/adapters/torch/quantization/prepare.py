@@ -5,7 +5,7 @@ import copy
 import torch
 from torch import nn
 
-from neural_distill.batches import split_batch
+from neural_distill.core.batches import split_batch
 from neural_distill.errors import ConfigError, DataError, ModelError
 from neural_distill.adapters.torch.quantization.backend import _torchao
 from neural_distill.adapters.torch.quantization.capture import (

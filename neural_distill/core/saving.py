@@ -10,7 +10,7 @@ meaning. This module imports no framework; the PyTorch part lives in
 
 import os
 
-from neural_distill.frameworks import detect_framework, import_framework_module
+from neural_distill.core.frameworks import detect_framework, import_framework_module
 
 TORCH_FILE = "best_model.pt"
 KERAS_FILE = "best_model.keras"

@@ -16,7 +16,7 @@ from neural_distill.adapters import adapter_for_model
 from neural_distill.criterion.specs import criterion_name_and_args
 from neural_distill.errors import ConfigError, DataError, ModelError
 from neural_distill.teacher_cache.cache import TeacherCache
-from neural_distill.fitting import config_dir
+from neural_distill.run.fitting import config_dir
 from neural_distill.teacher_cache.run_cache import (
     codec_for, numpy_inputs, offline_folder, teacher_fingerprint)
 

@@ -13,8 +13,8 @@ import os
 
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ConfigError
-from neural_distill.factories import resolve
-from neural_distill.loop_common import check_dataloader_section
+from neural_distill.core.factories import resolve
+from neural_distill.run.loop_common import check_dataloader_section
 
 _BUILT_IN = ("dummy", "npz", "factory")
 _LOADERS = (("distillation.train", "training"), ("evaluation.accuracy", "evaluation"))

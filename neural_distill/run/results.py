@@ -1,14 +1,14 @@
 """What a run keeps: evaluation records (the log line and ``metrics.jsonl``), the best student
 (built, saved atomically) and the stop at the first non-finite loss, which keeps that student.
 
-:class:`RunResults` is the base of :class:`~neural_distill.lifecycle.RunLifecycle`, which gives
+:class:`RunResults` is the base of :class:`~neural_distill.run.lifecycle.RunLifecycle`, which gives
 it ``distiller``, ``state`` (``RunState``), ``evaluator`` (``Evaluator``), ``workspace`` and
 ``abort()``.
 """
 
-from neural_distill import checks
+from neural_distill.run import checks
 from neural_distill.errors import DataError
-from neural_distill.saving import with_save
+from neural_distill.core.saving import with_save
 
 
 class RunResults:

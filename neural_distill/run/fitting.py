@@ -1,17 +1,18 @@
 """``Distillation.fit()``: the checks before a run, then a user's ``train_func`` or the built-in
 loop, and what a failed run leaves behind; plus the config's dataloaders and criterion.
 
-The run itself (start, hooks, end) is :class:`~neural_distill.lifecycle.RunLifecycle`'s; these
+The run itself (start, hooks, end) is :class:`~neural_distill.run.lifecycle.RunLifecycle`'s; these
 functions drive it from outside, through its public methods.
 """
 
 import os
 
-from neural_distill import checks, rng
+from neural_distill.run import checks
+from neural_distill.core import rng
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.criterion.specs import criterion_name_and_args
 from neural_distill.errors import DataError, ModelError
-from neural_distill.loop_common import epoch_range
+from neural_distill.run.loop_common import epoch_range
 from neural_distill.teacher_cache.run_cache import offline_folder
 
 

@@ -3,7 +3,7 @@
 import logging
 import warnings
 
-from neural_distill.process import is_main_process
+from neural_distill.core.process import is_main_process
 
 _LOGGER_NAME = "neural_distill"
 

@@ -2,27 +2,27 @@
 
 :class:`RunLifecycle` is what the hooks of :class:`neural_distill.Distillation` do. It reads the
 experiment's public attributes (models, criterion, metric, dataloaders) when the run starts,
-keeps the run's position and results in a :class:`~neural_distill.run_state.RunState`, and
+keeps the run's position and results in a :class:`~neural_distill.run.state.RunState`, and
 writes the workspace. Its evaluation records and best-student keeping come from
-:class:`~neural_distill.results.RunResults`; ``fit()`` is driven by ``fitting.py``.
+:class:`~neural_distill.run.results.RunResults`; ``fit()`` is driven by ``fitting.py``.
 """
 
 import time
 
-from neural_distill import checks, fitting
-from neural_distill.batches import is_one_shot
-from neural_distill.durable import Durability, NoCheckpoints
+from neural_distill.run import checks, fitting
+from neural_distill.core.batches import is_one_shot
+from neural_distill.run.durable import Durability, NoCheckpoints
 from neural_distill.errors import ModelError
-from neural_distill.evaluation import Evaluator, resolve_metric
+from neural_distill.run.evaluation import Evaluator, resolve_metric
 from neural_distill.events import Event, Hooks
-from neural_distill.fitting import build_criterion, config_dataloader, config_dir, teacher_missing
-from neural_distill.matcher_training import MatcherTraining
-from neural_distill.output_check import OutputCheck
-from neural_distill.results import RunResults
-from neural_distill.run_state import RunState
-from neural_distill.step import DistillationStep
+from neural_distill.run.fitting import build_criterion, config_dataloader, config_dir, teacher_missing
+from neural_distill.run.matcher_training import MatcherTraining
+from neural_distill.core.output_check import OutputCheck
+from neural_distill.run.results import RunResults
+from neural_distill.run.state import RunState
+from neural_distill.run.step import DistillationStep
 from neural_distill.teacher_cache.run_cache import build_run_cache, offline_folder
-from neural_distill.workspace import Workspace
+from neural_distill.run.workspace import Workspace
 
 
 class RunLifecycle(RunResults):

@@ -14,10 +14,10 @@ compute the loss here::
     running.add(loss, student_loss, kd_loss, inputs)    # the epoch's running losses
 """
 
-from neural_distill.checks import scalar_loss
+from neural_distill.run.checks import scalar_loss
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ModelError
-from neural_distill.logging_utils import get_logger
+from neural_distill.core.logging_utils import get_logger
 from neural_distill.teacher_cache.run_cache import numpy_inputs
 
 

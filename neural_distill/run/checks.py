@@ -12,10 +12,10 @@ import re
 
 import numpy as np
 
-from neural_distill.batches import is_one_shot
+from neural_distill.core.batches import is_one_shot
 from neural_distill.errors import DataError, ModelError
-from neural_distill.frameworks import import_framework_module
-from neural_distill.logging_utils import warn_once
+from neural_distill.core.frameworks import import_framework_module
+from neural_distill.core.logging_utils import warn_once
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.checks",
              "tensorflow": "neural_distill.adapters.tensorflow.checks"}

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from neural_distill.errors import ConfigError, DataError
-from neural_distill.factories import resolve
+from neural_distill.core.factories import resolve
 
 # How often (in steps) the progress bar shows fresh losses; reading them syncs the device.
 REFRESH_EVERY = 20

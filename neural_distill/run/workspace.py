@@ -11,11 +11,11 @@ import json
 import math
 import os
 
-from neural_distill.checkpoints import CheckpointError, atomic_write
+from neural_distill.run.checkpoints import CheckpointError, atomic_write
 from neural_distill.config.loader import to_plain
 from neural_distill.errors import ConfigError
-from neural_distill.process import is_main_process
-from neural_distill.run_record import config_yaml
+from neural_distill.core.process import is_main_process
+from neural_distill.core.run_record import config_yaml
 
 
 def json_safe(value):
@@ -46,7 +46,7 @@ class Workspace:
         if not self.writes:
             return
         if config.get("tuning", {}).get("workspace", {}).get("tensorboard"):
-            from neural_distill.tensorboard_events import ScalarWriter
+            from neural_distill.core.tensorboard_events import ScalarWriter
 
             self._tensorboard = ScalarWriter(os.path.join(self.path, "tensorboard"))
         try:

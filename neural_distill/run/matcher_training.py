@@ -24,7 +24,7 @@ the same way (``adapters/tensorflow/matcher_optimizer.py``).
 
 import warnings
 
-from neural_distill.frameworks import import_framework_module
+from neural_distill.core.frameworks import import_framework_module
 
 _BACKENDS = {"torch": "neural_distill.adapters.torch.matcher_optimizer",
              "tensorflow": "neural_distill.adapters.tensorflow.matcher_optimizer"}

@@ -21,14 +21,14 @@ import os
 import signal
 import threading
 
-from neural_distill import rng
-from neural_distill.checkpoints import (
+from neural_distill.core import rng
+from neural_distill.run.checkpoints import (
     CheckpointError, atomic_write, checkpoint_name, list_checkpoints, prune, read_latest, read_one,
     run_folders)
 from neural_distill.config.loader import to_plain
-from neural_distill.process import is_main_process, world_size
-from neural_distill.run_record import representable
-from neural_distill.workspace import Workspace
+from neural_distill.core.process import is_main_process, world_size
+from neural_distill.core.run_record import representable
+from neural_distill.run.workspace import Workspace
 
 FORMAT = 1
 logger = logging.getLogger("neural_distill")

@@ -13,7 +13,7 @@ from neural_distill.config.loader import validate
 from neural_distill.config.nodes import OneOf, Section
 from neural_distill.config.schema import METRICS
 from neural_distill.errors import ConfigError, DataError
-from neural_distill.logging_utils import get_logger, warn_once
+from neural_distill.core.logging_utils import get_logger, warn_once
 from neural_distill.metrics import Metric, build_metric
 
 _METRIC_SECTION = Section({"metric": OneOf(METRICS, "metric")})

@@ -9,7 +9,7 @@ far, the history of records, and, in its saved form, the random generators' stat
 ``load_state()`` / ``from_state()`` read it back.
 """
 
-from neural_distill import rng
+from neural_distill.core import rng
 
 _FIELDS = ("epoch", "step", "epochs_done", "global_step", "steps_in_epoch", "best_score",
            "best_weights", "last_eval_epoch", "history")
