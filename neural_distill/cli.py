@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from neural_distill.config.loader import read_yaml, validate
+from neural_distill.core.backends import imported_backends
 from neural_distill.errors import ConfigError, NeuralDistillError
 from neural_distill.report.runs import build_model
 from neural_distill.commands.validate_run import check_for_run
@@ -131,8 +132,8 @@ def _set_threads(threads):
         return
     for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ[name] = str(threads)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+    for backend in imported_backends():
+        backend.module("adapter").ADAPTER.set_threads(threads)
 
 
 def _quiet(args):

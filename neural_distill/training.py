@@ -30,7 +30,8 @@ This module imports no framework.
 import contextlib
 import os
 
-from neural_distill.adapters import adapter_for_model, detect_framework, import_framework_module
+from neural_distill.adapters import adapter_for_model, detect_framework
+from neural_distill.core.backends import BACKENDS, backend_module
 from neural_distill.common import unwrap
 from neural_distill.config.layer_mappings import parse_layer_mappings
 from neural_distill.config.python_api import (DistillationConfig,
@@ -43,16 +44,12 @@ from neural_distill.distillation import Distillation
 from neural_distill.errors import ConfigError, ModelError
 from neural_distill.events import Dispatcher, Event, Hooks
 from neural_distill.core.run_record import config_yaml
-from neural_distill.core.saving import with_save
-
-_BACKENDS = {"torch": "neural_distill.adapters.torch.compression",
-             "tensorflow": "neural_distill.adapters.tensorflow.compression"}
-
+from neural_distill.run.saving import with_save
 
 def _backend(framework):
-    if framework not in _BACKENDS:
+    if framework not in BACKENDS:
         return None
-    return import_framework_module(_BACKENDS[framework], framework)
+    return backend_module(framework, "compression")
 
 
 def prepare_compression(model, confs=None, configs=None):

@@ -6,17 +6,17 @@ imports a framework itself.
 """
 
 from neural_distill.errors import ModelError
-from neural_distill.core.frameworks import (
-    detect_framework, framework_of_config_name, import_framework_module)
+from neural_distill.core.backends import (
+    backend_module, detect_framework, framework_of_config_name)
 from neural_distill.adapters.base import BackendAdapter
 
-_ADAPTER_MODULES = {"torch": "neural_distill.adapters.torch.adapter",
-                    "tensorflow": "neural_distill.adapters.tensorflow.adapter"}
-
-
 def adapter_for_framework(framework):
-    module = import_framework_module(_ADAPTER_MODULES[framework], framework)
-    return module.ADAPTER
+    return backend_module(framework, "adapter").ADAPTER
+
+
+def build_criterion(framework, name, args):
+    """The ``framework`` criterion ``name`` of the catalog, built with ``args``."""
+    return adapter_for_framework(framework).build_criterion(name, args)
 
 
 def adapter_for_model(model, role):
@@ -34,5 +34,6 @@ def adapter_for_model(model, role):
     return adapter_for_framework(framework)
 
 
-__all__ = ["BackendAdapter", "adapter_for_framework", "adapter_for_model", "detect_framework",
-           "framework_of_config_name", "import_framework_module"]
+__all__ = ["BackendAdapter", "adapter_for_framework", "adapter_for_model", "build_criterion",
+           "detect_framework",
+           "framework_of_config_name"]

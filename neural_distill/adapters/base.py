@@ -7,8 +7,9 @@ of a subclass of :class:`BackendAdapter`. The subclass implements the primitives
 expose the same public names.
 """
 
-from neural_distill.criterion.registry import build
-from neural_distill.errors import DataError, ModelError
+from neural_distill.core.backends import backend_module
+from neural_distill.criterion.registry import entry
+from neural_distill.errors import ConfigError, DataError, ModelError
 
 
 def _backend(method):
@@ -23,6 +24,10 @@ class BackendAdapter:
     state_suffix = None        # training checkpoints (write_state)
     # The criterion class named in "expected a neural_distill criterion such as ..." errors.
     criterion_example = None
+
+    def set_threads(self, threads):
+        """Change the framework's CPU threads after it was imported (before, the environment
+        variables the CLI sets decide). A framework that cannot change them leaves them."""
 
     # ---------------------------------------------------------------- devices (backend)
     @_backend
@@ -120,8 +125,15 @@ class BackendAdapter:
 
     # ---------------------------------------------------------------- criterion
     def build_criterion(self, name, args):
-        """This backend's class of criterion ``name`` (``neural_distill.criterion.registry``)."""
-        return build(self.name, name, args)
+        """This backend's class of criterion ``name`` (named by ``criterion.registry``) built
+        with ``args``."""
+        module = backend_module(self.name, "criteria")
+        class_name = entry(name).class_name(self.name)
+        if not hasattr(module, class_name):
+            raise ConfigError(f"criterion {name!r} has no {self.name} implementation yet: "
+                              f"{module.__name__} defines no {class_name}. Use another "
+                              f"criterion with this framework.")
+        return getattr(module, class_name)(**args)
 
     def foreign_criterion(self, criterion):
         """A message when ``criterion`` belongs to another framework (None: it does not)."""

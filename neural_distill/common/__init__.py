@@ -12,9 +12,9 @@ Importing this module loads no framework: the wrapped model's framework is alrea
 ``neural_distill.common.criterion`` is :mod:`neural_distill.criterion` under the documents' path.
 """
 
-from neural_distill.core.frameworks import detect_framework
+from neural_distill.core.backends import detect_framework
 from neural_distill.errors import ModelError
-from neural_distill.core.saving import save_model
+from neural_distill.run.saving import save_model
 
 
 class Model:

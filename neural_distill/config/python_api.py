@@ -34,7 +34,7 @@ from neural_distill.config.yaml_config import YamlConfig as _YamlConfig
 
 # ------------------------------------------------------------------------------ distillation
 def _is_model(value):
-    from neural_distill.core.frameworks import detect_framework
+    from neural_distill.core.backends import detect_framework
 
     return detect_framework(value) is not None
 

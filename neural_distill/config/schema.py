@@ -13,11 +13,12 @@ import re
 from schema import And, Or
 from schema import Optional as SchemaOptional
 
+from neural_distill.core.backends import CONFIG_FRAMEWORKS
 from neural_distill.criterion.catalog import CATALOG, DEFAULT_CRITERION
 from neural_distill.config.criterion_args import flag, weight_list
 from neural_distill.config.nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
 
-FRAMEWORKS = ("pytorch", "pytorch_fx", "pytorch_ipex", "tensorflow", "keras")
+FRAMEWORKS = CONFIG_FRAMEWORKS  # every backend's accepted names (core/backends.py)
 _DEVICE = re.compile(r"^(cpu|gpu|cuda|auto|mps|cuda:\d+)$")
 
 # What training can use (docs/configuration.md, "Limits"): values of the right type outside

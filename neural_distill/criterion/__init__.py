@@ -9,11 +9,12 @@ This module imports only the catalog at import time: the config layer builds its
 the catalog, and importing the catalog runs this file first.
 """
 
-from neural_distill.criterion.catalog import BACKEND_MODULES, CATALOG, backend_class_name
+from neural_distill.core.backends import BACKENDS
+from neural_distill.criterion.catalog import CATALOG, backend_class_name
 
-# Public class name -> (module that defines it, framework needed).
-_LAZY = {backend_class_name(name, framework): (module, framework) for name in CATALOG
-         for framework, module in BACKEND_MODULES.items()}
+# Public class name -> the backend whose ``criteria`` module defines it.
+_LAZY = {backend_class_name(name, framework): framework for name in CATALOG
+         for framework in BACKENDS}
 _HELPERS = ("criterion_name_and_args", "validated_criterion_args")
 
 
@@ -24,13 +25,13 @@ def __getattr__(name):
         return getattr(specs, name)
     if name not in _LAZY:
         raise AttributeError(f"module 'neural_distill.criterion' has no attribute '{name}'")
-    module_name, extra = _LAZY[name]
-    from neural_distill.core.frameworks import import_framework_module
+    framework = _LAZY[name]
+    from neural_distill.core.backends import backend
 
     # The framework itself first: without it, our module would fail on whichever of the
     # framework's own dependencies (h5py, ...) it happens to import first.
-    import_framework_module(extra, extra)
-    return getattr(import_framework_module(module_name, extra), name)
+    backend(framework).require()
+    return getattr(backend(framework).module("criteria"), name)
 
 
 __all__ = [*_HELPERS, *_LAZY]

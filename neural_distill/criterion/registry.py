@@ -5,7 +5,7 @@ An entry ties together everything a criterion is made of: its name and spec
 schema node that validates its arguments (the spec's, for YAML, the Python config and the
 criterion classes alike), its Python config class (``config.criterion_configs``) and the class
 name of its implementation in each backend (``PyTorch<name>``, ``Tensorflow<name>``, found by
-that name in ``BACKEND_MODULES``). Backend classes are named, not imported, so reading the
+that name in each backend's ``criteria`` module, ``core.backends``). Backend classes are named, not imported, so reading the
 registry loads no framework.
 """
 
@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 from neural_distill.config.criterion_configs import CRITERION_CONFIGS, _CriterionConfig
 from neural_distill.errors import ConfigError
-from neural_distill.criterion.catalog import (
-    BACKEND_MODULES, BACKEND_PREFIXES, CATALOG, backend_class_name)
-
-_PREFIXES = BACKEND_PREFIXES  # the name "Add a backend" in docs/ARCHITECTURE.md used
+from neural_distill.core.backends import BACKENDS
+from neural_distill.criterion.catalog import CATALOG, backend_class_name
 
 
 @dataclass(frozen=True)
@@ -53,21 +51,8 @@ def entry(name):
 
 def backend_class_names():
     """Public class name -> (module, framework), for every backend class of every criterion."""
-    return {e.class_name(fw): (module, fw) for e in REGISTRY.values()
-            for fw, module in BACKEND_MODULES.items()}
-
-
-def build(framework, name, args):
-    """The ``framework`` criterion ``name`` built with ``args`` (imports that backend)."""
-    from neural_distill.core.frameworks import import_framework_module
-
-    module = import_framework_module(BACKEND_MODULES[framework], framework)
-    class_name = entry(name).class_name(framework)
-    if not hasattr(module, class_name):
-        raise ConfigError(f"criterion {name!r} has no {framework} implementation yet: "
-                          f"{BACKEND_MODULES[framework]} defines no {class_name}. Use another "
-                          f"criterion with this framework.")
-    return getattr(module, class_name)(**args)
+    return {e.class_name(fw): (backend.module_name("criteria"), fw) for e in REGISTRY.values()
+            for fw, backend in BACKENDS.items()}
 
 
 def needs_teacher(criterion):

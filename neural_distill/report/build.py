@@ -4,15 +4,13 @@ import copy
 import json
 import os
 
-from neural_distill.adapters import import_framework_module
+from neural_distill.core.backends import backend_module
 from neural_distill.config.loader import validate
 from neural_distill.errors import ModelError
 from neural_distill.metrics import Metric, build_metric
 from neural_distill.report import html, plots, stats
 from neural_distill.report.runs import LoadedRun, read_records
 
-_MODULES = {"torch": "neural_distill.adapters.torch.report",
-            "tensorflow": "neural_distill.adapters.tensorflow.report"}
 
 
 class Report(dict):
@@ -91,7 +89,7 @@ def report(run_dir=None, *, distiller=None, config=None, latency_batch=64, repea
         raise ModelError("report(): give a run folder or a distiller")
     run_dir, framework, student, teacher, loader, make_metric, conf = _sources(
         run_dir, distiller, config)
-    backend = import_framework_module(_MODULES[framework], framework)
+    backend = backend_module(framework, "report")
     if loader is None:
         raise ModelError("report(): no evaluation data. Set distiller.eval_dataloader or name a "
                          "dataset under evaluation.accuracy.dataloader")

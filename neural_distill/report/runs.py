@@ -10,12 +10,12 @@ checkpoint, the teacher's weights, so the report scores exactly the teacher that
 import json
 import os
 
+from neural_distill.core.backends import BACKENDS
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.errors import ConfigError
 from neural_distill.core.factories import resolve
 
 RUN_INFO = "run_info.json"
-_SUFFIXES = {"torch": ".pt", "tensorflow": ".weights.h5"}
 
 
 def factory_spec(spec):
@@ -63,9 +63,9 @@ def read_records(run_dir):
 
 
 def framework_of_run(run_dir):
-    for framework, suffix in _SUFFIXES.items():
-        if os.path.isfile(os.path.join(run_dir, "best_student" + suffix)):
-            return framework
+    for backend in BACKENDS.values():
+        if os.path.isfile(os.path.join(run_dir, "best_student" + backend.weights_suffix)):
+            return backend.name
     raise ConfigError(f"{run_dir}: no best_student.pt or best_student.weights.h5. Expected a "
                       f"run folder whose training finished (nd_workspace/run-...)")
 
@@ -87,7 +87,7 @@ class LoadedRun:
         from neural_distill.adapters import adapter_for_framework
 
         self.adapter = adapter_for_framework(self.framework)
-        suffix = _SUFFIXES[self.framework]
+        suffix = BACKENDS[self.framework].weights_suffix
         self.student = build_model(self.config, "student", self.source, self.base_dir,
                                    os.path.join(self.run_dir, "best_student" + suffix))
         teacher_file = os.path.join(self.run_dir, "teacher" + suffix)

@@ -24,10 +24,8 @@ the same way (``adapters/tensorflow/matcher_optimizer.py``).
 
 import warnings
 
-from neural_distill.core.frameworks import import_framework_module
+from neural_distill.core.backends import backend_module
 
-_BACKENDS = {"torch": "neural_distill.adapters.torch.matcher_optimizer",
-             "tensorflow": "neural_distill.adapters.tensorflow.matcher_optimizer"}
 
 
 class MatcherTraining:
@@ -42,7 +40,7 @@ class MatcherTraining:
         self.trainer = None  # the backend's MatcherOptimizer, once one is needed
 
     def _backend(self):
-        return import_framework_module(_BACKENDS[self.framework], self.framework)
+        return backend_module(self.framework, "matcher_optimizer")
 
     def distillation_loss(self, student_output, teacher_output):
         criterion = self.criterion

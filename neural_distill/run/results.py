@@ -8,7 +8,7 @@ it ``distiller``, ``state`` (``RunState``), ``evaluator`` (``Evaluator``), ``wor
 
 from neural_distill.run import checks
 from neural_distill.errors import DataError
-from neural_distill.core.saving import with_save
+from neural_distill.run.saving import with_save
 
 
 class RunResults:

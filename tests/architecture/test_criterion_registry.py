@@ -87,9 +87,10 @@ def test_each_backend_has_every_criterion_and_every_loss_type(framework):
     pytest.importorskip(framework)
     import importlib
 
-    criteria = importlib.import_module(catalog.BACKEND_MODULES[framework])
-    losses = importlib.import_module(catalog.BACKEND_MODULES[framework].rsplit(".", 1)[0]
-                                     + ".losses")
+    from neural_distill.core.backends import backend_module
+
+    criteria = backend_module(framework, "criteria")
+    losses = backend_module(framework, "losses")
     for name in catalog.CATALOG:
         assert hasattr(criteria, catalog.backend_class_name(name, framework)), name
     assert {family: set(table) for family, table in losses.LOSSES.items()} == {
@@ -199,7 +200,8 @@ from neural_distill.config.loader import load_config as _load
 
 def load_config(source):
     return _load(source)[0]
-from neural_distill.criterion.registry import build, needs_teacher
+from neural_distill.adapters import build_criterion as build
+from neural_distill.criterion.registry import needs_teacher
 
 out = {}
 def error_of(call):

@@ -18,12 +18,18 @@ LAYERS = [
     ("foundation", ["errors", "events", "version", "metrics", "objectives", "core"]),
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
     ("config", ["config", "criterion.catalog"]),
-    ("criterion", ["criterion", "teacher_cache", "common", "run.state", "run.workspace",
-                   "run.checkpoints", "run.loop_common", "run.checks"]),
+    ("criterion", ["criterion", "teacher_cache", "run.state", "run.workspace",
+                   "run.checkpoints", "run.loop_common"]),
     ("backends", ["adapters"]),
-    ("experiment", ["run", "distillation", "training", "report", "commands"]),
+    ("experiment", ["run", "distillation", "training", "report", "commands", "common"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
+
+
+# Packages whose __init__ is a public face reaching every layer on first use: the package
+# root (the public API) and ``neural_distill.criterion`` (its lazy ``PyTorch<name>`` /
+# ``Tensorflow<name>`` classes, imported from the backends when a user first names one).
+PUBLIC_FACES = {"neural_distill", "neural_distill.criterion"}
 
 
 def _layer_of(module):
@@ -56,6 +62,11 @@ def _imports(module, path, is_package):
         tree = ast.parse(handle.read(), path)
     package = module if is_package else module.rsplit(".", 1)[0]
     for node in ast.walk(tree):
+        concern = _backend_concern(node)
+        if concern is not None and not module.startswith("neural_distill.adapters."):
+            # backend_module(fw, "report") / backend(fw).module("report") imports
+            # adapters/<fw>/report.py: an edge to the backends like an import statement.
+            yield f"neural_distill.adapters.{concern}", node.lineno
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "neural_distill":
@@ -75,6 +86,21 @@ def _imports(module, path, is_package):
                 yield (candidate if _is_module(candidate) else target), node.lineno
 
 
+def _backend_concern(node):
+    """The concern named by a call that imports a backend's module through the backend table
+    (core/backends.py), else None."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    arg = {"backend_module": 1, "module": 0}.get(name)
+    if arg is None or len(node.args) <= arg:
+        return None
+    value = node.args[arg]
+    return value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) \
+        else None
+
+
 def _is_module(name):
     path = os.path.join(REPO, *name.split("."))
     return os.path.isfile(path + ".py") or os.path.isdir(path)
@@ -88,8 +114,8 @@ def _graph():
 def test_every_module_imports_only_its_own_layer_or_lower():
     problems = []
     for module, imports in _graph().items():
-        if module == "neural_distill":
-            continue  # the public API re-exports from every layer
+        if module in PUBLIC_FACES:
+            continue
         own = _layer_of(module)
         for target, line in imports:
             if target == "neural_distill":
@@ -106,6 +132,30 @@ def test_no_two_modules_import_each_other():
                      if a != b and a in graph.get(b, ()) and not b.startswith(a + ".")
                      and not a.startswith(b + ".")})
     assert not cycles, f"modules importing each other: {cycles}"
+
+
+def test_the_checker_sees_a_backend_reached_through_the_table():
+    tree = ast.parse('from neural_distill.core.backends import backend_module\n'
+                     'def f(fw):\n    return backend_module(fw, "report")\n')
+    edges = [_backend_concern(node) for node in ast.walk(tree)]
+    assert "report" in edges
+
+
+def test_no_module_outside_the_backends_names_a_framework_module():
+    """Framework module paths are built in one place (core/backends.py): a string
+    'neural_distill.adapters.torch...' elsewhere is a second table the layer check cannot see."""
+    problems = []
+    for module, path, _ in _modules():
+        if module.startswith("neural_distill.adapters") or module == "neural_distill.core.backends":
+            continue
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    node.value.startswith("neural_distill.adapters."):
+                problems.append(f"{module}:{node.lineno} {node.value!r}")
+    assert not problems, "framework modules named outside core/backends.py:\n" + \
+        "\n".join(problems)
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):

@@ -7,9 +7,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from neural_distill.run import checks
+from neural_distill.core import data_checks as checks
 from neural_distill.errors import ModelError
 from neural_distill.adapters.tensorflow.outputs import static_shape
+
+# How a dict batch's entries reach the model, for core.data_checks.batch_structure_error.
+DICT_INPUTS = ("entries", "as its inputs", "the rest to the model")
 
 
 # ---------------------------------------------------------------------------- models
@@ -40,7 +43,7 @@ def check_batch(student, batch):
     expected = getattr(student, "inputs", None)
     if isinstance(batch, (tuple, list)) and len(batch) > 2 and expected is not None and len(
             expected) != len(batch) - 1:
-        checks.batch_structure_error("tensorflow", batch,
+        checks.batch_structure_error(DICT_INPUTS, batch,
                                      f"the student has {len(expected)} input(s)")
 
 

@@ -33,6 +33,10 @@ class TorchAdapter(BackendAdapter):
     state_suffix = ".pt"
     criterion_example = "PyTorchKnowledgeDistillationLoss"
 
+    @staticmethod
+    def set_threads(threads):
+        torch.set_num_threads(threads)
+
     # ---------------------------------------------------------------- devices
     @staticmethod
     def model_device(model):

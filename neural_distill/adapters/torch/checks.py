@@ -7,8 +7,12 @@ import zipfile
 
 import torch
 
-from neural_distill.run import checks
+from neural_distill.core import data_checks as checks
 from neural_distill.errors import DataError, ModelError
+
+# How a dict batch's entries reach the model, for core.data_checks.batch_structure_error.
+DICT_INPUTS = ("keys", "as keyword arguments",
+               "every other key to the model's forward as a keyword argument")
 
 
 # ---------------------------------------------------------------------------- models

@@ -1,10 +1,14 @@
-"""``save(path)`` on the PyTorch models we hand back (``neural_distill.core.saving``)."""
+"""``save(path)`` on the PyTorch models we hand back (``neural_distill.run.saving``)."""
 
 import os
 
 import torch
 
-from neural_distill.core.saving import TORCH_FILE
+TORCH_FILE = "best_model.pt"  # what model.save(folder) writes in the folder
+
+
+def save_model(model, root):
+    return save_state_dict(model, root)
 
 
 def save_state_dict(model, root):

@@ -13,10 +13,8 @@ nothing above the config layer, so the YAML schema can be built from it.
 import importlib
 import pkgutil
 
-# The module holding each backend's criterion classes, and the prefix of their names.
-BACKEND_MODULES = {"torch": "neural_distill.adapters.torch.criteria",
-                   "tensorflow": "neural_distill.adapters.tensorflow.criteria"}
-BACKEND_PREFIXES = {"torch": "PyTorch", "tensorflow": "Tensorflow"}
+from neural_distill.core.backends import BACKENDS
+
 # What an experiment file without a criterion section gets.
 DEFAULT_CRITERION = "KnowledgeDistillationLoss"
 
@@ -42,4 +40,4 @@ CATALOG = _discover()
 
 def backend_class_name(name, framework):
     """``PyTorch<name>`` / ``Tensorflow<name>``: where a backend defines criterion ``name``."""
-    return BACKEND_PREFIXES[framework] + name
+    return BACKENDS[framework].criterion_prefix + name
