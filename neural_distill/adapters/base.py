@@ -8,6 +8,7 @@ expose the same public names.
 """
 
 from neural_distill.core.backends import backend_module
+from neural_distill.criterion.base import DistillationCriterion
 from neural_distill.criterion.registry import entry
 from neural_distill.errors import ConfigError, DataError, ModelError
 
@@ -116,9 +117,9 @@ class BackendAdapter:
         with self.evaluation_mode(student):
             student_output = self.inference_forward(student, inputs)
         teacher_outputs = [self.inference_forward(teacher, inputs) for teacher in teachers]
-        if getattr(criterion, "needs_preparation", False):
+        if criterion.needs_preparation:
             criterion.prepare()
-        elif hasattr(criterion, "clear_features"):
+        else:
             # Features this pass recorded must not stand in for the first training step's.
             criterion.clear_features()
         return student_output, teacher_outputs
@@ -143,11 +144,13 @@ class BackendAdapter:
         problem = self.foreign_criterion(criterion)
         if problem:
             raise ModelError(problem)
-        for method in ("distillation_loss", "combine"):
-            if not callable(getattr(criterion, method, None)):
-                raise ModelError(
-                    f"distiller.criterion: expected a neural_distill criterion such as "
-                    f"{self.criterion_example} (with .{method}), got {type(criterion).__name__}")
+        if not isinstance(criterion, DistillationCriterion):
+            raise ModelError(
+                f"distiller.criterion: expected a neural_distill criterion such as "
+                f"{self.criterion_example}, or your own subclass of "
+                f"neural_distill.criterion.DistillationCriterion (it defines "
+                f"distillation_loss), got {type(criterion).__module__}."
+                f"{type(criterion).__qualname__}")
 
     @_backend
     def has_parameters(self, module):

@@ -30,7 +30,7 @@ def kind_of(values):
 
 
 def _message(criterion, role, kind):
-    name = getattr(criterion, "yaml_name", type(criterion).__name__)
+    name = criterion.yaml_name or type(criterion).__name__
     if kind == "probabilities":
         seen, have, want = "non-negative rows summing to 1", "true", "false"
         extra = ", or remove the softmax from the model's head"
@@ -56,7 +56,7 @@ class OutputCheck:
         self._checked = None  # the criterion whose outputs were checked
 
     def check(self, adapter, criterion, student_output, teacher_outputs):
-        from_logits = getattr(criterion, "from_logits", None)
+        from_logits = criterion.from_logits
         if from_logits is None or self._checked is criterion:
             return
         found = []
@@ -99,7 +99,7 @@ def _keras_head_kind(model):
 def check_keras_heads(criterion, student, teachers):
     """The same check for Keras' own fit() (its step is compiled): read from the output
     layers of Sequential/Functional models, e.g. ``Dense(..., activation='softmax')``."""
-    from_logits = getattr(criterion, "from_logits", None)
+    from_logits = criterion.from_logits
     if from_logits is None:
         return
     for role, model in (("student", student), *(("teacher", t) for t in teachers)):

@@ -19,6 +19,10 @@ _HELPERS = ("criterion_name_and_args", "validated_criterion_args")
 
 
 def __getattr__(name):
+    if name == "DistillationCriterion":  # the base class of a user's own criterion
+        from neural_distill.criterion.base import DistillationCriterion
+
+        return DistillationCriterion
     if name in _HELPERS:
         from neural_distill.criterion import specs
 
@@ -34,4 +38,4 @@ def __getattr__(name):
     return getattr(backend(framework).module("criteria"), name)
 
 
-__all__ = [*_HELPERS, *_LAZY]
+__all__ = ["DistillationCriterion", *_HELPERS, *_LAZY]

@@ -26,7 +26,77 @@ def per_item(values, count, default):
     return list(values) * count if len(values) == 1 else list(values)
 
 
-class CatalogCriterion:
+class DistillationCriterion:
+    """The whole protocol between a criterion and the run, with do-nothing defaults.
+
+    Every criterion object derives from it (the catalog's through :class:`CatalogCriterion`;
+    a user's own may subclass it directly and override ``distillation_loss``), so the run asks
+    a criterion directly instead of probing it for optional methods:
+
+    - ``distillation_loss(student_output, teacher_output)`` the term (the one required method);
+      ``combine(student_loss, term)`` the criterion's loss from the two;
+    - ``needs_teacher``: whether a teacher must run (False for self-distillation);
+    - ``from_logits``: True/False when the criterion knows what the models output, None when it
+      cannot say (the first-batch output check then stays quiet);
+    - ``temperature``, ``loss_types``, ``add_origin_loss``: settings the run's checks and the
+      teacher cache read (None / False when the criterion has none);
+    - features: ``attach(student, teachers, teacher_keys=None)`` / ``ensure_attached`` before a
+      run, ``detach()`` after; ``needs_preparation`` until the first batch has shown feature
+      shapes, then ``prepare()`` builds matchers; ``clear_features()`` forgets recorded ones;
+      ``teacher_features()`` / ``use_teacher_features(features)`` for the teacher cache;
+    - state: ``feature_matchers()`` (trained with the student, never exported) and, in
+      TensorFlow, ``trainable_variables``.
+
+    Defaults are class attributes and methods, never instance state: a PyTorch criterion is
+    also an ``nn.Module``, whose submodules (``self.matchers``) a class attribute of the same
+    name would hide.
+    """
+
+    yaml_name = None
+    needs_teacher = True
+    from_logits = None
+    temperature = None
+    loss_types = None
+    add_origin_loss = False
+    needs_preparation = False
+    trainable_variables = ()
+
+    def distillation_loss(self, student_output, teacher_output):
+        raise NotImplementedError(f"{type(self).__name__} must define distillation_loss")
+
+    def combine(self, student_loss, distillation_loss):
+        if student_loss is None:
+            return distillation_loss
+        return student_loss + distillation_loss
+
+    def attach(self, student, teachers, teacher_keys=None):
+        """Start capturing what the criterion reads from the models (feature criteria)."""
+
+    def ensure_attached(self, student, teachers):
+        """Attach unless already attached (Keras calls this from its own fit)."""
+
+    def detach(self):
+        """Stop capturing; the models are left as they were."""
+
+    def prepare(self):
+        """Build what depends on the first batch's feature shapes (matchers)."""
+
+    def clear_features(self):
+        """Forget features recorded by a pass that was not a training step."""
+
+    def teacher_features(self):
+        """The teachers' features of the last step, for the teacher cache (None: none)."""
+        return None
+
+    def use_teacher_features(self, features):
+        """Take the teachers' features from the cache instead of capturing them."""
+
+    def feature_matchers(self):
+        """The learned matchers (a feature criterion keeps them in ``self.matchers``)."""
+        return list(getattr(self, "matchers", ()))
+
+
+class CatalogCriterion(DistillationCriterion):
     """The framework-neutral part of a criterion that has no spec class of its own.
 
     The backend class sets ``yaml_name`` (its catalog name) and calls
@@ -35,8 +105,6 @@ class CatalogCriterion:
     names. ``needs_teacher`` is the spec's. ``combine`` adds the student's own loss, when there
     is one, to the distillation term; a criterion that weighs them overrides it.
     """
-
-    yaml_name = None
 
     @property
     def needs_teacher(self):
@@ -47,11 +115,6 @@ class CatalogCriterion:
         for name in CATALOG[self.yaml_name].args:
             object.__setattr__(self, name, args.get(name))
         return args
-
-    def combine(self, student_loss, distillation_loss):
-        if student_loss is None:
-            return distillation_loss
-        return student_loss + distillation_loss
 
     def _settings(self):
         names = CATALOG[self.yaml_name].args

@@ -120,8 +120,7 @@ class DistillationModel(keras.Model):
         self.student = student
         self._teachers = _Untracked(teachers)
         self.teacher_weights = list(teacher_weights) if teacher_weights is not None else None
-        if hasattr(self.criterion, "attach"):
-            self.criterion.attach(student, teachers)
+        self.criterion.attach(student, teachers)
         self._track_matchers()
         check_keras_heads(self.criterion, student, teachers)  # softmax head vs from_logits
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -139,13 +138,13 @@ class DistillationModel(keras.Model):
 
     def _track_matchers(self):
         """Matchers become this model's layers, so Keras' optimizer trains them."""
-        self.matchers = [m for m in getattr(self.criterion, "matchers", [])
+        self.matchers = [m for m in self.criterion.feature_matchers()
                          if isinstance(m, keras.layers.Layer)]
         # Every variable lives in the student and the matchers: once they exist, so does this
         # model, and Keras' BackupAndRestore (which refuses an unbuilt model) can save it
         # before the first batch.
-        if self.student.built and all(m.built for m in self.matchers) and not getattr(
-                self.criterion, "needs_preparation", False):
+        if self.student.built and all(m.built for m in self.matchers) and \
+                not self.criterion.needs_preparation:
             self.built = True
 
     def prepare(self, x):
@@ -154,19 +153,18 @@ class DistillationModel(keras.Model):
         Only needed when a feature shape cannot be read from the models' graphs (e.g. the
         output of a subclassed model); do it before ``compile()``.
         """
-        if not getattr(self.criterion, "needs_preparation", False):
+        if not self.criterion.needs_preparation:
             return
         ADAPTER.dry_run(self.student, self.teachers, (x,), self.criterion)
         self._track_matchers()
 
     def _ensure_attached(self):
         """Re-attach when another run detached the criterion (it attaches per experiment)."""
-        if hasattr(self.criterion, "ensure_attached"):
-            self.criterion.ensure_attached(self.student, self.teachers)
+        self.criterion.ensure_attached(self.student, self.teachers)
 
     def call(self, inputs, training=None):
         self._ensure_attached()
-        if getattr(self.criterion, "needs_preparation", False):
+        if self.criterion.needs_preparation:
             raise ModelError(
                 "DistillationModel: the criterion's feature matchers need one batch to learn "
                 "the feature shapes. Call model.prepare(x_batch) before compile()/fit().")

@@ -118,14 +118,14 @@ def check_first_batch(adapter, criterion, batch, student_output, teacher_outputs
     """What the first batch's outputs tell before training: class counts of student and
     teachers, how labels are read, label shapes and range. Returns the student's class count
     (for later error messages), or None when the criterion does not compare logits."""
-    if not hasattr(criterion, "from_logits"):
+    if criterion.from_logits is None:
         return None  # feature criteria: logits need not match
 
     def logits(output, what):
         return np.asarray(adapter.to_numpy(adapter.logits_of(output, what)), np.float32)
 
     student_logits = logits(student_output, "student output")
-    loss_types = getattr(criterion, "loss_types", None)
+    loss_types = criterion.loss_types
     is_kd = bool(loss_types) and len(loss_types) == 2
     if is_kd:
         for index, output in enumerate(teacher_outputs):
@@ -149,7 +149,7 @@ def check_first_batch(adapter, criterion, batch, student_output, teacher_outputs
                       f"'labels' (or 'label') key, so the student loss (weight "
                       f"{criterion.loss_weights[0]}) is skipped and only the distillation term "
                       f"trains. Rename the label key to 'labels' if the batches carry labels.")
-    elif is_kd or getattr(criterion, "add_origin_loss", False):
+    elif is_kd or criterion.add_origin_loss:
         check_label_values(student_logits.shape, adapter.to_numpy(labels),
                            loss_types[0] if is_kd else "CE")
     return student_logits.shape[-1]

@@ -109,10 +109,10 @@ class RunLifecycle(RunResults):
         d = self.distiller
         d.teacher_set.enter(d.adapter, d.adapter.model_device(d.student_model))
         try:
-            if hasattr(d.criterion, "attach"):
+            if d.criterion is not None:
                 d.criterion.attach(d.student_model, d.teachers, d.teacher_set.keys)
             # Peeking at a one-shot iterator loses its batch: only when matchers need it.
-            if dataloader is not None and (getattr(d.criterion, "needs_preparation", False)
+            if dataloader is not None and (d.criterion.needs_preparation
                                            or not is_one_shot(dataloader)):
                 self._first_batch(dataloader)
         except Exception:
@@ -129,7 +129,7 @@ class RunLifecycle(RunResults):
         # A teacher cache promises one teacher pass per sample: its teachers are not run here
         # (cached criteria build no matchers, and the student's outputs are still checked).
         cached = (settings.get("enabled") or offline_folder(settings, config_dir(d)) is not None
-                  ) and not getattr(d.criterion, "needs_preparation", False)
+                  ) and not d.criterion.needs_preparation
         teachers = [] if cached else d.teachers
         batch = d.adapter.first_batch(dataloader)
         checks.check_batch(d.adapter, d.student_model, batch)
@@ -148,7 +148,7 @@ class RunLifecycle(RunResults):
         d = self.distiller
         if d.adapter is not None:
             d.teacher_set.release(d.adapter)
-        if hasattr(d.criterion, "detach"):
+        if d.criterion is not None:
             d.criterion.detach()
         if self.durable is not None:
             self.durable.detach()

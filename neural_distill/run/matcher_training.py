@@ -22,8 +22,6 @@ created. In eager execution their gradient is taken in ``on_after_compute_loss``
 the same way (``adapters/tensorflow/matcher_optimizer.py``).
 """
 
-import warnings
-
 from neural_distill.core.backends import backend_module
 
 
@@ -43,27 +41,9 @@ class MatcherTraining:
         return backend_module(self.framework, "matcher_optimizer")
 
     def distillation_loss(self, student_output, teacher_output):
-        criterion = self.criterion
         self.step_pending()
-        if self.framework == "tensorflow":
-            if not getattr(criterion, "trainable_variables", None) and \
-                    not getattr(criterion, "needs_preparation", False):
-                return criterion.distillation_loss(student_output, teacher_output)
-            with warnings.catch_warnings():
-                # Matchers created now are trained from the next step on (see the module doc).
-                warnings.filterwarnings("ignore", message="feature matchers were created")
-                loss, self.trainer = self._backend().distillation_loss(
-                    self.trainer, criterion, student_output, teacher_output,
-                    self.optimizer_config)
-            return loss
-        if not getattr(criterion, "needs_preparation", False):
-            return criterion.distillation_loss(student_output, teacher_output)
-        with warnings.catch_warnings():
-            # The criterion's own warning says the matchers will not be trained; here they are.
-            warnings.filterwarnings("ignore", message="feature matchers were created")
-            loss = criterion.distillation_loss(student_output, teacher_output)
-        if not criterion.needs_preparation:
-            self.trainer = self._backend().MatcherOptimizer(criterion, self.optimizer_config)
+        loss, self.trainer = self._backend().distillation_loss(
+            self.trainer, self.criterion, student_output, teacher_output, self.optimizer_config)
         return loss
 
     def step_pending(self):

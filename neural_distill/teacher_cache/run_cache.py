@@ -41,9 +41,9 @@ def offline_folder(settings, base_dir):
 
 
 def codec_for(settings, criterion):
-    return build_codec(settings, getattr(criterion, "temperature", None),
-                       (getattr(criterion, "loss_types", None) or [None, None])[1],
-                       getattr(criterion, "from_logits", True))
+    return build_codec(settings, criterion.temperature,
+                       (criterion.loss_types or [None, None])[1],
+                       criterion.from_logits is not False)
 
 
 def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spill_dir,
@@ -52,7 +52,7 @@ def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spi
     folder = offline_folder(settings, base_dir)
     if not settings.get("enabled") and folder is None:
         return None
-    spec = CATALOG.get(getattr(criterion, "yaml_name", None))
+    spec = CATALOG.get(criterion.yaml_name)
     served = spec.teacher_cache if spec is not None else None
     if served is None:
         get_logger().warning(

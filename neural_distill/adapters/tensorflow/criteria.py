@@ -46,10 +46,6 @@ class _Criterion:
     framework = "tensorflow"
     needs_teacher = True
 
-    @property
-    def trainable_variables(self):
-        return []
-
     def save_weights(self, path):
         """The trainable state (matchers) as HDF5, one dataset per variable path."""
         with h5py.File(path, "w") as handle:

@@ -57,7 +57,7 @@ def _trainable_variables(student, criterion):
     """The student's trainable variables, then the criterion's own (feature matchers)."""
     student_variables = list(student.trainable_variables)
     seen = {id(v) for v in student_variables}
-    extra = [v for v in getattr(criterion, "trainable_variables", []) if id(v) not in seen]
+    extra = [v for v in criterion.trainable_variables if id(v) not in seen]
     return student_variables, extra
 
 

@@ -12,6 +12,8 @@ so they are never updated twice for one step. Inside a compiled (``tf.function``
 nothing is added: add ``criterion.trainable_variables`` to what your step updates.
 """
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -65,13 +67,18 @@ class MatcherOptimizer:
 
 
 def distillation_loss(trainer, criterion, student_output, teacher_output, optimizer_config):
-    """``(loss, trainer)``: ``criterion.distillation_loss``, with the matchers' gradient kept in
-    eager execution by ``trainer`` (this criterion's MatcherOptimizer, created when first
-    needed; None before)."""
-    if trainer is not None and trainer.handed_over:
+    """``(loss, trainer)``, the backend's part of ``run.matcher_training.MatcherTraining``:
+    ``criterion.distillation_loss``, with the matchers' gradient kept in eager execution by
+    ``trainer`` (this criterion's MatcherOptimizer, created when first needed; None before)."""
+    if not criterion.trainable_variables and not criterion.needs_preparation:
         return criterion.distillation_loss(student_output, teacher_output), trainer
-    if not tf.executing_eagerly() or not getattr(criterion, "trainable_variables", None):
-        return criterion.distillation_loss(student_output, teacher_output), trainer
-    if trainer is None:
-        trainer = MatcherOptimizer(criterion, optimizer_config)
-    return trainer.loss(student_output, teacher_output), trainer
+    with warnings.catch_warnings():
+        # Matchers created now are trained from the next step on (see the module doc).
+        warnings.filterwarnings("ignore", message="feature matchers were created")
+        if trainer is not None and trainer.handed_over:
+            return criterion.distillation_loss(student_output, teacher_output), trainer
+        if not tf.executing_eagerly() or not criterion.trainable_variables:
+            return criterion.distillation_loss(student_output, teacher_output), trainer
+        if trainer is None:
+            trainer = MatcherOptimizer(criterion, optimizer_config)
+        return trainer.loss(student_output, teacher_output), trainer

@@ -1,6 +1,8 @@
 """The private optimizer of feature matchers created after the user's optimizer
 (``neural_distill.run.matcher_training`` explains when and why)."""
 
+import warnings
+
 import torch
 
 from neural_distill.core.logging_utils import get_logger
@@ -45,3 +47,18 @@ class MatcherOptimizer:
         self.steps += 1
         self._versions = self._read_versions()
         return True
+
+
+def distillation_loss(trainer, criterion, student_output, teacher_output, optimizer_config):
+    """``(loss, trainer)``, the backend's part of ``run.matcher_training.MatcherTraining``:
+    ``criterion.distillation_loss``; when that call creates the matchers (first step), a
+    MatcherOptimizer for them (``trainer``, None before)."""
+    if not criterion.needs_preparation:
+        return criterion.distillation_loss(student_output, teacher_output), trainer
+    with warnings.catch_warnings():
+        # The criterion's own warning says the matchers will not be trained; here they are.
+        warnings.filterwarnings("ignore", message="feature matchers were created")
+        loss = criterion.distillation_loss(student_output, teacher_output)
+    if not criterion.needs_preparation:
+        trainer = MatcherOptimizer(criterion, optimizer_config)
+    return loss, trainer
