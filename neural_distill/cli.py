@@ -183,11 +183,11 @@ def cmd_run(args):
 
 
 def _reads_teacher_cache(config, base_dir):
-    """Whether the run reads an offline teacher cache that exists (then no teacher is built)."""
-    from neural_distill.teacher_cache.run_cache import offline_folder
+    """Whether a written offline teacher cache stands in for the teacher (then none is built)."""
+    from neural_distill.teacher_cache.options import TeacherCacheOptions
 
-    folder = offline_folder(config.distillation.train.teacher_cache, base_dir)
-    return folder is not None and os.path.isfile(os.path.join(folder, "index.json"))
+    return TeacherCacheOptions.from_section(config.distillation.train.teacher_cache,
+                                            base_dir).offline_written
 
 
 def cmd_cache_teacher(args):

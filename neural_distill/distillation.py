@@ -1,8 +1,8 @@
 """The ``Distillation`` experiment: configuration, models, hooks and ``fit()``.
 
-A facade: the teachers live in ``teachers.py``, the distillation step in ``step.py``, the
-evaluation and best-model keeping in ``evaluation.py``, the run's lifecycle (start, hooks, end,
-``fit``) in ``lifecycle.py`` and the run's position and results in ``run_state.py``. Its hook
+A facade: the teachers live in ``run/teachers.py``, the distillation step in ``run/step.py``, the
+evaluation and best-model keeping in ``run/evaluation.py``, the run's lifecycle (start, hooks, end,
+``fit``) in ``run/lifecycle.py`` and the run's position and results in ``run/state.py``. Its hook
 methods are generated from ``neural_distill.events.Event``. This module is framework-neutral:
 everything that needs torch or tensorflow goes through the adapter chosen when the student is
 assigned (``neural_distill.adapters``).

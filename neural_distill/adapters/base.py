@@ -7,7 +7,7 @@ of a subclass of :class:`BackendAdapter`. The subclass implements the primitives
 expose the same public names.
 """
 
-from neural_distill.core.backends import backend_module
+from neural_distill.core.backends import BACKENDS, backend_module
 from neural_distill.criterion.base import DistillationCriterion
 from neural_distill.criterion.registry import entry
 from neural_distill.errors import ConfigError, DataError, ModelError
@@ -21,10 +21,14 @@ def _backend(method):
 
 class BackendAdapter:
     name = None
-    checkpoint_suffix = None   # weights files (best_student, criterion)
     state_suffix = None        # training checkpoints (write_state)
     # The criterion class named in "expected a neural_distill criterion such as ..." errors.
     criterion_example = None
+
+    @property
+    def checkpoint_suffix(self):
+        """What weights files (best_student, criterion) end with: the backend table's."""
+        return BACKENDS[self.name].weights_suffix
 
     def set_threads(self, threads):
         """Change the framework's CPU threads after it was imported (before, the environment

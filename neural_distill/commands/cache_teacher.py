@@ -16,9 +16,9 @@ from neural_distill.adapters import adapter_for_model
 from neural_distill.criterion.specs import criterion_name_and_args
 from neural_distill.errors import ConfigError, DataError, ModelError
 from neural_distill.teacher_cache.cache import TeacherCache
-from neural_distill.run.fitting import config_dir
+from neural_distill.run.fitting import cache_options
 from neural_distill.teacher_cache.run_cache import (
-    codec_for, numpy_inputs, offline_folder, teacher_fingerprint)
+    codec_for, numpy_inputs, teacher_fingerprint)
 
 
 def write_offline_cache(distiller, folder=None, dataloader=None, progress_bar=True):
@@ -32,8 +32,8 @@ def write_offline_cache(distiller, folder=None, dataloader=None, progress_bar=Tr
         raise ModelError("write_offline_cache: no teacher model. Set distiller.teacher_model "
                          "(or model.teacher in the config) to the teacher whose outputs to "
                          "cache.")
-    settings = distiller.conf.distillation.train.teacher_cache
-    folder = folder or offline_folder(settings, config_dir(distiller))
+    options = cache_options(distiller)
+    folder = folder or options.offline_folder
     if folder is None:
         raise ConfigError(f"{distiller.conf_source}: distillation.train.teacher_cache.path: "
                           f"where should the cache be written? Set it to a folder (or pass "
@@ -48,7 +48,7 @@ def write_offline_cache(distiller, folder=None, dataloader=None, progress_bar=Tr
                         "distillation.train.dataloader.dataset.")
     criterion = distiller.criterion or adapter.build_criterion(
         *criterion_name_and_args(distiller.conf.distillation.train.criterion))
-    codec = codec_for(settings, criterion)
+    codec = codec_for(options, criterion)
     cache = TeacherCache(codec, teacher_fingerprint(adapter, teachers,
                                                     distiller.teacher_weights, codec),
                          max_bytes=float("inf"))

@@ -11,7 +11,7 @@ and the files the config names (a template may name files not made yet).
 import importlib.util
 import os
 
-from neural_distill.criterion.registry import needs_teacher
+from neural_distill.teacher_cache.options import TeacherCacheOptions, teacher_runs
 from neural_distill.errors import ConfigError
 from neural_distill.core.factories import resolve
 from neural_distill.run.loop_common import check_dataloader_section
@@ -69,7 +69,7 @@ def check_for_run(config, source, for_run=False, import_factories=False):
                                                                                  checkpoint)
                 if not os.path.isfile(path):
                     problems.append(f"{source}: model.{role}.checkpoint: file {path} not found")
-        elif for_run and (role == "student" or _needs_teacher(config)):
+        elif for_run and (role == "student" or _needs_teacher(config, base_dir)):
             problems.append(f"{source}: model.{role}: missing; `neural-distill run` builds the "
                             f"{role} from a 'module:attribute' or 'file.py:attribute' factory "
                             f"named here")
@@ -85,12 +85,10 @@ def check_for_run(config, source, for_run=False, import_factories=False):
     return [p for p in problems if p]
 
 
-def _needs_teacher(config):
+def _needs_teacher(config, base_dir):
     train = _section(config, "distillation.train")
-    criterion = train.get("criterion") or {}
-    # A run reading an offline teacher cache never builds the teacher.
-    cache_path = (train.get("teacher_cache") or {}).get("path")
-    return needs_teacher(criterion) and not cache_path
+    options = TeacherCacheOptions.from_section(train.get("teacher_cache"), base_dir)
+    return teacher_runs(train.get("criterion") or {}, options)
 
 
 def _dataset_problems(loader, where, base_dir, import_factories, for_run):

@@ -1,6 +1,6 @@
 """Durable runs: checkpoints of a built-in loop's run, resuming it, and nothing lost on a stop.
 
-A checkpoint (``checkpoints.py`` writes it atomically) holds everything that decides how the run
+A checkpoint (``run/checkpoints.py`` writes it atomically) holds everything that decides how the run
 continues: the student's weights, the criterion's (trained matchers), the optimizer's state, the
 run state (epoch, step, best score and best weights, running losses, history, every random
 generator), where the loop is in the data order (the generators' state at the start of the

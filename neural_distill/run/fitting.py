@@ -9,11 +9,10 @@ import os
 
 from neural_distill.run import checks
 from neural_distill.core import rng
-from neural_distill.criterion.registry import needs_teacher
 from neural_distill.criterion.specs import criterion_name_and_args
 from neural_distill.errors import DataError, ModelError
 from neural_distill.run.loop_common import epoch_range
-from neural_distill.teacher_cache.run_cache import offline_folder
+from neural_distill.teacher_cache.options import TeacherCacheOptions, teacher_runs
 
 
 def fit(run):
@@ -80,11 +79,16 @@ def _fit_builtin(run):
         run.builtin = False
 
 
+def cache_options(distiller):
+    """The run's ``distillation.train.teacher_cache``, paths read from the config's folder."""
+    return TeacherCacheOptions.from_section(distiller.conf.distillation.train.teacher_cache,
+                                            config_dir(distiller))
+
+
 def teacher_missing(distiller):
     """Whether the criterion needs teacher outputs that nothing will give: no teacher model
-    and no offline teacher cache (a user's loop may still pass ``teacher_output``)."""
-    return (not distiller.teachers and needs_teacher(distiller.criterion) and offline_folder(
-        distiller.conf.distillation.train.teacher_cache, config_dir(distiller)) is None)
+    and no written offline teacher cache (a user's loop may still pass ``teacher_output``)."""
+    return not distiller.teachers and teacher_runs(distiller.criterion, cache_options(distiller))
 
 
 def config_dataloader(distiller, section, adapter=None):

@@ -4,7 +4,7 @@
 experiment's public attributes (models, criterion, metric, dataloaders) when the run starts,
 keeps the run's position and results in a :class:`~neural_distill.run.state.RunState`, and
 writes the workspace. Its evaluation records and best-student keeping come from
-:class:`~neural_distill.run.results.RunResults`; ``fit()`` is driven by ``fitting.py``.
+:class:`~neural_distill.run.results.RunResults`; ``fit()`` is driven by ``run/fitting.py``.
 """
 
 import time
@@ -15,13 +15,13 @@ from neural_distill.run.durable import Durability, NoCheckpoints
 from neural_distill.errors import ModelError
 from neural_distill.run.evaluation import Evaluator, resolve_metric
 from neural_distill.events import Event, Hooks
-from neural_distill.run.fitting import build_criterion, config_dataloader, config_dir, teacher_missing
+from neural_distill.run.fitting import build_criterion, config_dataloader, teacher_missing
 from neural_distill.run.matcher_training import MatcherTraining
 from neural_distill.core.output_check import OutputCheck
 from neural_distill.run.results import RunResults
 from neural_distill.run.state import RunState
 from neural_distill.run.step import DistillationStep
-from neural_distill.teacher_cache.run_cache import build_run_cache, offline_folder
+from neural_distill.teacher_cache.run_cache import build_run_cache
 from neural_distill.run.workspace import Workspace
 
 
@@ -95,10 +95,9 @@ class RunLifecycle(RunResults):
         self.evaluator = Evaluator(adapter, metric, d.higher_is_better, self.state, d.logger)
         self.step = DistillationStep(adapter, d.criterion, d.teachers, d.teacher_weights,
                                      cache=build_run_cache(
-                                         d.conf.distillation.train.teacher_cache, adapter,
+                                         fitting.cache_options(d), adapter,
                                          d.criterion, d.teachers, d.teacher_weights,
-                                         self.workspace.file("teacher_cache"),
-                                         config_dir(d)),
+                                         self.workspace.file("teacher_cache")),
                                      matchers=self.matchers, output_check=self.output_check)
         self._epoch_started_at = time.perf_counter()
         self.started, self.ended = True, False
@@ -125,11 +124,9 @@ class RunLifecycle(RunResults):
         so the built-in loop or a user reading criterion.parameters() trains them), and the
         outputs are checked while they are eager (a compiled TensorFlow step cannot be)."""
         d = self.distiller
-        settings = d.conf.distillation.train.teacher_cache
         # A teacher cache promises one teacher pass per sample: its teachers are not run here
         # (cached criteria build no matchers, and the student's outputs are still checked).
-        cached = (settings.get("enabled") or offline_folder(settings, config_dir(d)) is not None
-                  ) and not d.criterion.needs_preparation
+        cached = fitting.cache_options(d).in_use and not d.criterion.needs_preparation
         teachers = [] if cached else d.teachers
         batch = d.adapter.first_batch(dataloader)
         checks.check_batch(d.adapter, d.student_model, batch)

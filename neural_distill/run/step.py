@@ -6,9 +6,9 @@ compute the loss here::
 
     teacher_output = teachers' (weighted) output      # unless the caller gives it, or the
                                                       # teacher cache has it
-    check the outputs against from_logits (once)     # output_check.py
+    check the outputs against from_logits (once)     # core/output_check.py
     kd_loss = criterion.distillation_loss(student_output, teacher_output)
-                                # through matcher_training.py in a run: matchers get trained
+                                # through run/matcher_training.py in a run: matchers get trained
     student_loss: one scalar tensor (checks.scalar_loss)
     loss = criterion.combine(student_loss, kd_loss)
     running.add(loss, student_loss, kd_loss, inputs)    # the epoch's running losses

@@ -15,6 +15,7 @@ cannot serve ``MSE`` (raw logit matching) or ``from_logits: false``.
 import numpy as np
 
 from neural_distill.errors import ConfigError
+from neural_distill.teacher_cache.options import TeacherCacheOptions
 
 COMPRESSIONS = ("none", "float16", "topk")
 # Residual mass below this is treated as this: keeps log r finite when the top k hold it all.
@@ -90,9 +91,12 @@ class TopKCodec:
         return {"compression": "topk", "top_k": self.k, "temperature": self.temperature}
 
 
-def build_codec(settings, temperature=None, kd_type=None, from_logits=True):
-    """The codec a ``teacher_cache`` section asks for, checked against the criterion."""
-    compression = settings.get("compression", "none")
+def build_codec(options, temperature=None, kd_type=None, from_logits=True):
+    """The codec ``options`` ask for (a TeacherCacheOptions, or a ``teacher_cache`` section as a
+    dict), checked against the criterion."""
+    if isinstance(options, dict):
+        options = TeacherCacheOptions.from_section(options, ".")
+    compression = options.compression
     if compression == "none":
         return DenseCodec("float32")
     if compression == "float16":
@@ -107,6 +111,6 @@ def build_codec(settings, temperature=None, kd_type=None, from_logits=True):
         if temperature is None:
             raise ConfigError("distillation.train.teacher_cache.compression: topk needs the "
                               "criterion's temperature")
-        return TopKCodec(settings.get("top_k", 4), temperature)
+        return TopKCodec(options.top_k, temperature)
     raise ConfigError(f"distillation.train.teacher_cache.compression: expected one of "
                       f"{list(COMPRESSIONS)}, got {compression!r}")

@@ -1,8 +1,6 @@
 """The cache of one run: built from ``distillation.train.teacher_cache`` for its criterion and
 teachers, and the conversions between the backend's tensors and the cache's NumPy arrays."""
 
-import os
-
 import numpy as np
 
 from neural_distill.criterion.catalog import CATALOG
@@ -33,24 +31,17 @@ def teacher_fingerprint(adapter, teachers, teacher_weights, codec, features=""):
     return fingerprint(arrays, extra=extra + (f";features {features}" if features else ""))
 
 
-def offline_folder(settings, base_dir):
-    path = settings.get("path")
-    if path is None:
-        return None
-    return path if os.path.isabs(path) else os.path.join(base_dir, path)
-
-
-def codec_for(settings, criterion):
-    return build_codec(settings, criterion.temperature,
+def codec_for(options, criterion):
+    return build_codec(options, criterion.temperature,
                        (criterion.loss_types or [None, None])[1],
                        criterion.from_logits is not False)
 
 
-def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spill_dir,
-                    base_dir):
-    """The run's TeacherCache, or None when the settings or the criterion rule it out."""
-    folder = offline_folder(settings, base_dir)
-    if not settings.get("enabled") and folder is None:
+def build_run_cache(options, adapter, criterion, teachers, teacher_weights, spill_dir):
+    """The run's TeacherCache (``options``: a TeacherCacheOptions), or None when the options
+    or the criterion rule it out."""
+    folder = options.offline_folder
+    if not options.in_use:
         return None
     spec = CATALOG.get(criterion.yaml_name)
     served = spec.teacher_cache if spec is not None else None
@@ -62,18 +53,18 @@ def build_run_cache(settings, adapter, criterion, teachers, teacher_weights, spi
             " and ".join(name for name, other in CATALOG.items() if other.teacher_cache))
         return None
     if served == "features":
-        return _features_cache(settings, adapter, criterion, teachers, teacher_weights,
+        return _features_cache(options, adapter, criterion, teachers, teacher_weights,
                                spill_dir, folder)
-    codec = codec_for(settings, criterion)
+    codec = codec_for(options, criterion)
     # Without teachers (an offline cache serving a run that has none) the cache's own
     # fingerprint is taken on trust; with them, it must match.
     mark = teacher_fingerprint(adapter, teachers, teacher_weights, codec) if teachers else None
-    return TeacherCache(codec, mark, max_bytes=settings["max_bytes"],
-                        spill_dir=spill_dir if settings.get("spill") else None,
-                        min_hit_rate=settings["min_hit_rate"], offline_folder=folder)
+    return TeacherCache(codec, mark, max_bytes=options.max_bytes,
+                        spill_dir=spill_dir if options.spill else None,
+                        min_hit_rate=options.min_hit_rate, offline_folder=folder)
 
 
-def _features_cache(settings, adapter, criterion, teachers, teacher_weights, spill_dir, folder):
+def _features_cache(options, adapter, criterion, teachers, teacher_weights, spill_dir, folder):
     """A cache of the teachers' logits and captured features (online, dense)."""
     name = criterion.yaml_name
     if folder is not None:
@@ -81,13 +72,13 @@ def _features_cache(settings, adapter, criterion, teachers, teacher_weights, spi
                           f"teachers' logits only, and {name} needs their "
                           f"intermediate features. Set path to null (and enabled: true) to "
                           f"cache them during the run.")
-    if settings.get("compression", "none") != "none":
+    if options.compression != "none":
         raise ConfigError(f"distillation.train.teacher_cache.compression: the teachers' "
                           f"features of {name} are cached as they are; use "
-                          f"compression: none (got {settings.get('compression')!r}).")
+                          f"compression: none (got {options.compression!r}).")
     codec = DenseCodec("float32")
     mark = teacher_fingerprint(adapter, teachers, teacher_weights, codec,
                                features=criterion.teacher_features_key())
-    return TeacherCache(codec, mark, max_bytes=settings["max_bytes"],
-                        spill_dir=spill_dir if settings.get("spill") else None,
-                        min_hit_rate=settings["min_hit_rate"], features=True)
+    return TeacherCache(codec, mark, max_bytes=options.max_bytes,
+                        spill_dir=spill_dir if options.spill else None,
+                        min_hit_rate=options.min_hit_rate, features=True)

@@ -102,6 +102,7 @@ def test_parts_round_trip_in_their_own_dtype_and_features_without_batch_axis_sto
 
 
 def test_tensorflow_feature_criteria_get_a_features_cache_and_self_distillation_none(caplog):
+    from neural_distill.teacher_cache.options import TeacherCacheOptions
     from neural_distill.teacher_cache.run_cache import build_run_cache
 
     class Adapter:
@@ -121,9 +122,9 @@ def test_tensorflow_feature_criteria_get_a_features_cache_and_self_distillation_
     class SelfCriterion:
         yaml_name = "SelfKnowledgeDistillationLoss"
 
-    settings = {"enabled": True, "max_bytes": 1 << 20, "min_hit_rate": 0.05}
-    cache = build_run_cache(settings, Adapter(), Criterion(), [object()], None, None, ".")
+    settings = TeacherCacheOptions(enabled=True, max_bytes=1 << 20, min_hit_rate=0.05)
+    cache = build_run_cache(settings, Adapter(), Criterion(), [object()], None, None)
     assert cache is not None and cache.features
     with caplog.at_level(logging.WARNING, logger="neural_distill"):
-        assert build_run_cache(settings, Adapter(), SelfCriterion(), [], None, None, ".") is None
+        assert build_run_cache(settings, Adapter(), SelfCriterion(), [], None, None) is None
     assert "not served by the cache" in caplog.text and "the cache is off" in caplog.text

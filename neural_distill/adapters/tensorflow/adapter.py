@@ -50,7 +50,6 @@ class TensorflowAdapter(BackendAdapter):
     name = "tensorflow"
     criterion_example = "TensorflowKnowledgeDistillationLoss"
     # Keras 3 saves weights only to files with this suffix.
-    checkpoint_suffix = ".weights.h5"
     state_suffix = ".ckpt"
 
     # ---------------------------------------------------------------- devices

@@ -29,7 +29,6 @@ class _TeacherState:
 
 class TorchAdapter(BackendAdapter):
     name = "torch"
-    checkpoint_suffix = ".pt"
     state_suffix = ".pt"
     criterion_example = "PyTorchKnowledgeDistillationLoss"
 
