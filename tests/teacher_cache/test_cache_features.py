@@ -10,8 +10,8 @@ import torch
 from neural_distill import Distillation
 from neural_distill.errors import ConfigError
 from neural_distill.teacher_cache import DenseCodec, TeacherCache
-from tests.helpers import (assert_states_identical, base_config, make_blobs, state_arrays,
-                           tensor_loader, tiny_mlp, trained_teacher)
+from tests.helpers import (assert_states_identical, base_config, state_arrays, tensor_loader,
+                           tiny_mlp)
 from tests.teacher_cache.test_cache_torch import CountingTeacher
 
 # Hidden features 16 (student) -> 32 (teacher): a learned Linear matcher; logits as they are,
@@ -30,12 +30,6 @@ def _distiller(workspace, teacher, loader, mappings=MAPPINGS, epochs=3, **cache)
     distiller.teacher_model = teacher
     distiller.train_dataloader = loader
     return distiller
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, y = make_blobs(n=96)
-    return x, y, trained_teacher(x, y)
 
 
 def test_feature_kd_cached_trains_bit_identically_and_runs_the_teacher_once(workspace, data):

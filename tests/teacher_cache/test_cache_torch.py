@@ -36,12 +36,6 @@ def _distiller(workspace, teacher, loader, epochs=3, **cache):
     return distiller
 
 
-@pytest.fixture(scope="module")
-def data():
-    x, y = make_blobs(n=96)
-    return x, y, trained_teacher(x, y)
-
-
 def test_dense_cache_trains_bit_identically_and_runs_the_teacher_once(workspace, data):
     x, y, teacher = data
     before = state_arrays(teacher)

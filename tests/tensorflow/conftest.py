@@ -3,6 +3,8 @@ and single-threaded reductions make runs bit-reproducible)."""
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 try:
@@ -24,3 +26,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings",
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Blobs to train on and to evaluate with: ``(x, y, x_eval, y_eval)``."""
+    from tests.helpers import make_blobs
+
+    return (*make_blobs(n=192, seed=0), *make_blobs(n=96, seed=5))

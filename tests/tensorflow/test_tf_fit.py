@@ -9,18 +9,10 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from helpers import make_blobs  # noqa: E402
 from neural_distill import Distillation  # noqa: E402
 from neural_distill.events import HOOK_NAMES  # noqa: E402
 from tf_helpers import (accuracy, assert_same_weights, dataset, functional_cnn,  # noqa: E402
                         mlp, tf_config, train_plain, weights_of)
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, y = make_blobs(n=192, seed=0)
-    x_eval, y_eval = make_blobs(n=96, seed=5)
-    return x, y, x_eval, y_eval
 
 
 @pytest.fixture(scope="module")

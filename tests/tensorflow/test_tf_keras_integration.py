@@ -6,20 +6,12 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from helpers import make_blobs  # noqa: E402
 from neural_distill import ModelError  # noqa: E402
 from neural_distill.criterion import (  # noqa: E402
     TensorflowIntermediateLayersKnowledgeDistillationLoss, TensorflowKnowledgeDistillationLoss)
 from neural_distill.integrations.keras import DistillationModel  # noqa: E402
 from tf_helpers import (accuracy, assert_same_weights, mlp, train_plain,  # noqa: E402
                         weights_of)
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, y = make_blobs(n=192, seed=0)
-    x_eval, y_eval = make_blobs(n=96, seed=5)
-    return x, y, x_eval, y_eval
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,10 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from helpers import NUM_CLASSES, NUM_FEATURES, make_blobs  # noqa: E402
+from helpers import NUM_CLASSES, NUM_FEATURES  # noqa: E402
 from neural_distill.criterion import TensorflowKnowledgeDistillationLoss  # noqa: E402
 from neural_distill.integrations.keras import DistillationModel  # noqa: E402
 from tf_helpers import accuracy, mlp, tf_config, train_plain  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, y = make_blobs(n=192, seed=0)
-    x_eval, y_eval = make_blobs(n=96, seed=5)
-    return x, y, x_eval, y_eval
 
 
 @pytest.fixture(scope="module")
