@@ -31,6 +31,7 @@ _LAZY = {
     "metric": ("neural_distill.metrics", None),  # the documents import it under this name too
     "objectives": ("neural_distill.objectives", None),
     "common": ("neural_distill.common", None),  # from neural_distill import Distillation, common
+    "write_offline_cache": ("neural_distill.commands.cache_teacher", "write_offline_cache"),
 }
 
 

@@ -21,7 +21,8 @@ LAYERS = [
     ("criterion", ["criterion", "teacher_cache", "run.state", "run.workspace",
                    "run.checkpoints", "run.loop_common"]),
     ("backends", ["adapters"]),
-    ("experiment", ["run", "distillation", "training", "report", "commands", "common"]),
+    ("experiment", ["run", "distillation", "training", "report", "commands", "common",
+                    "cache_teacher"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 
