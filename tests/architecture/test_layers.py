@@ -18,16 +18,20 @@ LAYERS = [
     ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
                     "metrics", "objectives", "outputs", "rng", "tensorboard_events", "process",
                     "version", "strict_attributes", "output_check", "saving", "run_record",
-                    "exports"]),
+                    "exports",
+                    # compat/: each module in the layer of what it uses (docs/migrating.md)
+                    "compat", "compat.shapes"]),
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
     ("config", ["config", "criterion.catalog"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
                    "teacher_cache", "common", "checks"]),
-    ("backends", ["adapters"]),
+    ("backends", ["adapters", "compat.inc_criterion"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
                     "fitting", "results",  # split from lifecycle: fit() driver, best student
-                    "durable", "cache_teacher", "report", "validate_run", "matcher_training"]),
-    ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
+                    "durable", "cache_teacher", "report", "validate_run", "matcher_training",
+                    "compat.inc_training"]),
+    ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__",
+                      "compat.itrex"]),
 ]
 
 
