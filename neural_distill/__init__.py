@@ -31,6 +31,9 @@ _LAZY = {
     "metric": ("neural_distill.metrics", None),  # the documents import it under this name too
     "objectives": ("neural_distill.objectives", None),
     "common": ("neural_distill.common", None),  # from neural_distill import Distillation, common
+    # ITREX's names (intel_extension_for_transformers.transformers), docs/migrating.md.
+    "DistillationCriterionMode": ("neural_distill.compat.itrex", "DistillationCriterionMode"),
+    "OptimizedModel": ("neural_distill.compat.itrex", "OptimizedModel"),
 }
 
 
