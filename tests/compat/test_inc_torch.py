@@ -404,3 +404,74 @@ def test_distillation_intermediate_layers_config_node(blobs, teacher):
         distillation_criterion_conf.config.IntermediateLayersKnowledgeDistillationLoss \
             .loss_types = ["L1", "BAD"]
     assert distillation_criterion_conf.loss_types == ["L1", "MSE"]
+
+
+FAKE_YAML_2 = """
+model:
+    name: imagenet_distillation
+    framework: pytorch
+
+distillation:
+    train:
+        start_epoch: 0
+        end_epoch: 2
+        iteration: 3
+        optimizer:
+            SGD:
+                learning_rate: 0.001
+        criterion:
+            IntermediateLayersKnowledgeDistillationLoss:
+                layer_mappings: [
+                    ['0', ],
+                    [['0', ''], ['0', '0']],
+                                    ]
+                loss_types: ['KL', 'MSE']
+                loss_weights: [0.5, 0.5]
+        dataloader:
+            batch_size: 8
+            dataset:
+                dummy:
+                    shape: [32, 8]
+                    label: True
+                    num_classes: 3
+evaluation:
+    accuracy:
+        metric:
+            topk: 1
+        dataloader:
+            batch_size: 8
+            dataset:
+                dummy:
+                    shape: [32, 8]
+                    label: True
+                    num_classes: 3
+tuning:
+    workspace:
+        path: {workspace}
+"""
+
+
+def test_distillation_intermediate_layers_usr_cfg(workspace, teacher):
+    from neural_distill import Distillation, common
+    from neural_distill.config import DistillationConf
+
+    with open("fake_2.yaml", "w", encoding="utf-8") as f:
+        f.write(FAKE_YAML_2.replace("{workspace}", workspace))
+    calls = []
+
+    def first_16(x):
+        calls.append(tuple(x.shape))
+        return x[:, :16, ...]
+
+    conf = DistillationConf("fake_2.yaml")
+    conf.usr_cfg.distillation.train.criterion.IntermediateLayersKnowledgeDistillationLoss \
+        .layer_mappings[1][1][-1] = first_16
+    distiller = Distillation(conf)
+    distiller.student_model = common.Model(tiny_mlp(seed=0))
+    distiller.teacher_model = common.Model(copy.deepcopy(teacher))
+    print("student model: {}".format(distiller.student_model))
+    model = distiller.fit()
+
+    assert isinstance(model, common.Model) and isinstance(model.model, nn.Sequential)
+    # The teacher's 32-unit layer went through the process set on usr_cfg at every step.
+    assert calls and {shape[1] for shape in calls} == {32}

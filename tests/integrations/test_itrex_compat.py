@@ -63,9 +63,10 @@ def dataset():
 
 
 def args(tmp_path):
-    return TrainingArguments(output_dir=str(tmp_path / "tmp_trainer"), per_device_train_batch_size=8,
-                             num_train_epochs=1, learning_rate=1e-3, report_to=[], use_cpu=True,
-                             save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=3)
+    return TrainingArguments(output_dir=str(tmp_path / "tmp_trainer"),
+                             per_device_train_batch_size=8, num_train_epochs=1, learning_rate=1e-3,
+                             report_to=[], use_cpu=True, save_strategy="no",
+                             logging_strategy="no", disable_tqdm=True, seed=3)
 
 
 def test_fx_model_distil(models, dataset, tmp_path):
