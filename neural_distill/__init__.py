@@ -31,6 +31,8 @@ _LAZY = {
     "metric": ("neural_distill.metrics", None),  # the documents import it under this name too
     "objectives": ("neural_distill.objectives", None),
     "common": ("neural_distill.common", None),  # from neural_distill import Distillation, common
+    # INC 1.x's `from neural_compressor import conf` (the same object as neural_distill.config's).
+    "conf": ("neural_distill.config.inc_conf", "conf"),
     # ITREX's names (intel_extension_for_transformers.transformers), docs/migrating.md.
     "DistillationCriterionMode": ("neural_distill.compat.itrex", "DistillationCriterionMode"),
     "OptimizedModel": ("neural_distill.compat.itrex", "OptimizedModel"),

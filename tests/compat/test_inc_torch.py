@@ -105,7 +105,8 @@ def test_distillation_with_the_module_level_conf(inc_conf, fake_yaml, workspace,
 
     from neural_distill.config import conf
 
-    assert conf is inc_conf
+    import neural_distill
+    assert conf is inc_conf is neural_distill.conf  # INC 1.x: `from neural_compressor import conf`
     conf.model.framework = "pytorch"
     conf.distillation.train.end_epoch = 3
     conf.distillation.train.iteration = 10
