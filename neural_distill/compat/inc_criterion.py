@@ -50,11 +50,14 @@ class IncCriterionMethods:
         """Model outputs and targets as the criterion's tensors (the Keras one takes lists)."""
         return value
 
+    def _inc_skips_teacher(self):
+        """INC ran no teacher when the distillation weight was 0 (logit criteria only)."""
+        return False
+
     def teacher_model_forward(self, input, teacher_model=None, device=None):
         """The teacher's output for ``input`` (no gradient, inference mode), also kept as
         ``self.teacher_outputs``; None for ``input=None`` or a zero distillation weight."""
-        weights = getattr(self, "loss_weights", None)
-        if input is None or (weights is not None and len(weights) == 2 and weights[1] <= 0):
+        if input is None or self._inc_skips_teacher():
             return None
         model = unwrap(teacher_model) if teacher_model is not None else self.teacher_model
         if model is None:
@@ -89,4 +92,37 @@ class IncCriterionMethods:
                                                                         teacher_outputs))
 
 
-__all__ = ["IncCriterionMethods"]
+class IncLogitCriterionMethods(IncCriterionMethods):
+    """The logit criteria's INC methods (``KnowledgeDistillationLoss``)."""
+
+    def _inc_skips_teacher(self):
+        return self.loss_weights[1] <= 0
+
+
+class IncFeatureCriterionMethods(IncCriterionMethods):
+    """INC's ``IntermediateLayersKnowledgeDistillationLoss`` used directly: built with both
+    models it hooks their mapped layers at once (INC did it in its constructor), so the
+    teacher's and the student's forwards record the features that ``loss_cal()`` compares.
+
+    Feature matchers are built at the first ``loss_cal()`` when shapes differ: add
+    ``criterion.parameters()`` to the optimizer after that call (a warning says so).
+    """
+
+    def _set_inc_models(self, student_model=None, teacher_model=None):
+        super()._set_inc_models(student_model, teacher_model)
+        if self.student_model is not None and self.teacher_model is not None:
+            self.attach(self.student_model, [self.teacher_model])
+
+    def loss_cal(self, *unused):
+        """The weighted feature terms of the forwards since the last call."""
+        return self.distillation_loss()
+
+    def loss_cal_sloss(self, student_outputs, teacher_outputs, student_loss):
+        """The feature terms, plus ``student_loss`` when ``add_origin_loss``."""
+        return self.combine(student_loss, self.distillation_loss())
+
+    def remove_all_hooks(self):
+        self.detach()
+
+
+__all__ = ["IncCriterionMethods", "IncLogitCriterionMethods", "IncFeatureCriterionMethods"]

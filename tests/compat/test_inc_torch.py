@@ -6,6 +6,7 @@ Models and data are tiny stand-ins for INC's ResNets on dummy ImageNet batches.
 """
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -476,3 +477,38 @@ def test_distillation_intermediate_layers_usr_cfg(workspace, teacher):
     assert isinstance(model, common.Model) and isinstance(model.model, nn.Sequential)
     # The teacher's 32-unit layer went through the process set on usr_cfg at every step.
     assert calls and {shape[1] for shape in calls} == {32}
+
+
+def test_intermediate_layers_criterion_driven_by_a_loop(blobs, teacher):
+    from neural_distill.common.criterion import (
+        PyTorchIntermediateLayersKnowledgeDistillationLoss)
+
+    x, y, _, _ = blobs
+    student_model = tiny_mlp(seed=0)
+    teacher_model = copy.deepcopy(teacher)
+    # INC's form: both models given to the criterion, which hooks the mapped layers at once.
+    criterion = PyTorchIntermediateLayersKnowledgeDistillationLoss(
+        layer_mappings=[["2"]], loss_types=["MSE"], loss_weights=[1.0], add_origin_loss=True,
+        student_model=student_model, teacher_model=teacher_model)
+    ce = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(student_model.parameters(), lr=0.002)
+    losses = []
+    batches = [batch for _ in range(4) for batch in tensor_loader(x, y, batch_size=64)]
+    for image, target in batches:
+        teacher_output = criterion.teacher_model_forward(image)
+        output = student_model(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "matchers created at the first step": identity
+            loss = criterion.loss_cal_sloss(output, teacher_output, ce(output, target))
+        if not losses:
+            s, t = output.detach().numpy(), teacher_output.numpy()
+            assert loss.item() == pytest.approx(
+                ref.feature("MSE", s, t) + ref.student_term("CE", s, target.numpy()), rel=1e-5)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(p.grad is None for p in teacher_model.parameters())
+    criterion.remove_all_hooks()
+    assert not student_model[2]._forward_hooks and not teacher_model[2]._forward_hooks

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from neural_distill.compat.inc_criterion import IncCriterionMethods
+from neural_distill.compat.inc_criterion import IncLogitCriterionMethods
 from neural_distill.compat.shapes import same_but_leading_ones, warn_reshaped
 from neural_distill.criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
                               KnowledgeDistillationSpec, SelfDistillationSpec)
@@ -67,7 +67,7 @@ class _Criterion:
                 variable.assign(handle[variable.path][()])
 
 
-class TensorflowKnowledgeDistillationLoss(IncCriterionMethods, KnowledgeDistillationSpec,
+class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistillationSpec,
                                           _Criterion):
     """Logit distillation for Keras models; the arguments and the math are
     :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).

@@ -5,7 +5,8 @@ import warnings
 
 import torch
 
-from neural_distill.compat.inc_criterion import IncCriterionMethods
+from neural_distill.compat.inc_criterion import (IncFeatureCriterionMethods,
+                                                  IncLogitCriterionMethods)
 from neural_distill.compat.shapes import same_but_leading_ones, warn_reshaped
 from neural_distill.criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
                               SelfDistillationSpec)
@@ -26,7 +27,7 @@ def _student_term(loss_fn, student_output, labels, from_logits):
     return torch_checks.student_loss(loss_fn, logits, labels, from_logits)
 
 
-class PyTorchKnowledgeDistillationLoss(IncCriterionMethods, KnowledgeDistillationSpec,
+class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistillationSpec,
                                        torch.nn.Module):
     """Logit distillation for PyTorch models; the arguments and the math are
     :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
@@ -80,25 +81,29 @@ class _FeatureStudentLoss:
         return _student_term(losses.label_cross_entropy, student_output, labels, True)
 
 
-class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureStudentLoss,
+class PyTorchIntermediateLayersKnowledgeDistillationLoss(IncFeatureCriterionMethods,
+                                                         _FeatureStudentLoss,
                                                          IntermediateLayersSpec,
                                                          torch.nn.Module):
     """Intermediate-layer distillation: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``.
 
     ``M_i`` are feature matchers, created on the first batch (identity, Linear or 1x1 conv)
     and trained with the student; they are this criterion's parameters, not the student's.
-    See ``neural_distill.config.layer_mappings`` for the mapping forms.
+    See ``neural_distill.config.layer_mappings`` for the mapping forms. Built with
+    ``student_model`` and ``teacher_model``, it is ready for INC's direct use
+    (``compat/inc_criterion.py``).
     """
 
     capture_class = FeatureCapture
     select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=None):
+                 add_origin_loss=None, student_model=None, teacher_model=None):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
         self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
         self.matchers = torch.nn.ModuleList()
+        self._set_inc_models(student_model, teacher_model)
 
     def attach(self, student, teachers, teacher_keys=None):
         """Hook the mapped layers; raises one ModelError listing every unknown layer."""
