@@ -32,6 +32,11 @@ _LAZY = {
     "objectives": ("neural_distill.objectives", None),
     "common": ("neural_distill.common", None),  # from neural_distill import Distillation, common
     "write_offline_cache": ("neural_distill.commands.cache_teacher", "write_offline_cache"),
+    # INC 1.x's `from neural_compressor import conf` (the same object as neural_distill.config's).
+    "conf": ("neural_distill.config.inc_conf", "conf"),
+    # ITREX's names (intel_extension_for_transformers.transformers), docs/migrating.md.
+    "DistillationCriterionMode": ("neural_distill.compat.itrex", "DistillationCriterionMode"),
+    "OptimizedModel": ("neural_distill.compat.itrex", "OptimizedModel"),
 }
 
 

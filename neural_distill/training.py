@@ -39,6 +39,8 @@ from neural_distill.config.python_api import (DistillationConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
 from neural_distill.run.checks import scalar_loss
+# INC 1.13/1.14's prepare(conf, model, teacher_model) / fit(model, callbacks, ...), by that path.
+from neural_distill.compat.inc_training import TrainingCallbacks, fit, prepare  # noqa: F401
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.distillation import Distillation
 from neural_distill.errors import ConfigError, ModelError

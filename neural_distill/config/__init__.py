@@ -13,7 +13,12 @@ __all__ = ["DistillationConf", "DotDict", "load_config", "read_yaml", "validate"
            "DistillationConfig", "KnowledgeDistillationLossConfig",
            "IntermediateLayersKnowledgeDistillationLossConfig",
            "SelfKnowledgeDistillationLossConfig", "QuantizationAwareTrainingConfig",
-           "Criterion"]
+           "Criterion", "conf", "DefaultConf"]
+
+# Last, on purpose: the reference API's ``from neural_compressor.conf.config import conf`` is
+# the configuration object, so ``neural_distill.config.conf`` names it, not the module of
+# ``DistillationConf`` (still importable as ``from neural_distill.config.conf import ...``).
+from neural_distill.config.inc_conf import DefaultConf, conf  # noqa: E402
 
 
 def __getattr__(name):

@@ -34,6 +34,16 @@ _NAMES = {
 }
 
 
+def _known_name(name):
+    """ITREX's spellings: a ``DistillationCriterionMode`` member (its value is a YAML name) and
+    any letter case of a name (``"KNOWLEDGELOSS"``, ITREX's default)."""
+    name = getattr(name, "value", name)
+    if isinstance(name, str) and name not in _NAMES:
+        folded = {known.lower(): known for known in _NAMES}
+        return folded.get(name.lower(), name)
+    return name
+
+
 class Criterion:
     """The criterion of a distillation, in the reference documents' form.
 
@@ -61,9 +71,11 @@ class Criterion:
 
     def __init__(self, name=_KNOWLEDGE, temperature=None, loss_types=None,
                  loss_weight_ratio=None, layer_mappings=None, add_origin_loss=None):
+        name = _known_name(name)
         if not isinstance(name, str) or name not in _NAMES:
-            close = difflib.get_close_matches(str(name), list(_NAMES), 1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            folded = {known.lower(): known for known in _NAMES}
+            close = difflib.get_close_matches(str(name).lower(), list(folded), 1)
+            hint = f" Did you mean '{folded[close[0]]}'?" if close else ""
             raise ConfigError(f"Criterion: name: expected one of {{{', '.join(_NAMES)}}}, got "
                               f"{name!r}.{hint}")
         self.name = _NAMES[name]

@@ -13,6 +13,7 @@ import copy
 from neural_distill.criterion.catalog import CATALOG
 from neural_distill.errors import ConfigError
 from neural_distill.config.compression_schema import CRITERION, PYTHON_CRITERIA
+from neural_distill.config.inc_conf import config_view
 from neural_distill.config.loader import to_plain, validate
 from neural_distill.config.nodes import OneOf, Section
 from neural_distill.config.yaml_config import YamlConfig
@@ -63,6 +64,11 @@ class _CriterionConfig(YamlConfig):
     @loss_weight_ratio.setter
     def loss_weight_ratio(self, value):
         self.loss_weights = value
+
+    @property
+    def config(self):
+        """INC's node of the config: ``{<criterion name>: {argument: value}}``, live."""
+        return config_view(self)
 
     def arguments(self):
         """The criterion's arguments, defaults filled in (what the YAML section holds)."""

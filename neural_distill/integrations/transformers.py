@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
                                      "transformers") from exc
 
 from neural_distill.adapters import framework_of_config_name
+from neural_distill.compat.itrex import check_provider, checked_function, run_train_func
 from neural_distill.config.python_api import DistillationConfig
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.run.durable import restore_run
@@ -109,7 +110,8 @@ class DistillationMixin:
     _nd_run = None
 
     # ------------------------------------------------------------------ public
-    def distill(self, distillation_config, teacher_model=None, resume_from_checkpoint=None):
+    def distill(self, distillation_config, teacher_model=None, provider="inc", eval_func=None,
+                train_func=None, resume_from_checkpoint=None):
         """Train ``self.model`` with the teacher's knowledge; returns the trained student.
 
         Args:
@@ -118,13 +120,19 @@ class DistillationMixin:
                 the best student (``metrics``, or ``trainer.metrics``), optionally the teacher.
             teacher_model: the teacher, unless the config holds it: a ``torch.nn.Module``
                 (a list of them: their mean logits teach) taking the same inputs as the student.
+            provider: ITREX's choice of back end; ``"inc"``, the only one, is this package.
+            eval_func: ``eval_func(model) -> score`` (higher is better) picks the best student
+                at each epoch's end, in place of the metric.
+            train_func: ``train_func(model)`` trains in place of ``self.train()``; while it runs,
+                the trainer's ``compute_loss`` distills (so it may call ``self.train()``).
             resume_from_checkpoint: passed to ``train()``.
 
         Returns:
             ``trainer.model``, holding the best student by the metric (final one without).
         """
+        check_provider(type(self).__name__, provider)
         config = self._nd_checked_config(distillation_config, teacher_model)
-        metric = config.metrics
+        metric = None if eval_func is not None else config.metrics
         if metric is not None and self.eval_dataset is None:
             raise DataError(
                 "NLPTrainer.distill: a metric was given to pick the best student, but the "
@@ -139,6 +147,8 @@ class DistillationMixin:
         if metric is not None:
             metric = resolve_metric(distiller.metric, distiller.conf)
             distiller.eval_func = self._nd_evaluator(metric)
+        elif eval_func is not None:
+            distiller.eval_func = checked_function("eval_func", eval_func)
         callback = DistillationCallback(manager, uses_metric=metric is not None)
         saved = {name: getattr(self, name, None)
                  for name in ("model_accepts_loss_kwargs", "loss_is_scaled_for_ga")}
@@ -151,7 +161,10 @@ class DistillationMixin:
         try:
             callback.begin(_FirstBatch(self))
             self._nd_restore(manager, resume_from_checkpoint)
-            self.train(resume_from_checkpoint=resume_from_checkpoint)
+            if train_func is None:
+                self.train(resume_from_checkpoint=resume_from_checkpoint)
+            else:
+                run_train_func(manager, distiller, train_func, self.model)
         except BaseException:
             # A failed or interrupted run leaves neither the teacher in eval mode nor our
             # forward hooks on either model.
@@ -164,7 +177,7 @@ class DistillationMixin:
                 setattr(self, name, value)
         self.distillation_history = distiller.history
         self.distiller = distiller
-        if metric is not None and distiller.best_model is not None:
+        if (metric is not None or eval_func is not None) and distiller.best_model is not None:
             self.model.load_state_dict(distiller.best_model.state_dict())
         self.model.eval()
         return self.model

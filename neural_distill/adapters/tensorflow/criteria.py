@@ -18,6 +18,8 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from neural_distill.adapters.inc_criterion import IncLogitCriterionMethods
+from neural_distill.core.shapes import same_but_leading_ones, warn_reshaped
 from neural_distill.criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
                               KnowledgeDistillationSpec, SelfDistillationSpec)
 from neural_distill.errors import ModelError
@@ -61,14 +63,17 @@ class _Criterion:
                 variable.assign(handle[variable.path][()])
 
 
-class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion):
+class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistillationSpec,
+                                          _Criterion):
     """Logit distillation for Keras models; the arguments and the math are
     :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
+    ``student_model`` / ``teacher_model`` and INC's methods: ``adapters/inc_criterion.py``.
     """
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None):
+                 from_logits=None, student_model=None, teacher_model=None):
         self._configure(temperature, loss_types, loss_weights, from_logits)
+        self._set_inc_models(student_model, teacher_model)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
 
@@ -83,6 +88,9 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
     def distillation_loss(self, student_output, teacher_output):
         student = logits_of(student_output, "student output")
         teacher = logits_of(teacher_output, "teacher output")
+        if same_but_leading_ones(static_shape(student), static_shape(teacher)):
+            warn_reshaped(self, static_shape(student), static_shape(teacher))
+            teacher = tf.reshape(teacher, tf.shape(student))
         _check_same_shape(student, teacher)
         return self._kd_fn(student, tf.stop_gradient(teacher), self.temperature,
                            self.from_logits)

@@ -5,6 +5,9 @@ import warnings
 
 import torch
 
+from neural_distill.adapters.inc_criterion import (IncFeatureCriterionMethods,
+                                                  IncLogitCriterionMethods)
+from neural_distill.core.shapes import same_but_leading_ones, warn_reshaped
 from neural_distill.criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
                               SelfDistillationSpec)
 from neural_distill.errors import ModelError
@@ -24,15 +27,18 @@ def _student_term(loss_fn, student_output, labels, from_logits):
     return torch_checks.student_loss(loss_fn, logits, labels, from_logits)
 
 
-class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Module):
+class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistillationSpec,
+                                       torch.nn.Module):
     """Logit distillation for PyTorch models; the arguments and the math are
     :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
+    ``student_model`` / ``teacher_model`` and INC's methods: ``adapters/inc_criterion.py``.
     """
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None):
+                 from_logits=None, student_model=None, teacher_model=None):
         torch.nn.Module.__init__(self)
         self._configure(temperature, loss_types, loss_weights, from_logits)
+        self._set_inc_models(student_model, teacher_model)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
 
@@ -43,12 +49,21 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
     def distillation_loss(self, student_output, teacher_output):
         student = logits_of(student_output, "student output")
         teacher = logits_of(teacher_output, "teacher output")
+        if same_but_leading_ones(student.shape, teacher.shape):
+            warn_reshaped(self, student.shape, teacher.shape)
+            teacher = teacher.reshape(student.shape)
         if student.shape != teacher.shape:
+            # INC's criterion(output, target) gave the student loss; here the second
+            # argument is the teacher's output.
+            labels_hint = "" if teacher.is_floating_point() else (
+                " The second argument holds integers, like labels: the call is "
+                "criterion(student_output, teacher_output, labels=...); INC's "
+                "criterion(output, target) is criterion.loss_cal(output, target) here.")
             raise ModelError(
                 f"student output shape {tuple(student.shape)} and teacher output shape "
                 f"{tuple(teacher.shape)} disagree: logit distillation needs both models to "
                 f"predict the same classes. Check the models' last layers (or pass the right "
-                f"teacher_output to on_after_compute_loss).")
+                f"teacher_output to on_after_compute_loss).{labels_hint}")
         return self._kd_fn(student, teacher.detach(), self.temperature, self.from_logits)
 
     def forward(self, student_output, teacher_output, labels=None):
@@ -66,25 +81,29 @@ class _FeatureStudentLoss:
         return _student_term(losses.label_cross_entropy, student_output, labels, True)
 
 
-class PyTorchIntermediateLayersKnowledgeDistillationLoss(_FeatureStudentLoss,
+class PyTorchIntermediateLayersKnowledgeDistillationLoss(IncFeatureCriterionMethods,
+                                                         _FeatureStudentLoss,
                                                          IntermediateLayersSpec,
                                                          torch.nn.Module):
     """Intermediate-layer distillation: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``.
 
     ``M_i`` are feature matchers, created on the first batch (identity, Linear or 1x1 conv)
     and trained with the student; they are this criterion's parameters, not the student's.
-    See ``neural_distill.config.layer_mappings`` for the mapping forms.
+    See ``neural_distill.config.layer_mappings`` for the mapping forms. Built with
+    ``student_model`` and ``teacher_model``, it is ready for INC's direct use
+    (``adapters/inc_criterion.py``).
     """
 
     capture_class = FeatureCapture
     select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=None):
+                 add_origin_loss=None, student_model=None, teacher_model=None):
         torch.nn.Module.__init__(self)
         self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
         self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
         self.matchers = torch.nn.ModuleList()
+        self._set_inc_models(student_model, teacher_model)
 
     def attach(self, student, teachers, teacher_keys=None):
         """Hook the mapped layers; raises one ModelError listing every unknown layer."""
