@@ -1,0 +1,147 @@
+"""What ``neural-distill plan`` measures on PyTorch models: sizes, the memory of a training step
+and the teacher's share of its time, on a throwaway copy of nothing but the plan's own models.
+
+The models are the ones the plan built from the config's factories, so the optimizer steps
+taken here change nobody's weights; the teacher only runs forward, in eval mode, without
+gradients (it is never modified).
+"""
+
+import time
+
+import torch
+
+from neural_distill import batches
+from neural_distill.adapters.torch.adapter import ADAPTER
+from neural_distill.adapters.torch.optim import build_optimizer
+from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
+from neural_distill.adapters.torch.report import _EvalMode, bytes_on_disk, parameter_count
+
+
+def _bytes(tensors):
+    seen, total = set(), 0
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:  # tied weights (GPT-2's embedding and head) once
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
+def model_figures(model):
+    """Parameters, bytes in memory (parameters and buffers) and bytes on disk."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return {"parameters": parameter_count(model), "bytes_in_memory": _bytes(tensors),
+            "bytes_on_disk": bytes_on_disk(model)}
+
+
+def _optimizer_state_bytes(optimizer):
+    return _bytes(value for state in optimizer.state.values() for value in state.values()
+                  if isinstance(value, torch.Tensor) and value.dim() > 0)
+
+
+class _Step:
+    """One training step as the built-in loop takes it: teacher forward (no gradient), student
+    forward, the configured criterion, backward, optimizer step, gradients set to None."""
+
+    def __init__(self, teacher, student, criterion, optimizer):
+        self.teacher, self.student = teacher, student
+        self.criterion, self.optimizer = criterion, optimizer
+        self.teacher_seconds = 0.0
+
+    def __call__(self, batch):
+        inputs, labels = ADAPTER.split_batch(batch, "distillation.train.dataloader")
+        device = ADAPTER.model_device(self.student)
+        inputs = to_device(inputs, device)
+        labels = None if labels is None else to_device(torch.as_tensor(labels), device)
+        teacher_output = None
+        if self.teacher is not None:
+            start = time.perf_counter()
+            with _EvalMode(self.teacher), torch.no_grad():
+                teacher_output = call_model(self.teacher, inputs)
+            self.teacher_seconds += time.perf_counter() - start
+        student_output = call_model(self.student, inputs)
+        loss = self.criterion(student_output, teacher_output, labels)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return teacher_output
+
+
+def _profiled_peak(step, batch):
+    """Peak of the bytes the step allocates above what lives before it (torch's profiler
+    sees every CPU and GPU allocation and free of the c10 allocators, in order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, profile_memory=True) as prof:
+        step(batch)
+    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    records.sort(key=lambda e: e.start_ns())
+    current = peak = 0
+    for record in records:
+        current += record.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def _train_batches(loader, count):
+    taken = []
+    for batch in loader:
+        taken.append(batch)
+        if len(taken) == count:
+            break
+    return taken
+
+
+def measure(teacher, student, loader, criterion, optimizer_config, timed_batches=3):
+    """Sizes of both models, a step's memory and the teacher's share of the step time.
+
+    The first batch's step is a warm-up (it creates the optimizer state, as the first step of
+    a run does); the memory is profiled on the second step, the steady state every later step
+    repeats; ``timed_batches`` more steps are timed.
+    """
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    params += [p for p in getattr(criterion, "parameters", lambda: [])() if p.requires_grad]
+    optimizer = build_optimizer(optimizer_config, params)
+    step = _Step(teacher, student, criterion, optimizer)
+    taken = _train_batches(loader, 2 + timed_batches)
+    if not taken:
+        from neural_distill.errors import DataError
+
+        raise DataError("distillation.train.dataloader: no batches; the plan measures a "
+                        "training step on them")
+    teacher_output = step(taken[0])
+    peak = _profiled_peak(step, taken[min(1, len(taken) - 1)])
+    timed = taken[2:] or taken[:1]
+    step.teacher_seconds = 0.0
+    start = time.perf_counter()
+    for batch in timed:
+        step(batch)
+    step_seconds = time.perf_counter() - start
+    gradients = _bytes(params)
+    first_inputs = batches.first_inputs(ADAPTER, [taken[0]], "distillation.train.dataloader")
+    return {
+        "weights": _bytes(list(student.parameters()) + list(student.buffers())) + (
+            _bytes(list(teacher.parameters()) + list(teacher.buffers()))
+            if teacher is not None else 0),
+        "gradients": gradients,
+        "optimizer_state": _optimizer_state_bytes(optimizer),
+        # What the step allocates at its peak beyond the gradients it leaves behind.
+        "activations": max(peak - gradients, 0),
+        "step_peak": peak,
+        "batch_size": _batch_size(first_inputs),
+        "timed_batches": len(timed),
+        "step_seconds": step_seconds / len(timed),
+        "teacher_seconds": step.teacher_seconds / len(timed),
+        "teacher_output_shape": (list(logits_of(teacher_output, "teacher output").shape)
+                                 if teacher_output is not None else None),
+    }
+
+
+def _batch_size(inputs):
+    sizes = []
+    batches.map_inputs(lambda t: sizes.append(int(torch.as_tensor(t).shape[0])) or t, inputs)
+    return sizes[0] if sizes else None
