@@ -26,7 +26,8 @@ LAYERS = [
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",
                     "fitting", "results",  # split from lifecycle: fit() driver, best student
-                    "durable", "cache_teacher", "report", "validate_run", "matcher_training"]),
+                    "durable", "cache_teacher", "report", "validate_run", "matcher_training",
+                    "plan"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 
