@@ -178,8 +178,8 @@ def plan_lines(plan):
         lines.append(f"  {label:<40}{_size(memory[key]):>12}")
     timing = plan["time"]
     lines.append(f"step time: {timing['step_s'] * 1000:.3g} ms, teacher "
-                 f"{timing['teacher_s'] * 1000:.3g} ms ({timing['teacher_share']:.0%}), mean of "
-                 f"{timing['timed_batches']} batches")
+                 f"{timing['teacher_s'] * 1000:.3g} ms ({timing['teacher_share']:.0%}), the "
+                 f"median step of {timing['timed_batches']} batches")
     cache = plan["teacher_cache"]
     if cache["supported"]:
         total = _size(cache["bytes"]) if cache["bytes"] is not None else "unknown (no len)"

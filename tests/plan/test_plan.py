@@ -212,3 +212,33 @@ def test_memory_estimate_is_within_a_quarter_of_the_measured_peak(project, tmp_p
     measured = _one_step_peak(*builders, batch)
     print(f"{kind}: estimate {estimate / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB")
     assert abs(estimate - measured) <= 0.25 * measured, (estimate, measured)
+
+
+# ---------------------------------------------------------------------- command, advice
+def test_plan_command_prints_json(project, capsys):
+    import json
+
+    from neural_distill import cli
+
+    torch.set_num_threads(1)
+    assert cli.main(["plan", project(_mlp_config()), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert set(document["memory"]) == {"weights", "gradients", "optimizer_state", "activations",
+                                       "total"}
+    assert document["batch_size"] == 256 and document["training_samples"] == 1024
+    assert document["recommendation"]["threads"] == 1  # the config's threads: 1
+
+
+@pytest.mark.parametrize("share, epochs, size, cache_it, says", [
+    (0.6, 3, 1 << 20, True, "cache the teacher (teacher_cache.enabled: true)"),
+    (0.6, 3, 1 << 31, True, "cache the teacher offline"),
+    (0.1, 3, 1 << 20, False, "below 25%"),
+    (0.6, 1, 1 << 20, False, "one epoch"),
+])
+def test_recommendation_and_its_reason(share, epochs, size, cache_it, says):
+    from neural_distill.plan.build import _recommend
+
+    cache = {"supported": True, "bytes": size, "max_bytes": 1 << 30, "compression": "none"}
+    decided, threads, reasons = _recommend({"teacher_share": share}, cache, epochs, 2, 2)
+    assert decided is cache_it and threads == 2
+    assert says in reasons[0] and "as configured" in reasons[1]
