@@ -134,8 +134,13 @@ def make_plan(config, source, base_dir=None):
                if config.model.get("teacher") is not None else None)
     adapter = _framework(student)
     backend = import_framework_module(_MODULES[adapter.name], adapter.name)
+    device = adapter.resolve_device(config.get("device") or "cpu", f"{source}: device")
+    for model in (student, teacher):
+        if model is not None:
+            adapter.move_to_device(model, device)
     name, args = criterion_name_and_args(config.distillation.train.criterion)
     criterion = adapter.build_criterion(name, args)
+    adapter.move_to_device(criterion, device)
     loader = _train_loader(config, adapter, source, base_dir)
     train = config.distillation.train
     models = {"student": backend.model_figures(student)}
@@ -152,7 +157,8 @@ def make_plan(config, source, base_dir=None):
     epochs = _epochs(train)
     cache_it, threads, reasons = _recommend({"teacher_share": share}, cache, epochs, threads,
                                             config.get("threads"))
-    return {"config": source, "framework": adapter.name, "models": models,
+    return {"config": source, "framework": adapter.name, "device": str(device),
+            "models": models,
             "batch_size": measured["batch_size"], "memory": memory,
             "time": {"step_s": measured["step_seconds"], "teacher_s": measured["teacher_seconds"],
                      "teacher_share": share, "timed_batches": measured["timed_batches"]},
@@ -170,7 +176,8 @@ def plan_lines(plan):
         teacher = f"{models['teacher'][key]:,}" if "teacher" in models else "-"
         lines.append(f"{label:<34}{teacher:>14}{models['student'][key]:>14,}")
     memory = plan["memory"]
-    lines.append(f"training step memory (batch {plan['batch_size']}): {_size(memory['total'])}")
+    lines.append(f"training step memory on {plan['device']} (batch {plan['batch_size']}): "
+                 f"{_size(memory['total'])}")
     for key, label in (("weights", "weights (teacher and student)"),
                        ("gradients", "gradients (student)"),
                        ("optimizer_state", "optimizer state"),

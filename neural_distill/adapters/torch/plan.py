@@ -58,26 +58,37 @@ class _Step:
             start = time.perf_counter()
             with _EvalMode(self.teacher), torch.no_grad():
                 teacher_output = call_model(self.teacher, inputs)
+            _wait(device)
             self.teacher_seconds += time.perf_counter() - start
         student_output = call_model(self.student, inputs)
         loss = self.criterion(student_output, teacher_output, labels)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        _wait(device)
         return teacher_output
 
 
-def _profiled_peak(step, batch):
-    """Peak of the bytes the step allocates above what lives before it (torch's profiler
-    sees every CPU and GPU allocation and free of the c10 allocators, in order)."""
+def _wait(device):
+    """GPU work is asynchronous: a timer stops only after it finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _profiled_peak(step, batch, device):
+    """Peak of the bytes the step allocates on ``device`` above what lives before it (torch's
+    profiler sees every allocation and free of the c10 allocators, in order)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities, profile_memory=True) as prof:
         step(batch)
-    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    wanted = str(device.type).lower()
+    # On a GPU the step's host allocations (the batch, Python-side tensors) are another pool.
+    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+               and str(getattr(e, "device_type", lambda: wanted)()).lower().endswith(wanted)]
     records.sort(key=lambda e: e.start_ns())
     current = peak = 0
     for record in records:
@@ -120,7 +131,7 @@ def measure(teacher, student, loader, criterion, optimizer_config, timed_batches
     optimizer = build_optimizer(optimizer_config, params)
     step = _Step(teacher, student, criterion, optimizer)
     teacher_output = step(taken[0])
-    peak = _profiled_peak(step, taken[min(1, len(taken) - 1)])
+    peak = _profiled_peak(step, taken[min(1, len(taken) - 1)], ADAPTER.model_device(student))
     timed = taken[2:] or taken[:1]
     steps, teachers_s = [], []
     for batch in timed:
