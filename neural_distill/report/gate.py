@@ -44,7 +44,9 @@ _SYNTAX = re.compile(
     rf"\s*$")
 SYNTAX_HELP = ("expected FIGURE OP BOUND, e.g. 'agreement>=0.95', 'top1>=0.98*teacher.top1' or "
                "'latency_b1<=0.5*teacher.latency_b1' (OP: >= <= > <; BOUND: a number, a figure, "
-               "or a number times a figure)")
+               "or a number times a figure; FIGURE: the metric's name (e.g. top1) or metric, "
+               "ece, parameters, bytes, latency_b1, latency_bN, agreement, kl, "
+               "min_class_agreement, with teacher. for the teacher's value)")
 
 
 class Requirement:

@@ -114,3 +114,60 @@ def test_tiny_gpt2_outputs_become_valid_token_rows():
     log_s = s_logits[valid] - np.log(np.exp(s_logits[valid]).sum(1, keepdims=True))
     kl = (np.exp(log_t) * (log_t - log_s)).sum(1).mean()
     assert stats.mean_kl(t_rows, s_rows) == pytest.approx(kl, rel=1e-4)
+
+
+LM_FACTORIES = '''
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+def gpt(layers=1, seed=0):
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=32, n_head=2, vocab_size=40,
+                                      n_positions=16))
+
+class Padded(torch.utils.data.Dataset):
+    """Right-padded sequences of 6 to 12 tokens; padding labelled -100."""
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):
+        ids = torch.randint(0, 40, (12,), generator=torch.Generator().manual_seed(i))
+        mask = (torch.arange(12) < 6 + i % 7).long()
+        return {"input_ids": ids, "attention_mask": mask,
+                "labels": torch.where(mask == 1, ids, torch.full_like(ids, -100))}
+
+def padded():
+    return Padded()
+'''
+
+
+def test_report_of_a_language_model_run_is_per_token(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import yaml
+
+    from neural_distill.report import report
+
+    (tmp_path / "lm_factories.py").write_text(LM_FACTORIES, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = {"model": {"name": "lm", "student": "lm_factories.py:gpt",
+                        "teacher": {"factory": "lm_factories.py:gpt",
+                                    "kwargs": {"layers": 2, "seed": 1}}},
+              "evaluation": {"accuracy": {"metric": {"topk": 1}, "dataloader": {
+                  "batch_size": 4, "dataset": {"factory": {"name": "lm_factories.py:padded"}}}}}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    sys_path = __import__("sys").path
+    sys_path.insert(0, str(tmp_path))
+    try:
+        import lm_factories
+    finally:
+        sys_path.remove(str(tmp_path))
+    torch.save(lm_factories.gpt().state_dict(), run_dir / "best_student.pt")
+    figures = report(str(run_dir), config=str(tmp_path / "config.yaml"), repeats=1,
+                     latency_batch=2, echo=False, require=["agreement>=0", "kl>=0"])
+    lengths = [6 + i % 7 for i in range(8)]
+    assert figures["unit"] == "token" and figures["samples"] == sum(n - 1 for n in lengths)
+    assert "top-1 agreement (per token)" in figures.table
+    assert "mean KL(teacher||student) (per token)" in figures.table
+    assert figures.passed and 0 <= figures["student"]["top1"] <= 1
+    assert sum(c["samples"] for c in figures["per_class_agreement"].values()) == figures["samples"]
