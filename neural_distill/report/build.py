@@ -48,6 +48,11 @@ def _metric_factory(metric, config):
     return lambda: build_metric({"topk": 1})
 
 
+def metric_name(config):
+    """The name of the metric a report of a run with this (validated) config scores."""
+    return _metric_factory(None, config)().name
+
+
 def _score(make_metric, outputs, labels):
     metric = make_metric()
     metric.reset()

@@ -3,10 +3,13 @@ status (0 every requirement holds, 1 one failed, 2 one could not be read)."""
 
 import json
 import math
+import os
 import sys
 
+from neural_distill.config.loader import read_yaml, validate
+from neural_distill.errors import NeuralDistillError
 from neural_distill.report import gate
-from neural_distill.report.build import report
+from neural_distill.report.build import metric_name, report
 
 
 def _plain(value):
@@ -20,10 +23,23 @@ def _plain(value):
     return value
 
 
+def _check_names_early(requirements, run_dir, latency_batch):
+    """Names checked from the run's config alone: a typo costs no framework import and no
+    model build. A folder that is no run is left to the report, which says so."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not requirements or not os.path.isfile(path):
+        return
+    try:
+        config = validate(read_yaml(path), path)
+    except (NeuralDistillError, OSError, ValueError):
+        return
+    gate.check_names(requirements, metric_name(config), latency_batch)
+
+
 def run_report(args):
     try:
-        # Syntax first: a typo should not cost building and evaluating two models.
-        gate.parse_all(args.require)
+        # A typo should not cost building and evaluating two models.
+        _check_names_early(gate.parse_all(args.require), args.run_dir, args.batch_size)
         figures = report(args.run_dir, config=args.config, latency_batch=args.batch_size,
                          repeats=args.repeats, echo=not args.json, require=args.require)
     except gate.RequirementError as exc:
