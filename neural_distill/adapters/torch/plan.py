@@ -146,10 +146,11 @@ def measure(teacher, student, loader, criterion, optimizer_config, timed_batches
         criterion.detach()
     gradients = _bytes(params)
     first_inputs = batches.first_inputs(ADAPTER, [taken[0]], "distillation.train.dataloader")
+    owned = list(student.parameters()) + list(student.buffers())
+    owned += list(getattr(criterion, "parameters", lambda: [])())  # feature matchers
     return {
-        "weights": _bytes(list(student.parameters()) + list(student.buffers())) + (
-            _bytes(list(teacher.parameters()) + list(teacher.buffers()))
-            if teacher is not None else 0),
+        "weights": _bytes(owned) + (_bytes(list(teacher.parameters()) + list(teacher.buffers()))
+                                    if teacher is not None else 0),
         "gradients": gradients,
         "optimizer_state": _optimizer_state_bytes(optimizer),
         # What the step allocates at its peak beyond the gradients it leaves behind.
