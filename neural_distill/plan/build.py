@@ -14,6 +14,7 @@ on the plan's own copies to measure its memory, and three more are timed. Figure
 
 import os
 
+from neural_distill.criterion.registry import needs_teacher
 from neural_distill.criterion.specs import criterion_name_and_args
 from neural_distill.errors import ConfigError
 from neural_distill.frameworks import import_framework_module
@@ -141,6 +142,10 @@ def make_plan(config, source, base_dir=None):
     name, args = criterion_name_and_args(config.distillation.train.criterion)
     criterion = adapter.build_criterion(name, args)
     adapter.move_to_device(criterion, device)
+    if teacher is None and needs_teacher(criterion):
+        raise ConfigError(f"{source}: model.teacher: missing; {name} needs a teacher, and the "
+                          f"plan measures the step a run would take with it. Name the "
+                          f"teacher's factory under model.teacher")
     loader = _train_loader(config, adapter, source, base_dir)
     train = config.distillation.train
     models = {"student": backend.model_figures(student)}

@@ -242,3 +242,13 @@ def test_recommendation_and_its_reason(share, epochs, size, cache_it, says):
     decided, threads, reasons = _recommend({"teacher_share": share}, cache, epochs, 2, 2)
     assert decided is cache_it and threads == 2
     assert says in reasons[0] and "as configured" in reasons[1]
+
+
+def test_a_criterion_that_needs_a_teacher_without_one_is_a_config_error(project):
+    from neural_distill.errors import ConfigError
+    from neural_distill.plan import plan
+
+    config = _mlp_config()
+    del config["model"]["teacher"]
+    with pytest.raises(ConfigError, match="model.teacher: missing; KnowledgeDistillationLoss"):
+        plan(project(config))
