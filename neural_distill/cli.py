@@ -1,4 +1,4 @@
-"""Command line: neural-distill run | validate | report.
+"""Command line: neural-distill run | validate | report | plan | cache-teacher.
 
 Every user mistake (a bad config, a missing file, a model that does not fit) ends in one
 paragraph on stderr and exit status 1; anything else is a bug of ours (or of the factory code a
@@ -24,6 +24,8 @@ Knowledge distillation from a YAML experiment file.
   neural-distill validate CONFIG      check the file (add --for-run for what 'run' needs)
   neural-distill run CONFIG           train the student; prints a summary and the run folder
   neural-distill report RUN_FOLDER    teacher vs student: table, report.html, PNG plots
+                                      (--require EXPR: a fidelity gate for CI)
+  neural-distill plan CONFIG          sizes, step memory and time, cache advice; no training
   neural-distill cache-teacher CONFIG run the teacher once; later runs read its outputs
 
 'run' and 'validate --import' execute the Python factories the config names (model.student,
@@ -215,11 +217,15 @@ def cmd_cache_teacher(args):
 
 
 def cmd_report(args):
-    from neural_distill.report import report
+    from neural_distill.report.gate_cli import run_report
 
-    report(args.run_dir, config=args.config, latency_batch=args.batch_size,
-           repeats=args.repeats, echo=True)
-    return 0
+    return run_report(args)
+
+
+def cmd_plan(args):
+    from neural_distill.plan.command import run_plan
+
+    return run_plan(args, load_with_overrides(args.config, args.set, _option_overrides(args)))
 
 
 # ---------------------------------------------------------------------- parser
@@ -321,8 +327,24 @@ def build_parser():
     report.add_argument("--repeats", type=_positive_int, default=20,
                         help="timed forward passes per model and batch size (default 20)")
     report.add_argument("--threads", type=_positive_int, help="CPU threads for the framework")
+    report.add_argument("--require", action="append", metavar="EXPR",
+                        help="a requirement, e.g. 'agreement>=0.95' or 'top1>=0.98*teacher.top1' "
+                             "(repeatable; exit 1 when one fails, 2 when one is malformed)")
+    report.add_argument("--json", action="store_true",
+                        help="print the figures and the verdicts as JSON instead of the table")
     _common(report)
     report.set_defaults(func=cmd_report)
+
+    plan = commands.add_parser(
+        "plan", help="sizes, memory and time of a training step, before a run",
+        description="Build the models from the config's factories (no training) and print "
+                    "their sizes, a training step's memory, the teacher's share of a step's "
+                    "time, the teacher cache's size, and whether to cache the teacher.")
+    _config_options(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--threads", type=_positive_int, help="CPU threads for the framework")
+    _common(plan)
+    plan.set_defaults(func=cmd_plan)
     return parser
 
 

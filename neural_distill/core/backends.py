@@ -14,6 +14,7 @@ framework already has to be imported for one of its models to exist.
 """
 
 import importlib
+import importlib.util
 import sys
 from dataclasses import dataclass
 
@@ -40,6 +41,11 @@ class Backend:
             return importlib.import_module(self.packages[0])
         except ImportError as exc:
             raise FrameworkNotInstalledError(self.pretty, self.name) from exc
+
+    def has_module(self, concern):
+        """Whether this backend implements ``concern`` (a few, e.g. ``plan``, are not in every
+        backend yet); imports nothing."""
+        return importlib.util.find_spec(self.module_name(concern)) is not None
 
     def module(self, concern):
         """Our module ``adapters/<name>/<concern>.py``, naming the pip extra if the framework is

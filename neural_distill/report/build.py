@@ -8,16 +8,27 @@ from neural_distill.core.backends import backend_module
 from neural_distill.config.loader import validate
 from neural_distill.errors import ModelError
 from neural_distill.metrics import Metric, build_metric
-from neural_distill.report import html, plots, stats
+from neural_distill.report import gate, html, plots, stats, tokens
 from neural_distill.report.runs import LoadedRun, read_records
 
 
 
 class Report(dict):
-    """The figures of a report (a dict), with ``table`` (the printed text) and ``files``."""
+    """The figures of a report (a dict), with ``table`` (the printed text), ``files`` and
+    ``verdicts`` (one dict per requirement given: figure, value, op, bound, passed)."""
 
     table = ""
     files = ()
+    verdicts = ()
+
+    @property
+    def passed(self):
+        """Whether every requirement holds (True when none was given)."""
+        return all(v["passed"] for v in self.verdicts)
+
+    def failures(self):
+        """One line per failed requirement: figure, value and bound."""
+        return [gate.verdict_line(v, status=False) for v in self.verdicts if not v["passed"]]
 
 
 def _metric_factory(metric, config):
@@ -33,6 +44,11 @@ def _metric_factory(metric, config):
                            node=Section({"metric": OneOf(METRICS, "metric")}))
         return lambda: build_metric(checked["metric"])
     return lambda: build_metric({"topk": 1})
+
+
+def metric_name(config):
+    """The name of the metric a report of a run with this (validated) config scores."""
+    return _metric_factory(None, config)().name
 
 
 def _score(make_metric, outputs, labels):
@@ -69,7 +85,7 @@ def _fmt(value, kind):
 
 
 def report(run_dir=None, *, distiller=None, config=None, latency_batch=64, repeats=20,
-           bins=15, echo=True):
+           bins=15, echo=True, require=None):
     """Evaluate teacher and best student of a run and write its report into the run folder.
 
     Args:
@@ -82,9 +98,14 @@ def report(run_dir=None, *, distiller=None, config=None, latency_batch=64, repea
         repeats: timed forward passes per model and batch size (the median is reported).
         bins: confidence bins of the calibration figures.
         echo: print the table.
+        require: requirements such as ``"agreement>=0.95"`` or ``"top1>=0.98*teacher.top1"``
+            (``neural_distill.report.gate``); their verdicts are ``figures["requirements"]``
+            and ``figures.passed`` says whether all hold. A malformed one, or one naming no
+            figure, raises ``RequirementError`` before any model is evaluated.
 
-    Returns a :class:`Report`: the figures as a dict, ``.table`` and ``.files``.
+    Returns a :class:`Report`: the figures as a dict, ``.table``, ``.files``, ``.verdicts``.
     """
+    requirements = gate.parse_all(require)
     if run_dir is None and distiller is None:
         raise ModelError("report(): give a run folder or a distiller")
     run_dir, framework, student, teacher, loader, make_metric, conf = _sources(
@@ -93,8 +114,11 @@ def report(run_dir=None, *, distiller=None, config=None, latency_batch=64, repea
     if loader is None:
         raise ModelError("report(): no evaluation data. Set distiller.eval_dataloader or name a "
                          "dataset under evaluation.accuracy.dataloader")
-    t_out, labels = backend.outputs_and_labels(teacher, loader, "teacher")
-    s_out, _ = backend.outputs_and_labels(student, loader, "student")
+    gate.check_names(requirements, make_metric().name, latency_batch)
+    t_out, s_out, labels, sequence = tokens.gather(
+        backend.batch_outputs(teacher, loader, "teacher"),
+        backend.batch_outputs(student, loader, "student"),
+        causal_class=tokens.is_causal_lm_class(student) or tokens.is_causal_lm_class(teacher))
     metric_name, t_score = _score(make_metric, t_out, labels)
     _, s_score = _score(make_metric, s_out, labels)
     sample = backend.first_inputs(loader)
@@ -113,8 +137,23 @@ def report(run_dir=None, *, distiller=None, config=None, latency_batch=64, repea
         }
     figures["agreement"] = stats.agreement(t_out, s_out)
     figures["mean_kl_teacher_student"] = stats.mean_kl(t_out, s_out)
+    per_class = stats.per_class_agreement(t_out, s_out, labels)
+    figures["per_class_agreement"] = {str(c): {"samples": n, "agreement": a}
+                                      for c, (n, a) in per_class.items()}
+    # With a vocabulary of classes, a token id seen once swings from 0 to 1: rank those seen
+    # a few times when there are such.
+    floor = 5 if sequence and any(n >= 5 for n, _ in per_class.values()) else 1
+    figures["worst_classes"] = [{"class": c, "samples": n, "agreement": a}
+                                for c, n, a in stats.worst_classes(per_class, 5, floor)]
+    figures["min_class_agreement"] = (figures["worst_classes"][0]["agreement"]
+                                      if figures["worst_classes"] else float("nan"))
     figures["samples"] = int(len(labels))
+    figures["unit"] = "token" if sequence else "sample"
     figures["framework"] = framework
+    figures.verdicts = gate.evaluate(requirements, figures)
+    if requirements:
+        figures["requirements"] = figures.verdicts
+        figures["passed"] = figures.passed
     _write(figures, run_dir, conf, latency_batch, bins, t_out, s_out, labels, echo)
     return figures
 
@@ -129,8 +168,14 @@ def _rows(figures, latency_batch):
         key = f"latency_batch_{batch}_s"
         rows.append((f"latency, batch {batch} (ms, median)", _fmt(t[key], "ms"),
                      _fmt(s[key], "ms")))
-    pairs = [("top-1 agreement", _fmt(figures["agreement"], "f")),
-             ("mean KL(teacher||student)", _fmt(figures["mean_kl_teacher_student"], "f"))]
+    per_token = " (per token)" if figures.get("unit") == "token" else ""
+    pairs = [(f"top-1 agreement{per_token}", _fmt(figures["agreement"], "f")),
+             (f"mean KL(teacher||student){per_token}",
+              _fmt(figures["mean_kl_teacher_student"], "f"))]
+    worst = figures.get("worst_classes")
+    if worst:
+        pairs.append(("worst-agreeing classes", ", ".join(
+            f"{w['class']}: {w['agreement']:.2f} (n={w['samples']})" for w in worst)))
     return rows, pairs
 
 
@@ -168,6 +213,7 @@ def _write(figures, run_dir, conf, latency_batch, bins, t_out, s_out, labels, ec
                ("evaluation samples", figures["samples"]),
                ("latency", "median wall time of one forward pass in inference mode, on the "
                            "models' device, after two warm-up passes")]
+    details += [("requirement", gate.verdict_line(v)) for v in figures.verdicts]
     page = html.render(f"{model_name}: student vs teacher", rows, pairs, details, images, notes)
     html_path = os.path.join(run_dir, "report.html")
     with open(html_path, "w", encoding="utf-8") as handle:
@@ -177,6 +223,9 @@ def _write(figures, run_dir, conf, latency_batch, bins, t_out, s_out, labels, ec
         json.dump({k: v for k, v in figures.items()}, handle, indent=1)
     figures.files = (html_path, json_path, *files)
     figures.table = _table(rows, pairs)
+    if figures.verdicts:
+        figures.table += "\n" + "\n".join(
+            f"requirement: {gate.verdict_line(v)}" for v in figures.verdicts)
     if echo:
         print(figures.table)
         for note in notes:

@@ -70,3 +70,25 @@ def expected_calibration_error(outputs, labels, bins=15):
 
 def median_seconds(timings):
     return float(np.median(np.asarray(timings, dtype=np.float64)))
+
+
+def per_class_agreement(teacher_outputs, student_outputs, labels):
+    """{class: (samples, agreement)} over the labelled samples, grouped by their true class.
+
+    Agreement is the share of a class's samples on which the student's top class is the
+    teacher's; samples labelled -100 belong to no class.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    same = np.argmax(teacher_outputs, axis=1) == np.argmax(student_outputs, axis=1)
+    keep = labels != -100
+    labels, same = labels[keep], same[keep]
+    classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    agreeing = np.bincount(index, weights=same.astype(np.float64), minlength=len(classes))
+    return {int(c): (int(n), float(a / n)) for c, n, a in zip(classes, counts, agreeing)}
+
+
+def worst_classes(per_class, count=5, min_samples=1):
+    """The ``count`` classes with the lowest agreement (more samples first on a tie), among
+    those with at least ``min_samples`` samples, as (class, samples, agreement)."""
+    rows = [(c, n, a) for c, (n, a) in per_class.items() if n >= min_samples]
+    return sorted(rows, key=lambda row: (row[2], -row[1], row[0]))[:count]

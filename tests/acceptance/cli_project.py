@@ -36,26 +36,26 @@ FACTORIES = textwrap.dedent('''
 
 def config(epochs=3):
     return {
-        "model": {"name": "tiny", "student": {"factory": "core/factories.py:build_student",
+        "model": {"name": "tiny", "student": {"factory": "factories.py:build_student",
                                                "kwargs": {"width": 16}},
-                  "teacher": "core/factories.py:build_teacher"},
+                  "teacher": "factories.py:build_teacher"},
         "distillation": {"train": {
             "epoch": epochs, "progress_bar": False,
             "optimizer": {"Adam": {"learning_rate": 0.02}},
             "criterion": {"KnowledgeDistillationLoss": {
                 "temperature": 2.0, "loss_types": ["CE", "KL"], "loss_weights": [0.5, 0.5]}},
             "dataloader": {"batch_size": 32, "dataset": {"factory": {
-                "name": "core/factories.py:dataset", "kwargs": {"n": 256, "seed": 0}}}}}},
+                "name": "factories.py:dataset", "kwargs": {"n": 256, "seed": 0}}}}}},
         "evaluation": {"accuracy": {"metric": {"topk": 1}, "dataloader": {
             "batch_size": 64, "dataset": {"factory": {
-                "name": "core/factories.py:dataset", "kwargs": {"n": 128, "seed": 1}}}}}},
+                "name": "factories.py:dataset", "kwargs": {"n": 128, "seed": 1}}}}}},
         "tuning": {"random_seed": 0, "workspace": {"path": "runs"}},
     }
 
 
 def write(folder, epochs=3, **changes):
     """``folder/factories.py`` and ``folder/tiny.yaml``; returns the YAML path."""
-    (folder / "core/factories.py").write_text(FACTORIES, encoding="utf-8")
+    (folder / "factories.py").write_text(FACTORIES, encoding="utf-8")
     document = config(epochs)
     document.update(changes)
     path = folder / "tiny.yaml"

@@ -126,7 +126,7 @@ def test_version():
 
 
 def test_help_is_plain_text():
-    for args in ([], ["run"], ["validate"], ["report"]):
+    for args in ([], ["run"], ["validate"], ["report"], ["plan"]):
         result = _cli(*args, "--help", cwd=REPO)
         assert result.returncode == 0
         assert "`" not in result.stdout and "usage: neural-distill" in result.stdout

@@ -22,7 +22,7 @@ LAYERS = [
                    "run.checkpoints", "run.loop_common"]),
     ("backends", ["adapters"]),
     ("experiment", ["run", "distillation", "training", "report", "commands", "common",
-                    "cache_teacher", "compat"]),
+                    "cache_teacher", "compat", "plan"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 

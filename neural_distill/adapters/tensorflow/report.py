@@ -23,6 +23,22 @@ def outputs_and_labels(model, dataloader, what):
     return batches.logits_and_labels(ADAPTER, dataloader, logits_of_inputs)
 
 
+def batch_outputs(model, dataloader, what):
+    """Per batch: (logits, labels, attention_mask, input_ids) as NumPy arrays (None where the
+    batch has none); a sequence model's logits keep their [batch, seq, vocab] shape."""
+    results = []
+    for batch in dataloader:
+        inputs, labels = ADAPTER.split_batch(batch, "eval_dataloader")
+        output = model(model_input(to_tensor(inputs)), training=False)
+        logits = np.asarray(ADAPTER.to_numpy(logits_of(output, f"{what} output")),
+                            dtype=np.float32)
+        extra = [inputs.get(key) if isinstance(inputs, dict) else None
+                 for key in ("attention_mask", "input_ids")]
+        results.append((logits, *[None if v is None else np.asarray(ADAPTER.to_numpy(v))
+                                  for v in (labels, *extra)]))
+    return results
+
+
 def first_inputs(dataloader):
     return batches.first_inputs(ADAPTER, dataloader)
 

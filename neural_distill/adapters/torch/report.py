@@ -45,6 +45,24 @@ def outputs_and_labels(model, dataloader, what):
             return batches.logits_and_labels(ADAPTER, dataloader, logits_of_inputs)
 
 
+def batch_outputs(model, dataloader, what):
+    """Per batch: (logits, labels, attention_mask, input_ids) as NumPy arrays (None where the
+    batch has none); a sequence model's logits keep their [batch, seq, vocab] shape."""
+    device = _device(model)
+    results = []
+    with _EvalMode(model):
+        with torch.no_grad():
+            for batch in dataloader:
+                inputs, labels = ADAPTER.split_batch(batch, "eval_dataloader")
+                output = call_model(model, to_device(inputs, device))
+                logits = logits_of(output, f"{what} output").float().cpu().numpy()
+                extra = [inputs.get(key) if isinstance(inputs, dict) else None
+                         for key in ("attention_mask", "input_ids")]
+                results.append((logits, *[None if v is None else ADAPTER.to_numpy(v)
+                                          for v in (labels, *extra)]))
+    return results
+
+
 def first_inputs(dataloader):
     return batches.first_inputs(ADAPTER, dataloader)
 
