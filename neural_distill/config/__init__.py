@@ -8,12 +8,13 @@ from neural_distill.config.python_api import (
     DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
     KnowledgeDistillationLossConfig, QuantizationAwareTrainingConfig,
     SelfKnowledgeDistillationLossConfig)
+from neural_distill.config.pruning_configs import PrunerConfig, WeightPruningConfig
 
 __all__ = ["DistillationConf", "DotDict", "load_config", "read_yaml", "validate",
            "DistillationConfig", "KnowledgeDistillationLossConfig",
            "IntermediateLayersKnowledgeDistillationLossConfig",
            "SelfKnowledgeDistillationLossConfig", "QuantizationAwareTrainingConfig",
-           "Criterion"]
+           "Criterion", "WeightPruningConfig", "PrunerConfig"]
 
 
 def __getattr__(name):

@@ -20,7 +20,9 @@ LAYERS = [
                     "version", "strict_attributes", "output_check", "saving", "run_record",
                     "exports"]),
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
-    ("config", ["config", "criterion.catalog"]),
+    # pruning/: the neutral pruning schedule (config classes validate patterns with it) and
+    # prune_width, which reaches its framework code by name (frameworks.import_framework_module).
+    ("config", ["config", "criterion.catalog", "pruning"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
                    "teacher_cache", "common", "checks"]),
     ("backends", ["adapters"]),
