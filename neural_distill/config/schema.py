@@ -16,6 +16,7 @@ from schema import Optional as SchemaOptional
 from neural_distill.criterion.catalog import CATALOG, DEFAULT_CRITERION
 from neural_distill.config.criterion_args import flag, weight_list
 from neural_distill.config.nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
+from neural_distill.config.pruning_schema import PRUNING
 
 FRAMEWORKS = ("pytorch", "pytorch_fx", "pytorch_ipex", "tensorflow", "keras")
 _DEVICE = re.compile(r"^(cpu|gpu|cuda|auto|mps|cuda:\d+)$")
@@ -213,6 +214,8 @@ TOP_LEVEL = Section({
     # Unset, fit() leaves the framework's own setting alone (the CLI defaults to 'auto').
     "threads": Leaf(Or(None, "auto", integer(1)), "'auto' or an int >= 1"),
     "distillation": Section({"train": TRAIN}, default={}),
+    # Sparsity while distilling, INC's WeightPruningConfig keys (docs/pruning.md).
+    "pruning": PRUNING,
     "evaluation": Section({
         "accuracy": Section({
             "metric": OneOf(METRICS, "metric"),

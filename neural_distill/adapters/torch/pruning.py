@@ -153,6 +153,7 @@ class Pruner(Hooks):
                 logger.warning("%s: no layer to prune", group.where)
             self.groups.append((group, layers))
         self.step = 0
+        self._epoch = -1
         self._stepped = False
 
     @property
@@ -161,6 +162,7 @@ class Pruner(Hooks):
 
     # ------------------------------------------------------------------ hooks
     def on_epoch_begin(self, epoch):
+        self._epoch = epoch
         for group, layers in self.groups:
             if group.unit == "epoch" and group.due(epoch):
                 self._update(group, layers, epoch)
@@ -257,6 +259,12 @@ class Pruner(Hooks):
             return [0.0] * len(blocks)
         threshold = torch.kthvalue(flat, prune).values
         return [float((b <= threshold).float().mean()) for b in blocks]
+
+    def finished(self):
+        """Whether every group has reached its target (its last mask update is done)."""
+        return all(not layers or (self.step > group.end if group.unit == "step"
+                                  else self._epoch > group.end)
+                   for group, layers in self.groups)
 
     def sparsity(self):
         """``{layer: fraction of zero weights}`` of the pruned layers."""
