@@ -159,9 +159,14 @@ def cmd_run(args):
     distiller = Distillation(_as_conf(config, args.config))
     distiller.log_summary = False  # printed below, on stdout
     base_dir = os.path.dirname(os.path.abspath(args.config))
-    distiller.student_model = build_model(config, "student", args.config, base_dir)
+    teacher = None
     if config.model.get("teacher") is not None and not _reads_teacher_cache(config, base_dir):
-        distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
+        teacher = build_model(config, "teacher", args.config, base_dir)
+    distiller.student_model = build_model(
+        config, "student", args.config, base_dir, teacher=teacher,
+        calibration=_calibration(distiller, config, teacher))
+    if teacher is not None:
+        distiller.teacher_model = teacher
     _set_threads(args.threads)  # the factories may have imported torch just now
     distiller.fit()
     if not distiller.workspace.writes:
@@ -179,6 +184,17 @@ def cmd_run(args):
                                    getattr(distiller, "teacher_score", None), run_dir,
                                    f"neural-distill report {run_dir}")))
     return 0
+
+
+def _calibration(distiller, config, teacher):
+    """The training data a student cut from the teacher is calibrated on (None otherwise)."""
+    from neural_distill.adapters import adapter_for_model
+    from neural_distill.pruning.student import prune_spec
+
+    if prune_spec(config.model.get("student")) is None or teacher is None:
+        return None
+    return distiller.run.config_dataloader("distillation.train",
+                                           adapter_for_model(teacher, "model.teacher"))
 
 
 def _reads_teacher_cache(config, base_dir):

@@ -157,6 +157,12 @@ _MODEL_FACTORY = Or(And(str, lambda v: ":" in v), {
     SchemaOptional("kwargs"): Or(None, dict),
     SchemaOptional("checkpoint"): Or(None, str),
 })
+# model.student only: the teacher cut to `keep` of its widths (docs/pruning.md).
+_PRUNED_STUDENT = {"prune_from_teacher": {
+    "keep": And(Or(int, float), lambda v: not isinstance(v, bool) and 0 < v <= 1),
+    SchemaOptional("calibration_batches"): And(int, lambda v: not isinstance(v, bool) and v >= 1),
+    SchemaOptional("layers"): Or(None, [And(str, len)]),
+}}
 
 
 TRAIN = Section({
@@ -205,7 +211,9 @@ TOP_LEVEL = Section({
     "model": Section({
         "name": _text(default="distillation"),
         "framework": Leaf(Or(*FRAMEWORKS), f"one of {{{', '.join(FRAMEWORKS)}}}"),
-        "student": Leaf(_MODEL_FACTORY, "'module:attribute' or {factory, kwargs, checkpoint}"),
+        "student": Leaf(Or(_MODEL_FACTORY, _PRUNED_STUDENT),
+                        "'module:attribute', {factory, kwargs, checkpoint} or "
+                        "{prune_from_teacher: {keep: 0 < k <= 1, calibration_batches, layers}}"),
         "teacher": Leaf(_MODEL_FACTORY, "'module:attribute' or {factory, kwargs, checkpoint}"),
     }, default={}),
     "device": Leaf(lambda v: isinstance(v, str) and bool(_DEVICE.match(v)),

@@ -21,7 +21,8 @@ def prune_width(model, keep, calibration_data, layers=None):
         model: a ``torch.nn.Module``.
         keep: the fraction of each pruned width to keep, in (0, 1] (at least one unit stays).
         calibration_data: an iterable of batches (a DataLoader, a list of input tensors,
-            ``(inputs, labels)`` pairs or dicts of keyword inputs).
+            ``(inputs, labels)`` pairs or dicts of keyword inputs). None: units ranked by
+            weight norm instead (only for a copy whose weights are loaded from a checkpoint).
         layers: module paths of the widths to prune (the first layer of a pair, e.g.
             ``"net.0"`` or ``"transformer.h.0.mlp"``); None: every width that can be pruned.
 

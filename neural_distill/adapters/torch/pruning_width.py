@@ -125,6 +125,14 @@ def _batch_inputs(batch):
     return (batch,), {}
 
 
+def _outputs_norm(module):
+    weight = module.weight.detach().double()
+    conv1d = _conv1d_class()
+    if conv1d is not None and isinstance(module, conv1d):
+        weight = weight.t()
+    return weight.reshape(weight.shape[0], -1).norm(dim=1)
+
+
 def _measure(model, widths, calibration_data):
     def hook(width):
         def record(_module, inputs):
@@ -206,7 +214,12 @@ def prune_width(model, keep, calibration_data, layers=None):
         raise ModelError(f"prune_width: found no width to prune in "
                          f"{type(model).__qualname__}: it needs Linear/Conv pairs inside an "
                          f"nn.Sequential, or GPT-2/BERT blocks (docs/pruning.md)")
-    _measure(pruned, widths, calibration_data)
+    if calibration_data is None:
+        # Shapes only (a checkpoint's weights replace these): the producers' weight norms.
+        for width in widths:
+            width.importance = _outputs_norm(width.producer)
+    else:
+        _measure(pruned, widths, calibration_data)
     config = getattr(pruned, "config", None)
     for width in widths:
         kept = max(1, int(round(keep * width.units)))
