@@ -328,6 +328,8 @@ class CompressionManager(Dispatcher):
         """Write ``path/model<suffix>`` (the trained model's weights, fake-quantization state
         included) and ``path/compression.yaml`` (the configs). Returns ``path``."""
         os.makedirs(path, exist_ok=True)
+        for pruner in self.pruners:
+            pruner.apply()  # masks folded into the weights that are written
         adapter = self._adapter
         adapter.save_weights(self.model, os.path.join(path, "model" + adapter.checkpoint_suffix))
         try:
@@ -346,6 +348,8 @@ class CompressionManager(Dispatcher):
         file size and the bytes of the tensors it stores.
         """
         path = os.fspath(path)
+        for pruner in self.pruners:
+            pruner.apply()
         if self.qat is not None:
             return self.qat.export(path)
         if self._backend is None:

@@ -77,6 +77,12 @@ def test_inc_distillation_prune_oneshot(tmp_path, monkeypatch):
     assert bool(((w == 0).all(1) | (w != 0).all(1)).all())
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # teacher bit-identical
+    # Saved with the masks folded in: the file holds plain weights, as sparse.
+    manager.save(str(tmp_path / "saved"))
+    saved = torch.load(tmp_path / "saved" / "model.pt")
+    assert set(saved) == set(model.state_dict())
+    assert _zeros(saved["layer1.0.conv1.weight"]) == pytest.approx(0.64, abs=0.05)
+    assert "pruning:" in (tmp_path / "saved" / "compression.yaml").read_text()
 
 
 def test_prune_then_qat_keeps_zeros_in_the_int8_model(tmp_path, monkeypatch):
