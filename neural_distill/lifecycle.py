@@ -111,6 +111,8 @@ class RunLifecycle(RunResults):
                                      matchers=self.matchers, output_check=self.output_check)
         self._epoch_started_at = time.perf_counter()
         self.pruner = run_pruner(d.conf, adapter.name, d.student_model)
+        if self.pruner is not None and found is not None:
+            self.pruner.resume(self.state.global_step, self.state.epoch)
         self._sparse_best = False
         self.started, self.ended = True, False
 

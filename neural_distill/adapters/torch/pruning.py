@@ -156,6 +156,14 @@ class Pruner(Hooks):
         self._epoch = -1
         self._stepped = False
 
+    def resume(self, step, epoch):
+        """Continue a run restored from a checkpoint at ``step`` / ``epoch``: the schedule goes
+        on from there, and the zeros the checkpoint holds are the masks."""
+        self.step, self._epoch = step, epoch
+        if step > 0:
+            for layer in self.layers:
+                layer.mask = layer.weight.detach() != 0
+
     @property
     def layers(self):
         return [layer for _, layers in self.groups for layer in layers]
