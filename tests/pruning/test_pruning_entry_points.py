@@ -53,6 +53,19 @@ def test_yaml_pruning_section_in_the_builtin_loop(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
 
 
+def test_steps_are_optimizer_steps_under_gradient_accumulation(tmp_path):
+    x, y = make_blobs(n=64, dim=8, classes=4)
+    distiller = Distillation({
+        "distillation": {"train": {"epoch": 1, "gradient_accumulation_steps": 2,
+                                   "progress_bar": False}},
+        "pruning": {"target_sparsity": 0.5, "pattern": "unstructured", "end_step": 1},
+        "tuning": {"workspace": {"path": str(tmp_path / "ws")}}})
+    distiller.student_model, distiller.teacher_model = _mlp(), _mlp(1)
+    distiller.train_dataloader = tensor_loader(x, y, batch_size=8)  # 8 batches, 4 steps
+    distiller.fit()
+    assert distiller.run.pruner.step == 4
+
+
 def test_yaml_pruning_section_is_validated():
     with pytest.raises(ConfigError, match=r"pruning.pattern"):
         Distillation({"pruning": {"pattern": "3"}})

@@ -155,11 +155,12 @@ class Pruner(Hooks):
         self.step = 0
         self._epoch = -1
         self._stepped = False
+        self._hooked = False  # on_after_optimizer_step is called: it alone counts steps
 
     def resume(self, step, epoch):
         """Continue a run restored from a checkpoint at ``step`` / ``epoch``: the schedule goes
         on from there, and the zeros the checkpoint holds are the masks."""
-        self.step, self._epoch = step, epoch
+        self.step, self._epoch, self._hooked = step, epoch, step > 0
         if step > 0:
             for layer in self.layers:
                 layer.mask = layer.weight.detach() != 0
@@ -195,11 +196,15 @@ class Pruner(Hooks):
                         layer.score.mul_(_MOMENTUM).add_(fresh)
 
     def on_after_optimizer_step(self):
+        if not self._hooked:
+            # Steps counted so far by on_step_end were batches of a gradient-accumulation
+            # group, not optimizer steps: the count starts here.
+            self._hooked, self.step = True, 0
         self._after_step()
 
     def on_step_end(self):
-        if not self._stepped:  # a loop that never calls on_after_optimizer_step
-            self._after_step()
+        if not self._stepped and not self._hooked:
+            self._after_step()  # a loop that never calls on_after_optimizer_step
         self._stepped = False
 
     def on_train_end(self):
