@@ -43,6 +43,11 @@ def groups_from_section(section, where="pruning"):
     return result
 
 
+def _listed(value):
+    """Tuples become lists; anything else (a lone string) is left for validation to refuse."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 class WeightPruningConfig(YamlConfig):
     """Sparsity during training, with INC's arguments (``neural_compressor.config``).
 
@@ -81,14 +86,14 @@ class WeightPruningConfig(YamlConfig):
                               f"{', '.join(self._FIELDS)}")
         self._store({"pruning_configs": [{}] if pruning_configs is None else pruning_configs,
                      "target_sparsity": target_sparsity, "pruning_type": pruning_type,
-                     "pattern": pattern, "op_names": list(op_names),
-                     "excluded_op_names": list(excluded_op_names), "start_step": start_step,
+                     "pattern": pattern, "op_names": _listed(op_names),
+                     "excluded_op_names": _listed(excluded_op_names), "start_step": start_step,
                      "end_step": end_step, "pruning_scope": pruning_scope,
                      "pruning_frequency": pruning_frequency,
                      "min_sparsity_ratio_per_op": min_sparsity_ratio_per_op,
                      "max_sparsity_ratio_per_op": max_sparsity_ratio_per_op,
                      "sparsity_decay_type": sparsity_decay_type,
-                     "pruning_op_types": list(pruning_op_types)})
+                     "pruning_op_types": _listed(pruning_op_types)})
 
     def _validated(self, values):
         return to_plain(validate(to_plain(values), "WeightPruningConfig", PRUNING))

@@ -149,6 +149,8 @@ def test_bad_pruning_configs_name_the_key():
         WeightPruningConfig([{"target_sparsity": 1.5}])
     with pytest.raises(ConfigError, match="Did you mean 'target_sparsity'"):
         WeightPruningConfig(target_sparsty=0.5)
+    with pytest.raises(ConfigError, match="op_names: expected a list"):
+        WeightPruningConfig(op_names="layer1.*")
     with pytest.raises(ConfigError, match="prune_type"):
         PrunerConfig(prune_type="GroupLasso")
     with pytest.raises(ConfigError, match="pruner_config"):
