@@ -25,6 +25,8 @@ _LAZY = {
                                             "SelfKnowledgeDistillationLossConfig"),
     "QuantizationAwareTrainingConfig": ("neural_distill.config.python_api",
                                         "QuantizationAwareTrainingConfig"),
+    "WeightPruningConfig": ("neural_distill.config.pruning_configs", "WeightPruningConfig"),
+    "PrunerConfig": ("neural_distill.config.pruning_configs", "PrunerConfig"),
     "prepare_compression": ("neural_distill.training", "prepare_compression"),
     "Criterion": ("neural_distill.config.criterion", "Criterion"),
     "metrics": ("neural_distill.metrics", None),

@@ -15,6 +15,7 @@ import yaml
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.core.backends import imported_backends
 from neural_distill.errors import ConfigError, NeuralDistillError
+from neural_distill.pruning.student import prune_spec
 from neural_distill.report.runs import build_model
 from neural_distill.commands.validate_run import check_for_run
 
@@ -162,9 +163,19 @@ def cmd_run(args):
     distiller = Distillation(_as_conf(config, args.config))
     distiller.log_summary = False  # printed below, on stdout
     base_dir = os.path.dirname(os.path.abspath(args.config))
-    distiller.student_model = build_model(config, "student", args.config, base_dir)
-    if config.model.get("teacher") is not None and not _reads_teacher_cache(config, base_dir):
-        distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
+    wants_teacher = config.model.get("teacher") is not None and not _reads_teacher_cache(
+        config, base_dir)
+    teacher = None
+    if prune_spec(config.model.get("student")) is not None and wants_teacher:
+        # The student is cut from this very teacher; otherwise the factories run in their
+        # usual order (student first), so unseeded factories draw the same numbers as before.
+        teacher = build_model(config, "teacher", args.config, base_dir)
+    distiller.student_model = build_model(
+        config, "student", args.config, base_dir, teacher=teacher,
+        calibration=_calibration(distiller, config, teacher))
+    if wants_teacher:
+        distiller.teacher_model = teacher if teacher is not None else build_model(
+            config, "teacher", args.config, base_dir)
     _set_threads(args.threads)  # the factories may have imported torch just now
     distiller.fit()
     if not distiller.workspace.writes:
@@ -182,6 +193,16 @@ def cmd_run(args):
                                    getattr(distiller, "teacher_score", None), run_dir,
                                    f"neural-distill report {run_dir}")))
     return 0
+
+
+def _calibration(distiller, config, teacher):
+    """The training data a student cut from the teacher is calibrated on (None otherwise)."""
+    from neural_distill.adapters import adapter_for_model
+
+    if prune_spec(config.model.get("student")) is None or teacher is None:
+        return None
+    return distiller.run.config_dataloader("distillation.train",
+                                           adapter_for_model(teacher, "model.teacher"))
 
 
 def _reads_teacher_cache(config, base_dir):

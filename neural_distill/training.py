@@ -38,6 +38,7 @@ from neural_distill.config.python_api import (DistillationConfig,
                                 IntermediateLayersKnowledgeDistillationLossConfig,
                                 QuantizationAwareTrainingConfig,
                                 SelfKnowledgeDistillationLossConfig)
+from neural_distill.config.pruning_configs import WeightPruningConfig, pruning_groups
 from neural_distill.run.checks import scalar_loss
 # INC 1.13/1.14's prepare(conf, model, teacher_model) / fit(model, callbacks, ...), by that path.
 from neural_distill.compat.inc_training import TrainingCallbacks, fit, prepare  # noqa: F401
@@ -54,22 +55,26 @@ def _backend(framework):
     return backend_module(framework, "compression")
 
 
+_CONFIGS = (DistillationConfig, QuantizationAwareTrainingConfig, WeightPruningConfig)
+
+
 def prepare_compression(model, confs=None, configs=None):
     """A :class:`CompressionManager` for ``model`` and one config or a list of them (``confs``,
     the reference API's keyword; ``configs=`` is accepted too)."""
     if confs is not None and configs is not None:
         raise ConfigError("prepare_compression: give the configs once, as confs= (or configs=)")
     configs = confs if confs is not None else configs
-    if isinstance(configs, (DistillationConfig, QuantizationAwareTrainingConfig)):
+    if isinstance(configs, _CONFIGS):
         configs = [configs]
     if not isinstance(configs, (list, tuple)) or not configs:
         raise ConfigError(f"prepare_compression: configs: expected a DistillationConfig, a "
                           f"QuantizationAwareTrainingConfig or a non-empty list of them, got "
                           f"{configs!r}")
     for index, config in enumerate(configs):
-        if not isinstance(config, (DistillationConfig, QuantizationAwareTrainingConfig)):
+        if not isinstance(config, _CONFIGS):
             raise ConfigError(f"prepare_compression: configs[{index}]: expected a "
-                              f"DistillationConfig or a QuantizationAwareTrainingConfig, got "
+                              f"DistillationConfig, a QuantizationAwareTrainingConfig or a "
+                              f"WeightPruningConfig, got "
                               f"{type(config).__name__}. Build configs with "
                               f"neural_distill.config.")
     model = unwrap(model)  # a neural_distill.common.Model
@@ -94,6 +99,12 @@ class Callbacks(Dispatcher):
     def hook_targets(self):
         return (self._manager,)
 
+    @property
+    def callbacks_list(self):
+        """The manager's parts, in order (INC's name; they print as "Distillation Callbacks",
+        "Pruning Callbacks", ...)."""
+        return self._manager.parts
+
 
 class _Part(Hooks):
     """One config's behaviour in the manager: every hook, doing nothing by default."""
@@ -110,6 +121,28 @@ class _QuantizationPart(_Part):
         freeze_at = self.config.freeze_observers_epoch
         if freeze_at is not None and epoch >= freeze_at:
             self.qat.freeze_observers()
+
+    def __repr__(self):
+        return "Quantization Callbacks"
+
+
+class _PruningPart(Dispatcher):
+    """Sparsity during training (docs/pruning.md): the framework's pruner, driven by the hooks.
+    With QAT it prunes the user's model, whose parameters the prepared graph shares, so the
+    weights are sparse first and quantized from their sparse values."""
+
+    def __init__(self, config, groups, model, backend, framework):
+        if backend is None or not hasattr(backend, "build_pruner"):
+            raise ModelError(f"prepare_compression: pruning during training is implemented "
+                             f"for PyTorch models, got a {framework} model (docs/pruning.md)")
+        self.config = config
+        self.pruner = backend.build_pruner(model, groups, type(config).__name__)
+
+    def hook_targets(self):
+        return (self.pruner,)
+
+    def __repr__(self):
+        return "Pruning Callbacks"
 
 
 class _DistillationPart(Dispatcher):
@@ -182,6 +215,9 @@ class _DistillationPart(Dispatcher):
     def hook_targets(self):
         return (self.distiller,)
 
+    def __repr__(self):
+        return "Distillation Callbacks"
+
     def on_train_end(self):
         # Builds best_model, a deep copy of the (possibly exported) student.
         with self.backend.quiet_copies() if self.backend is not None else \
@@ -225,9 +261,24 @@ class CompressionManager(Dispatcher):
         for config in self.configs:
             if isinstance(config, QuantizationAwareTrainingConfig):
                 parts.append(_QuantizationPart(config, self.qat))
+            elif isinstance(config, WeightPruningConfig):
+                parts.append(self._pruning_part(config, config.groups()))
             else:
                 parts.append(_DistillationPart(config, self.model, self.qat, self._backend))
+                if config.pruner_config is not None:
+                    parts.append(self._pruning_part(config, pruning_groups(
+                        config.pruner_config, "DistillationConfig: pruner_config")))
         return parts
+
+    def _pruning_part(self, config, groups):
+        # The user's model: with QAT the prepared graph shares its parameters.
+        model = self.qat.source_model if self.qat is not None else self.model
+        return _PruningPart(config, groups, model, self._backend, self.framework)
+
+    @property
+    def pruners(self):
+        """The pruner of each pruning config (``.sparsity()``: zeros per pruned layer)."""
+        return [p.pruner for p in self.parts if isinstance(p, _PruningPart)]
 
     @property
     def parts(self):
@@ -276,6 +327,8 @@ class CompressionManager(Dispatcher):
         """Write ``path/model<suffix>`` (the trained model's weights, fake-quantization state
         included) and ``path/compression.yaml`` (the configs). Returns ``path``."""
         os.makedirs(path, exist_ok=True)
+        for pruner in self.pruners:
+            pruner.apply()  # masks folded into the weights that are written
         adapter = self._adapter
         adapter.save_weights(self.model, os.path.join(path, "model" + adapter.checkpoint_suffix))
         try:
@@ -294,6 +347,8 @@ class CompressionManager(Dispatcher):
         file size and the bytes of the tensors it stores.
         """
         path = os.fspath(path)
+        for pruner in self.pruners:
+            pruner.apply()
         if self.qat is not None:
             return self.qat.export(path)
         if self._backend is None:

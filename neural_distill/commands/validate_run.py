@@ -11,6 +11,7 @@ and the files the config names (a template may name files not made yet).
 import importlib.util
 import os
 
+from neural_distill.pruning.student import prune_spec
 from neural_distill.teacher_cache.options import TeacherCacheOptions, teacher_runs
 from neural_distill.errors import ConfigError
 from neural_distill.core.factories import resolve
@@ -59,7 +60,11 @@ def check_for_run(config, source, for_run=False, import_factories=False):
     models = config.get("model", {})
     for role in ("student", "teacher"):
         spec = models.get(role)
-        if spec is not None:
+        if spec is not None and prune_spec(spec) is not None:
+            if models.get("teacher") is None:
+                problems.append(f"{source}: model.student.prune_from_teacher: needs "
+                                f"model.teacher (the student is cut from it)")
+        elif spec is not None:
             name = spec if isinstance(spec, str) else spec["factory"]
             problems.append(_check_name(name, f"{source}: model.{role}.factory", base_dir,
                                         import_factories))

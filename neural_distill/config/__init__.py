@@ -8,12 +8,13 @@ from neural_distill.config.python_api import (
     DistillationConfig, IntermediateLayersKnowledgeDistillationLossConfig,
     KnowledgeDistillationLossConfig, QuantizationAwareTrainingConfig,
     SelfKnowledgeDistillationLossConfig)
+from neural_distill.config.pruning_configs import PrunerConfig, WeightPruningConfig
 
 __all__ = ["DistillationConf", "DotDict", "load_config", "read_yaml", "validate",
            "DistillationConfig", "KnowledgeDistillationLossConfig",
            "IntermediateLayersKnowledgeDistillationLossConfig",
            "SelfKnowledgeDistillationLossConfig", "QuantizationAwareTrainingConfig",
-           "Criterion", "conf", "DefaultConf"]
+           "Criterion", "WeightPruningConfig", "PrunerConfig", "conf", "DefaultConf"]
 
 # Last, on purpose: the reference API's ``from neural_compressor.conf.config import conf`` is
 # the configuration object, so ``neural_distill.config.conf`` names it, not the module of

@@ -29,6 +29,7 @@ from neural_distill.config.criterion_configs import (  # noqa: F401 - re-exporte
     criterion_config_from_section)
 from neural_distill.config.loader import to_plain, validate
 from neural_distill.config.nodes import Section
+from neural_distill.config.pruning_configs import pruning_groups
 from neural_distill.config.yaml_config import YamlConfig as _YamlConfig
 
 
@@ -76,6 +77,10 @@ class DistillationConfig(_YamlConfig):
             another framework is an error.
         teacher_cache: the teacher-output cache section, e.g. ``{"enabled": True,
             "compression": "topk", "top_k": 1}`` (docs/teacher_cache.md); None: no cache.
+        pruner_config: prune while distilling (docs/pruning.md): a ``PrunerConfig`` (ITREX's
+            arguments), a ``WeightPruningConfig`` (INC's) or a list of them. A runtime
+            argument: it is not part of the YAML form (give a WeightPruningConfig to
+            ``prepare_compression`` for that).
 
     ``criterion`` may also be a ``neural_distill.Criterion`` (the reference documents'
     ``Criterion(name="KnowledgeLoss", ...)``); it is stored as the criterion config it stands for.
@@ -87,11 +92,14 @@ class DistillationConfig(_YamlConfig):
     """
 
     _FIELDS = ("criterion", "optimizer", "metrics", "framework", "teacher_cache")
-    _RUNTIME = ("teacher_model",)
+    _RUNTIME = ("teacher_model", "pruner_config")
 
     def __init__(self, teacher_model=None, criterion=None, optimizer=None, metrics=None,
-                 framework=None, teacher_cache=None):
+                 framework=None, teacher_cache=None, pruner_config=None):
         object.__setattr__(self, "teacher_model", _check_teacher(teacher_model))
+        if pruner_config is not None:
+            pruning_groups(pruner_config, "DistillationConfig: pruner_config")  # checks it
+        object.__setattr__(self, "pruner_config", pruner_config)
         self._store({"criterion": criterion, "optimizer": optimizer, "metrics": metrics,
                      "framework": framework, "teacher_cache": teacher_cache})
 

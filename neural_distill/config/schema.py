@@ -17,6 +17,7 @@ from neural_distill.core.backends import CONFIG_FRAMEWORKS
 from neural_distill.criterion.catalog import CATALOG, DEFAULT_CRITERION
 from neural_distill.config.criterion_args import flag, weight_list
 from neural_distill.config.nodes import AnyMapping, Leaf, OneOf, Range, Section, integer, number
+from neural_distill.config.pruning_schema import PRUNING
 
 FRAMEWORKS = CONFIG_FRAMEWORKS  # every backend's accepted names (core/backends.py)
 _DEVICE = re.compile(r"^(cpu|gpu|cuda|auto|mps|cuda:\d+)$")
@@ -157,6 +158,12 @@ _MODEL_FACTORY = Or(And(str, lambda v: ":" in v), {
     SchemaOptional("kwargs"): Or(None, dict),
     SchemaOptional("checkpoint"): Or(None, str),
 })
+# model.student only: the teacher cut to `keep` of its widths (docs/pruning.md).
+_PRUNED_STUDENT = {"prune_from_teacher": {
+    "keep": And(Or(int, float), lambda v: not isinstance(v, bool) and 0 < v <= 1),
+    SchemaOptional("calibration_batches"): And(int, lambda v: not isinstance(v, bool) and v >= 1),
+    SchemaOptional("layers"): Or(None, [And(str, len)]),
+}}
 
 
 TRAIN = Section({
@@ -205,7 +212,9 @@ TOP_LEVEL = Section({
     "model": Section({
         "name": _text(default="distillation"),
         "framework": Leaf(Or(*FRAMEWORKS), f"one of {{{', '.join(FRAMEWORKS)}}}"),
-        "student": Leaf(_MODEL_FACTORY, "'module:attribute' or {factory, kwargs, checkpoint}"),
+        "student": Leaf(Or(_MODEL_FACTORY, _PRUNED_STUDENT),
+                        "'module:attribute', {factory, kwargs, checkpoint} or "
+                        "{prune_from_teacher: {keep: 0 < k <= 1, calibration_batches, layers}}"),
         "teacher": Leaf(_MODEL_FACTORY, "'module:attribute' or {factory, kwargs, checkpoint}"),
     }, default={}),
     "device": Leaf(lambda v: isinstance(v, str) and bool(_DEVICE.match(v)),
@@ -214,6 +223,8 @@ TOP_LEVEL = Section({
     # Unset, fit() leaves the framework's own setting alone (the CLI defaults to 'auto').
     "threads": Leaf(Or(None, "auto", integer(1)), "'auto' or an int >= 1"),
     "distillation": Section({"train": TRAIN}, default={}),
+    # Sparsity while distilling, INC's WeightPruningConfig keys (docs/pruning.md).
+    "pruning": PRUNING,
     "evaluation": Section({
         "accuracy": Section({
             "metric": OneOf(METRICS, "metric"),

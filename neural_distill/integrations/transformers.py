@@ -267,7 +267,8 @@ class DistillationMixin:
         # A new config: the user's is not modified, and everything in it is validated again.
         return DistillationConfig(teacher_model=teacher, criterion=config.criterion,
                                   metrics=metric, framework=config.framework,
-                                  teacher_cache=config.teacher_cache)
+                                  teacher_cache=config.teacher_cache,
+                                  pruner_config=config.pruner_config)
 
     def _nd_evaluator(self, metric):
         """The distiller's eval_func: the student's score by ``metric`` on eval_dataset."""

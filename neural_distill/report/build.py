@@ -76,6 +76,14 @@ def _sources(run_dir, distiller, config_path):
             _metric_factory(None, run.config), run.config)
 
 
+def _sparsity_figures(backend, model):
+    """Zero weights and zip-compressed size, for backends that measure them."""
+    if not hasattr(backend, "sparsity"):
+        return {}
+    return {"sparsity": backend.sparsity(model),
+            "compressed_bytes": backend.compressed_bytes(model)}
+
+
 def _fmt(value, kind):
     if kind == "int":
         return f"{value:,}"
@@ -130,6 +138,8 @@ def report(run_dir=None, *, distiller=None, config=None, latency_batch=64, repea
             "ece": stats.expected_calibration_error(out, labels, bins),
             "parameters": backend.parameter_count(model),
             "bytes_on_disk": backend.bytes_on_disk(model),
+            # Pruned zeros save disk only once compressed (docs/pruning.md).
+            **_sparsity_figures(backend, model),
             "latency_batch_1_s": stats.median_seconds(
                 backend.latency(model, backend.take(sample, 1), repeats)),
             f"latency_batch_{latency_batch}_s": stats.median_seconds(
@@ -164,6 +174,10 @@ def _rows(figures, latency_batch):
             ("expected calibration error", _fmt(t["ece"], "f"), _fmt(s["ece"], "f")),
             ("parameters", _fmt(t["parameters"], "int"), _fmt(s["parameters"], "int")),
             ("bytes on disk", _fmt(t["bytes_on_disk"], "int"), _fmt(s["bytes_on_disk"], "int"))]
+    if "sparsity" in t:
+        rows += [("weight sparsity", _fmt(t["sparsity"], "f"), _fmt(s["sparsity"], "f")),
+                 ("bytes on disk, compressed", _fmt(t["compressed_bytes"], "int"),
+                  _fmt(s["compressed_bytes"], "int"))]
     for batch in (1, latency_batch):
         key = f"latency_batch_{batch}_s"
         rows.append((f"latency, batch {batch} (ms, median)", _fmt(t[key], "ms"),

@@ -14,6 +14,7 @@ from neural_distill.core.backends import BACKENDS
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.errors import ConfigError
 from neural_distill.core.factories import resolve
+from neural_distill.pruning.student import prune_spec, student_from_teacher
 
 RUN_INFO = "run_info.json"
 
@@ -25,7 +26,8 @@ def factory_spec(spec):
     return spec["factory"], dict(spec.get("kwargs") or {}), spec.get("checkpoint")
 
 
-def build_model(config, role, source, base_dir, checkpoint=None):
+def build_model(config, role, source, base_dir, checkpoint=None, teacher=None,
+                calibration=None):
     """Call the factory named under ``model.<role>`` and load a checkpoint into it.
 
     ``checkpoint`` (a path) replaces the one the config names; relative config paths start
@@ -33,6 +35,8 @@ def build_model(config, role, source, base_dir, checkpoint=None):
     """
     spec = config.model.get(role)
     where = f"{source}: model.{role}"
+    if role == "student" and prune_spec(spec) is not None:
+        return _pruned_student(config, source, base_dir, checkpoint, teacher, calibration)
     if spec is None:
         raise ConfigError(f"{where}: missing. `neural-distill run` and `neural-distill report` "
                           f"build the {role} from a 'module:attribute' factory named here")
@@ -46,6 +50,22 @@ def build_model(config, role, source, base_dir, checkpoint=None):
             path = os.path.join(base_dir, path)
         adapter_for_model(model, f"model.{role}").load_weights(model, path, f"{where}.checkpoint")
     return model
+
+
+def _pruned_student(config, source, base_dir, checkpoint, teacher, calibration):
+    """The student cut from the teacher. With a checkpoint (a report of a finished run) its
+    shapes come from ``keep`` alone and its weights from the file: no data is needed."""
+    from neural_distill.adapters import adapter_for_model
+
+    settings = prune_spec(config.model.student)
+    where = f"{source}: model.student.prune_from_teacher"
+    if teacher is None and config.model.get("teacher") is not None:
+        teacher = build_model(config, "teacher", source, base_dir)
+    if not checkpoint:
+        return student_from_teacher(settings, teacher, calibration, where)
+    student = student_from_teacher(settings, teacher, None, where, shapes_only=True)
+    adapter_for_model(student, "model.student").load_weights(student, checkpoint, where)
+    return student
 
 
 def write_run_info(run_dir, config_path):

@@ -18,6 +18,7 @@ from neural_distill.events import Event, Hooks
 from neural_distill.run.fitting import build_criterion, config_dataloader, teacher_missing
 from neural_distill.run.matcher_training import MatcherTraining
 from neural_distill.core.output_check import OutputCheck
+from neural_distill.pruning.run import run_pruner
 from neural_distill.run.results import RunResults
 from neural_distill.run.state import RunState
 from neural_distill.run.step import DistillationStep
@@ -40,6 +41,8 @@ class RunLifecycle(RunResults):
         self.student_classes = None  # read on the first batch, for clearer label errors
         self.durable = None      # checkpoints and resume, for a run of a built-in loop
         self.builtin = False  # a built-in loop drives the run (set by fitting): resumable
+        self.pruner = None  # the config's `pruning:` section, driven by the same hooks
+        self._sparse_best = False  # the best student was evaluated at the final sparsity
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -48,10 +51,16 @@ class RunLifecycle(RunResults):
             return self._loss_outside_run(*args)
         if event not in (Event.TRAIN_BEGIN, Event.TRAIN_END):
             self.start()  # any hook may be the first one a user's loop calls
+        if self.pruner is not None and event in (Event.EPOCH_END, Event.TRAIN_END):
+            self._pruning_checkpoint(event)
         handler = getattr(self, event.value, None)
         if handler is None:  # an event this experiment does not react to
-            return Hooks.dispatch(self, event, *args)
-        return handler(*args)
+            result = Hooks.dispatch(self, event, *args)
+        else:
+            result = handler(*args)
+        if self.pruner is not None and event not in (Event.AFTER_COMPUTE_LOSS, Event.TRAIN_END):
+            getattr(self.pruner, event.value)(*args)
+        return result
 
     # ------------------------------------------------------------------ start / release
     def start(self, dataloader=None):
@@ -100,6 +109,10 @@ class RunLifecycle(RunResults):
                                          self.workspace.file("teacher_cache")),
                                      matchers=self.matchers, output_check=self.output_check)
         self._epoch_started_at = time.perf_counter()
+        self.pruner = run_pruner(d.conf, adapter.name, d.student_model)
+        if self.pruner is not None and found is not None:
+            self.pruner.resume(self.state.global_step, self.state.epoch)
+        self._sparse_best = False
         self.started, self.ended = True, False
 
     def _enter_models(self, dataloader=None):
@@ -244,6 +257,16 @@ class RunLifecycle(RunResults):
                                         "criterion" + adapter.checkpoint_suffix)
         checks.check_returned_weights(adapter, state.best_weights)
         d.logger.info("best student%s saved to %s", self.best_score_text(), self.save_best())
+
+    def _pruning_checkpoint(self, event):
+        """A student evaluated before the sparsity schedule ended is not the sparse student
+        asked for: the best one is chosen among evaluations after it ended."""
+        if event is Event.TRAIN_END:
+            self.pruner.on_train_end()  # masks folded in before the best student is saved
+        elif not self.pruner.finished() or not self._sparse_best:
+            # Until the first evaluation after the schedule, each evaluation replaces the last.
+            self.state.best_score, self.state.best_weights = None, None
+            self._sparse_best = self.pruner.finished()
 
     def _where(self):
         return self.state.epoch, self.state.step

@@ -17,12 +17,13 @@ PACKAGE = os.path.join(REPO, "neural_distill")
 LAYERS = [
     ("foundation", ["errors", "events", "version", "metrics", "objectives", "core"]),
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
-    ("config", ["config", "criterion.catalog"]),
+    # pruning/schedule: the neutral pruning schedule the config classes validate patterns with.
+    ("config", ["config", "criterion.catalog", "pruning.schedule"]),
     ("criterion", ["criterion", "teacher_cache", "run.state", "run.workspace",
                    "run.checkpoints", "run.loop_common"]),
     ("backends", ["adapters"]),
     ("experiment", ["run", "distillation", "training", "report", "commands", "common",
-                    "cache_teacher", "compat", "plan"]),
+                    "cache_teacher", "compat", "plan", "pruning"]),
     ("entry points", ["integrations", "cli", "algorithms", "trainer", "__init__"]),
 ]
 

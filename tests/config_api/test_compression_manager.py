@@ -215,8 +215,9 @@ def test_float_export_needs_example_inputs_and_writes_a_program(tmp_path, teache
 @pytest.mark.parametrize("configs,message", [
     ([], "configs: expected a DistillationConfig, a QuantizationAwareTrainingConfig or a "
          "non-empty list of them, got []"),
-    ([KnowledgeDistillationLossConfig()], "configs[0]: expected a DistillationConfig or a "
-                                          "QuantizationAwareTrainingConfig, got "
+    ([KnowledgeDistillationLossConfig()], "configs[0]: expected a DistillationConfig, a "
+                                          "QuantizationAwareTrainingConfig or a "
+                                          "WeightPruningConfig, got "
                                           "KnowledgeDistillationLossConfig"),
     ([QuantizationAwareTrainingConfig(), QuantizationAwareTrainingConfig()],
      "expected at most one QuantizationAwareTrainingConfig"),

@@ -77,3 +77,9 @@ def export_float(model, path, example_inputs):
                              float_model=model)
     finally:
         model.train(was_training)
+
+
+def build_pruner(model, groups, where):
+    from neural_distill.adapters.torch.pruning import Pruner
+
+    return Pruner(model, groups, where)

@@ -122,12 +122,11 @@ def measure(teacher, student, loader, criterion, optimizer_config, timed_batches
     teachers = [teacher] if teacher is not None else []
     # As a run starts: feature criteria hook the mapped layers and build their matchers
     # from one forward pass, so the matchers' weights and state are counted too.
-    if hasattr(criterion, "attach"):
-        criterion.attach(student, teachers, None)
+    criterion.attach(student, teachers, None)
     ADAPTER.dry_run(student, teachers, taken[0], criterion)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
-    params += [p for p in getattr(criterion, "parameters", lambda: [])() if p.requires_grad]
+    params += [p for p in criterion.parameters() if p.requires_grad]
     optimizer = build_optimizer(optimizer_config, params)
     step = _Step(teacher, student, criterion, optimizer)
     teacher_output = step(taken[0])
@@ -142,12 +141,11 @@ def measure(teacher, student, loader, criterion, optimizer_config, timed_batches
         teachers_s.append(step.teacher_seconds)
     # The median step: on a shared machine one step in three may be preempted.
     middle = sorted(range(len(steps)), key=steps.__getitem__)[len(steps) // 2]
-    if hasattr(criterion, "detach"):
-        criterion.detach()
+    criterion.detach()
     gradients = _bytes(params)
     first_inputs = batches.first_inputs(ADAPTER, [taken[0]], "distillation.train.dataloader")
     owned = list(student.parameters()) + list(student.buffers())
-    owned += list(getattr(criterion, "parameters", lambda: [])())  # feature matchers
+    owned += list(criterion.parameters())  # feature matchers
     return {
         "weights": _bytes(owned) + (_bytes(list(teacher.parameters()) + list(teacher.buffers()))
                                     if teacher is not None else 0),

@@ -105,3 +105,24 @@ def bytes_on_disk(model):
         path = os.path.join(folder, "model.pt")
         ADAPTER.save_weights(model, path)
         return os.path.getsize(path)
+
+
+def sparsity(model):
+    """The fraction of zero weights over the model's Conv and Linear layers."""
+    from neural_distill.adapters.torch.pruning import model_sparsity
+
+    return model_sparsity(model)
+
+
+def compressed_bytes(model):
+    """Size of the saved state dict once deflate-compressed (zip level 9): what pruned zeros
+    save on disk or over the network."""
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.pt")
+        ADAPTER.save_weights(model, path)
+        archive = os.path.join(folder, "model.zip")
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as handle:
+            handle.write(path, "model.pt")
+        return os.path.getsize(archive)
