@@ -148,15 +148,19 @@ class TensorflowDecoupledKnowledgeDistillationLoss(DecoupledKDSpec, _WeightedLog
             student, teacher = (losses.standardize_logits(student),
                                 losses.standardize_logits(teacher))
         classes = teacher.shape[-1]
+        top1 = tf.argmax(tf.reshape(teacher, [-1, classes]), axis=-1, output_type=tf.int32)
         if labels is None:
             self._warn_no_labels_once()
-            target = tf.argmax(tf.reshape(teacher, [-1, classes]), axis=-1)
+            target = top1
         else:
             labels = tf.convert_to_tensor(labels)
             if labels.dtype.is_floating and labels.shape[-1] == classes:  # soft labels
-                target = tf.argmax(tf.reshape(labels, [-1, classes]), axis=-1)
+                target = tf.argmax(tf.reshape(labels, [-1, classes]), axis=-1,
+                                   output_type=tf.int32)
             else:
-                target = tf.reshape(labels, [-1])
+                target = tf.reshape(tf.cast(labels, tf.int32), [-1])
+            # Unlabeled samples (-100, e.g. a transfer set) take the teacher's top-1 class.
+            target = tf.where(target == losses.IGNORE_INDEX, top1, target)
         return losses.decoupled_kd(student, teacher, target, self.alpha, self.beta,
                                    self.temperature)
 

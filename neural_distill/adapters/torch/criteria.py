@@ -111,10 +111,13 @@ class PyTorchDecoupledKnowledgeDistillationLoss(_WeightedLogitLoss, DecoupledKDS
         if self.logit_standardization:
             student, teacher = (losses.standardize_logits(student),
                                 losses.standardize_logits(teacher))
+        top1 = teacher.reshape(-1, teacher.shape[-1]).argmax(dim=-1)
         target = _target_classes(labels, teacher)
         if target is None:
             self._warn_no_labels_once()
-            target = teacher.reshape(-1, teacher.shape[-1]).argmax(dim=-1)
+            target = top1
+        else:  # unlabeled samples (-100, e.g. a transfer set) take the teacher's top-1 class
+            target = torch.where(target == losses.IGNORE_INDEX, top1, target)
         return losses.decoupled_kd(student, teacher, target, self.alpha, self.beta,
                                    self.temperature)
 
