@@ -135,3 +135,31 @@ def test_the_built_in_loop_passes_labels_to_dkd(workspace):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*top-1.*")
         distiller.fit()
+
+
+def _keras_with_feature(width, seed):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((5, 3))
+    feat = keras.layers.Dense(width, name="feat")(x)
+    return keras.Model(x, keras.layers.Dense(2, name="head")(feat))
+
+
+@pytest.mark.parametrize("loss_type", ["AT", "SP", "RKD"])
+def test_relation_types_on_the_intermediate_criterion_need_no_matcher(loss_type):
+    from neural_distill.criterion import TensorflowIntermediateLayersKnowledgeDistillationLoss
+
+    criterion = TensorflowIntermediateLayersKnowledgeDistillationLoss(
+        layer_mappings=[["feat"]], loss_types=[loss_type], loss_weights=[0.7],
+        rkd_weights=[2.0, 3.0])
+    criterion.attach(_keras_with_feature(4, 0), [_keras_with_feature(9, 1)])
+    try:
+        assert not criterion.needs_preparation and criterion.trainable_variables == []
+        s, t = features((4, 5, 4), (4, 5, 9), seed=9)
+        criterion._student_capture.outputs["feat"] = tf.constant(s)
+        criterion._teacher_captures[0].outputs["feat"] = tf.constant(t)
+        got = float(criterion.distillation_loss())
+    finally:
+        criterion.detach()
+    reference = {"AT": lambda: cat.attention(s, t, -1), "SP": lambda: cat.similarity(s, t),
+                 "RKD": lambda: cat.relational(s, t, 2.0, 3.0)}[loss_type]()
+    assert got == pytest.approx(0.7 * reference, rel=1e-4)
