@@ -23,7 +23,8 @@ def test_defaults_come_from_the_catalog(workspace):
         "beta": 1.0, "gamma": 1.0, "temperature": 4, "loss_weights": [1.0, 1.0]}}
     feature = _conf({"IntermediateLayersKnowledgeDistillationLoss": {
         "layer_mappings": [["a", "b"]], "loss_types": ["RKD"]}}, workspace)
-    args = feature["distillation"]["train"]["criterion"]["IntermediateLayersKnowledgeDistillationLoss"]
+    criterion = feature["distillation"]["train"]["criterion"]
+    args = criterion["IntermediateLayersKnowledgeDistillationLoss"]
     assert args["rkd_weights"] == [25.0, 50.0]
 
 

@@ -150,7 +150,8 @@ ERRORS = [
     ("il-loss-types", lambda: IL(layer_mappings=[["a"]], loss_types=["CE", "CE"]),
      {"IntermediateLayersKnowledgeDistillationLoss": {"layer_mappings": [["a"]],
                                                       "loss_types": ["CE", "CE"]}},
-     "loss_types: expected a list of loss types out of {MSE, L1, KL, cosine, AT, SP, RKD}, got ['CE', 'CE']"),
+     "loss_types: expected a list of loss types out of {MSE, L1, KL, cosine, AT, SP, RKD}, "
+     "got ['CE', 'CE']"),
     ("il-count", lambda: IL(layer_mappings=[["a"], ["b"]], loss_weights=[1, 1, 1]),
      {"IntermediateLayersKnowledgeDistillationLoss": {"layer_mappings": [["a"], ["b"]],
                                                       "loss_weights": [1, 1, 1]}},

@@ -34,7 +34,8 @@ def check(loss_of_student, reference_of_student, student):
     s = torch.tensor(student, requires_grad=True)
     loss = loss_of_student(s)
     assert loss.dim() == 0
-    np.testing.assert_allclose(float(loss.detach()), reference_of_student(student), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(float(loss.detach()), reference_of_student(student),
+                               rtol=RTOL, atol=ATOL)
     loss.backward()
     assert torch.isfinite(s.grad).all()
     np.testing.assert_allclose(s.grad.numpy(), cat.numerical_gradient(reference_of_student,
