@@ -163,3 +163,16 @@ def test_relation_types_on_the_intermediate_criterion_need_no_matcher(loss_type)
     reference = {"AT": lambda: cat.attention(s, t, -1), "SP": lambda: cat.similarity(s, t),
                  "RKD": lambda: cat.relational(s, t, 2.0, 3.0)}[loss_type]()
     assert got == pytest.approx(0.7 * reference, rel=1e-4)
+
+
+def test_keras_distillation_model_passes_labels_to_dkd():
+    from neural_distill.integrations.keras import DistillationModel
+
+    x, y = make_blobs(n=64, seed=2)
+    model = DistillationModel(mlp(seed=0), mlp(hidden=32, seed=1),
+                              {"DecoupledKnowledgeDistillationLoss": {"temperature": 2.0}})
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*top-1.*")
+        history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
