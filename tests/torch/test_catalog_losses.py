@@ -202,7 +202,7 @@ def test_relation_types_on_the_intermediate_criterion_need_no_matcher(loss_type)
     student(x), teacher(x)
     s_feat = criterion._student_capture.get("conv").detach().numpy()
     t_feat = criterion._teacher_captures[0].get("conv").detach().numpy()
-    got = float(criterion.distillation_loss())
+    got = float(criterion.distillation_loss().detach())
     reference = {"AT": lambda: cat.attention(s_feat, t_feat, 1),
                  "SP": lambda: cat.similarity(s_feat, t_feat),
                  "RKD": lambda: cat.relational(s_feat, t_feat, 3.0, 4.0)}[loss_type]()
