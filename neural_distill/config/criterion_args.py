@@ -74,6 +74,24 @@ def temperature(default=1.0):
     return Leaf(number(0, exclusive=True), "a number > 0", default=default, limit=TEMPERATURES)
 
 
+def non_negative(default, what="a number >= 0"):
+    """A coefficient such as DKD's alpha/beta or DIST's beta/gamma."""
+    return Leaf(number(0), what, default=default, limit=Range(0, WEIGHT_MAX))
+
+
+def fraction(default):
+    """A number in [0, 1], such as the generalized JSD's beta."""
+    return Leaf(number(0), "a number in [0, 1]", default=default, limit=Range(0, 1))
+
+
+def needs_logits(cleaned, path, problems):
+    """Cross-check: logit standardization reads logits, not probabilities."""
+    if cleaned.get("logit_standardization") and cleaned.get("from_logits") is False:
+        problems.add(f"{path}.logit_standardization",
+                     "expected from_logits: true: standardization rescales logits, and the "
+                     "models output probabilities (from_logits: false); drop one of the two")
+
+
 def is_weight(w):
     return isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
 

@@ -92,17 +92,22 @@ class KnowledgeDistillationLossConfig(_CriterionConfig):
 
     Args:
         temperature: > 0.
-        loss_types: ``[student_type, kd_type]``, student in {CE, MSE}, kd in {CE, KL, MSE}.
+        loss_types: ``[student_type, kd_type]``, student in {CE, MSE}, kd in
+            {CE, KL, MSE, RKL, JSD}.
         loss_weights: ``[w0, w1]`` (``loss_weight_ratio`` is accepted as another name).
         from_logits: False when the models output probabilities.
+        logit_standardization: z-score each sample's logits before the temperature.
+        beta: the generalized JSD's mixing weight in [0, 1] (kd type JSD).
     """
 
     yaml_name = "KnowledgeDistillationLoss"
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None, loss_weight_ratio=None):
+                 from_logits=None, loss_weight_ratio=None, logit_standardization=None,
+                 beta=None):
         self._init_criterion({"temperature": temperature, "loss_types": loss_types,
-                              "loss_weights": loss_weights, "from_logits": from_logits},
+                              "loss_weights": loss_weights, "from_logits": from_logits,
+                              "logit_standardization": logit_standardization, "beta": beta},
                              loss_weight_ratio)
 
 
@@ -114,20 +119,22 @@ class IntermediateLayersKnowledgeDistillationLossConfig(_CriterionConfig):
             ``neural_distill.config.layer_mappings``). Empty: generated for the layers that
             exist in both models (for a QAT model: every layer of the float teacher that its
             quantized copy still has), e.g. ``[["features.0"], ["head"]]``.
-        loss_types: one of {MSE, L1, KL, cosine} per mapping, or one for all (default MSE).
+        loss_types: one of {MSE, L1, KL, cosine, AT, SP, RKD} per mapping, or one for all
+            (default MSE).
             The reference documents' default ``['CE', 'CE']`` is not a feature loss; it is
             rejected with the same message as in the YAML.
         loss_weights: one weight per mapping, or one for all (default: 1 / number of mappings).
         add_origin_loss: also add the student's own loss.
+        rkd_weights: ``[distance_weight, angle_weight]`` of the RKD loss type.
     """
 
     yaml_name = "IntermediateLayersKnowledgeDistillationLoss"
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=None, loss_weight_ratio=None):
+                 add_origin_loss=None, loss_weight_ratio=None, rkd_weights=None):
         self._init_criterion({"layer_mappings": layer_mappings, "loss_types": loss_types,
-                              "loss_weights": loss_weights, "add_origin_loss": add_origin_loss},
-                             loss_weight_ratio)
+                              "loss_weights": loss_weights, "add_origin_loss": add_origin_loss,
+                              "rkd_weights": rkd_weights}, loss_weight_ratio)
 
     def _validated(self, values):
         values = dict(values)

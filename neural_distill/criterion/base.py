@@ -12,10 +12,12 @@ written once, in the catalog. A new criterion needs no class here: its backend c
 """
 
 import difflib
+import functools
 
 from neural_distill.config.layer_mappings import parse_layer_mappings
 from neural_distill.errors import ModelError
 from neural_distill.criterion.catalog import CATALOG
+from neural_distill.criterion.catalog.loss_types import RELATION_FEATURE_TYPES
 from neural_distill.criterion.specs import validated_criterion_args
 
 
@@ -36,6 +38,7 @@ class DistillationCriterion:
     - ``distillation_loss(student_output, teacher_output)`` the term (the one required method);
       ``combine(student_loss, term)`` the criterion's loss from the two;
     - ``needs_teacher``: whether a teacher must run (False for self-distillation);
+      ``wants_labels``: whether ``distillation_loss`` takes the batch's ``labels=`` (DKD);
     - ``from_logits``: True/False when the criterion knows what the models output, None when it
       cannot say (the first-batch output check then stays quiet);
     - ``temperature``, ``loss_types``, ``add_origin_loss``: settings the run's checks and the
@@ -54,6 +57,7 @@ class DistillationCriterion:
 
     yaml_name = None
     needs_teacher = True
+    wants_labels = False
     from_logits = None
     temperature = None
     loss_types = None
@@ -136,14 +140,25 @@ class KnowledgeDistillationSpec(CatalogCriterion):
 
     yaml_name = "KnowledgeDistillationLoss"
 
-    def _configure(self, temperature, loss_types, loss_weights, from_logits):
+    def _configure(self, temperature, loss_types, loss_weights, from_logits,
+                   logit_standardization=None, beta=None):
         args = validated_criterion_args(
             self.yaml_name, type(self).__name__, temperature=temperature,
-            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits)
+            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits,
+            logit_standardization=logit_standardization, beta=beta)
         self.temperature = float(args["temperature"])
         self.loss_types = list(args["loss_types"])
         self.loss_weights = [float(w) for w in args["loss_weights"]]
         self.from_logits = args["from_logits"]
+        self.logit_standardization = args["logit_standardization"]
+        self.beta = float(args["beta"])
+
+    def _kd_function(self, kd_losses):
+        """The backend's function of ``loss_types[1]``, JSD's ``beta`` bound."""
+        fn = kd_losses[self.loss_types[1]]
+        if self.loss_types[1] == "JSD":
+            return functools.partial(fn, beta=self.beta)
+        return fn
 
     def combine(self, student_loss, distillation_loss):
         """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
@@ -153,8 +168,13 @@ class KnowledgeDistillationSpec(CatalogCriterion):
         return self.loss_weights[0] * student_loss + weighted
 
     def _settings(self):
-        return (f"temperature={self.temperature}, loss_types={self.loss_types}, "
+        text = (f"temperature={self.temperature}, loss_types={self.loss_types}, "
                 f"loss_weights={self.loss_weights}, from_logits={self.from_logits}")
+        if self.logit_standardization:
+            text += ", logit_standardization=True"
+        if self.loss_types[1] == "JSD":
+            text += f", beta={self.beta}"
+        return text
 
 
 class FeatureCriterionSpec(CatalogCriterion):
@@ -179,10 +199,13 @@ class IntermediateLayersSpec(FeatureCriterionSpec):
     capture_class = None
     select = None
 
-    def _configure(self, layer_mappings, loss_types, loss_weights, add_origin_loss):
+    def _configure(self, layer_mappings, loss_types, loss_weights, add_origin_loss,
+                   rkd_weights=None):
         args = validated_criterion_args(
             self.yaml_name, type(self).__name__, layer_mappings=layer_mappings,
-            loss_types=loss_types, loss_weights=loss_weights, add_origin_loss=add_origin_loss)
+            loss_types=loss_types, loss_weights=loss_weights, add_origin_loss=add_origin_loss,
+            rkd_weights=rkd_weights)
+        self.rkd_weights = [float(w) for w in args["rkd_weights"]]
         self.mappings = parse_layer_mappings(args["layer_mappings"])
         count = len(self.mappings)
         self.loss_types = per_item(args.get("loss_types"), count, "MSE")
@@ -278,13 +301,24 @@ class IntermediateLayersSpec(FeatureCriterionSpec):
         return self.select(capture.get(pair.teacher.layer), pair.teacher.process,
                            f"layer_mappings[{i}] teacher '{pair.teacher.label()}'")
 
+    def _feature_function(self, feature_losses, loss_type):
+        """The backend's function of a feature loss type, RKD's weights bound."""
+        fn = feature_losses[loss_type]
+        if loss_type == "RKD":
+            return functools.partial(fn, distance_weight=self.rkd_weights[0],
+                                     angle_weight=self.rkd_weights[1])
+        return fn
+
     def _matchers_for(self, shapes_of, build):
         """One matcher per mapping from ``shapes_of(i, pair)``; every failure in one error."""
         problems, matchers = [], []
         for i, pair in enumerate(self.mappings):
             where = f"layer_mappings[{i}] ({pair.student.label()} -> {pair.teacher.label()})"
             try:
-                matchers.append(build(i, *shapes_of(i, pair), where))
+                s_shape, t_shape, *rest = shapes_of(i, pair)
+                if self.loss_types[i] in RELATION_FEATURE_TYPES:
+                    t_shape = s_shape  # relations are compared, not features: no matcher
+                matchers.append(build(i, s_shape, t_shape, *rest, where))
             except ModelError as exc:
                 problems.append(str(exc))
         if problems:

@@ -187,7 +187,8 @@ class DistillationModel(keras.Model):
                 student_loss = student_loss * replicas
         else:
             student_loss = self.criterion.student_loss(y_pred, y)
-        total = self._step.value(x, y_pred, student_loss, running=self._trackers.value)
+        total = self._step.value(x, y_pred, student_loss, running=self._trackers.value,
+                                 labels=y)
         if self.losses:
             total = total + tf.add_n(self.losses)
         self.total_loss_tracker.update_state(total)  # regularization losses included

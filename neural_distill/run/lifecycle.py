@@ -176,14 +176,15 @@ class RunLifecycle(RunResults):
         self.release()
         self.started = False
 
-    def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None):
+    def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None,
+                          labels=None):
         """on_after_compute_loss after the run ended: the loss, with the teachers frozen only
         for this call (a finished run must not leave them in eval mode)."""
         self._enter_models()
         try:
             step = DistillationStep(self.distiller.adapter, self.distiller.criterion,
                                     self.distiller.teachers, self.distiller.teacher_weights)
-            return step(inputs, student_output, student_loss, teacher_output)
+            return step(inputs, student_output, student_loss, teacher_output, labels=labels)
         finally:
             self.release()
 
@@ -202,9 +203,10 @@ class RunLifecycle(RunResults):
     def on_step_begin(self, batch_id):
         self.state.step = batch_id
 
-    def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None):
+    def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None,
+                              labels=None):
         loss = self.step(inputs, student_output, student_loss, teacher_output,
-                         running=self.state.running_losses)
+                         running=self.state.running_losses, labels=labels)
         self.stop_if_diverged(self.guard.observe(loss, self._where()))
         return loss
 

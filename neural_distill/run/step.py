@@ -7,7 +7,7 @@ compute the loss here::
     teacher_output = teachers' (weighted) output      # unless the caller gives it, or the
                                                       # teacher cache has it
     check the outputs against from_logits (once)     # core/output_check.py
-    kd_loss = criterion.distillation_loss(student_output, teacher_output)
+    kd_loss = criterion.distillation_loss(student_output, teacher_output[, labels=labels])
                                 # through run/matcher_training.py in a run: matchers get trained
     student_loss: one scalar tensor (checks.scalar_loss)
     loss = criterion.combine(student_loss, kd_loss)
@@ -93,8 +93,12 @@ class DistillationStep:
             return logits, features
         return cached, []
 
-    def __call__(self, inputs, student_output, student_loss, teacher_output=None, running=None):
-        """The combined loss (one scalar tensor); ``running`` (if given) records the terms."""
+    def __call__(self, inputs, student_output, student_loss, teacher_output=None, running=None,
+                 labels=None):
+        """The combined loss (one scalar tensor); ``running`` (if given) records the terms.
+
+        ``labels`` reach only a criterion that declares ``wants_labels`` (DKD's target class).
+        """
         if teacher_output is None:
             teacher_output = self.teacher_output(inputs, student_output)
         elif self.needs_teacher:  # self-distillation reads the student's own outputs
@@ -104,7 +108,11 @@ class DistillationStep:
                                     [teacher_output] if self.needs_teacher else [])
         distillation_loss = (self.criterion.distillation_loss if self.matchers is None
                              else self.matchers.distillation_loss)
-        kd_loss = distillation_loss(student_output, teacher_output)
+        if self.criterion.wants_labels:
+            kd_loss = self.criterion.distillation_loss(student_output, teacher_output,
+                                                       labels=labels)
+        else:
+            kd_loss = distillation_loss(student_output, teacher_output)
         if student_loss is not None:  # one scalar: a per-sample loss is averaged, with a warning
             student_loss = scalar_loss(student_loss, self.adapter, owner=self)
         loss = self.criterion.combine(student_loss, kd_loss)

@@ -382,7 +382,7 @@ def test_a_new_loss_type_is_accepted_everywhere(recipes_applied):
     _, out = recipes_applied
     assert out["abs_yaml"] == ["CE", "ABS"]
     assert out["abs_config"] == ["CE", "ABS"]
-    assert "distillation in {CE, KL, MSE, ABS}" in out["abs_bad"]
+    assert "distillation in {CE, KL, MSE, RKL, JSD, ABS}" in out["abs_bad"]
     assert out["abs_torch"][0] == pytest.approx(out["abs_torch"][1], rel=1e-5)
     if "abs_tf" in out:
         assert out["abs_tf"] == pytest.approx(out["abs_torch"][1], rel=1e-5)

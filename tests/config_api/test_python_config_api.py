@@ -63,7 +63,7 @@ def test_yaml_to_config_and_back_fills_defaults():
     assert config.temperature == 3 and config.loss_types == ["CE", "CE"]
     assert yaml.safe_load(config.to_yaml()) == {"KnowledgeDistillationLoss": {
         "temperature": 3, "loss_types": ["CE", "CE"], "loss_weights": [0.5, 0.5],
-        "from_logits": True}}
+        "from_logits": True, "logit_standardization": False, "beta": 0.5}}
     assert KD.from_dict({"temperature": 3}) == config  # the arguments alone are accepted too
 
 
@@ -136,7 +136,7 @@ ERRORS = [
     ("kd-loss-types", lambda: KD(loss_types=["CE", "XX"]),
      {"KnowledgeDistillationLoss": {"loss_types": ["CE", "XX"]}},
      "loss_types: expected a list of two loss types [student in {CE, MSE}, distillation in "
-     "{CE, KL, MSE}], got ['CE', 'XX']"),
+     "{CE, KL, MSE, RKL, JSD}], got ['CE', 'XX']"),
     ("kd-loss-weights", lambda: KD(loss_weights=[0.5]),
      {"KnowledgeDistillationLoss": {"loss_weights": [0.5]}},
      "loss_weights: expected a list of two numbers >= 0 [student_weight, "
@@ -150,7 +150,8 @@ ERRORS = [
     ("il-loss-types", lambda: IL(layer_mappings=[["a"]], loss_types=["CE", "CE"]),
      {"IntermediateLayersKnowledgeDistillationLoss": {"layer_mappings": [["a"]],
                                                       "loss_types": ["CE", "CE"]}},
-     "loss_types: expected a list of loss types out of {MSE, L1, KL, cosine}, got ['CE', 'CE']"),
+     "loss_types: expected a list of loss types out of {MSE, L1, KL, cosine, AT, SP, RKD}, "
+     "got ['CE', 'CE']"),
     ("il-count", lambda: IL(layer_mappings=[["a"], ["b"]], loss_weights=[1, 1, 1]),
      {"IntermediateLayersKnowledgeDistillationLoss": {"layer_mappings": [["a"], ["b"]],
                                                       "loss_weights": [1, 1, 1]}},
@@ -211,7 +212,8 @@ OTHER_ERRORS = [
     ("criterion-type", lambda: DistillationConfig(criterion="KnowledgeDistillationLoss"),
      ConfigError, "DistillationConfig: criterion: expected one of "
      "{KnowledgeDistillationLossConfig, IntermediateLayersKnowledgeDistillationLossConfig, "
-     "SelfKnowledgeDistillationLossConfig} or a {name: arguments} section, got str"),
+     "SelfKnowledgeDistillationLossConfig, DecoupledKnowledgeDistillationLossConfig, "
+     "DISTLossConfig} or a {name: arguments} section, got str"),
     ("criterion-section", lambda: DistillationConfig(
         criterion={"KnowledgeDistilationLoss": {}}),
      ConfigError, "DistillationConfig: criterion.KnowledgeDistilationLoss: unknown criterion. "

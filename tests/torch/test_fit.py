@@ -292,9 +292,9 @@ def test_unlabeled_transfer_set_trains_with_the_kd_term_alone(workspace, data, g
     student_losses = []
     original = distiller.on_after_compute_loss
 
-    def spy(inputs, output, student_loss, teacher_output=None):
+    def spy(inputs, output, student_loss, teacher_output=None, labels=None):
         student_losses.append(student_loss)
-        return original(inputs, output, student_loss, teacher_output)
+        return original(inputs, output, student_loss, teacher_output, labels)
 
     distiller.on_after_compute_loss = spy
     model = distiller.fit()

@@ -22,6 +22,7 @@ from neural_distill.adapters.inc_criterion import IncLogitCriterionMethods
 from neural_distill.core.shapes import same_but_leading_ones, warn_reshaped
 from neural_distill.criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
                               KnowledgeDistillationSpec, SelfDistillationSpec)
+from neural_distill.criterion.logit_specs import DecoupledKDSpec, WeightedLogitCriterion
 from neural_distill.errors import ModelError
 from neural_distill.adapters.tensorflow import checks as tf_checks
 from neural_distill.adapters.tensorflow import losses
@@ -71,11 +72,13 @@ class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDis
     """
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None, student_model=None, teacher_model=None):
-        self._configure(temperature, loss_types, loss_weights, from_logits)
+                 from_logits=None, logit_standardization=None, beta=None,
+                 student_model=None, teacher_model=None):
+        self._configure(temperature, loss_types, loss_weights, from_logits,
+                        logit_standardization, beta)
         self._set_inc_models(student_model, teacher_model)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
-        self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
+        self._kd_fn = self._kd_function(losses.KD_LOSSES)
 
     def student_loss(self, student_output, labels):
         """The student's own loss against ``labels``; None when the batch has no labels."""
@@ -92,8 +95,11 @@ class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDis
             warn_reshaped(self, static_shape(student), static_shape(teacher))
             teacher = tf.reshape(teacher, tf.shape(student))
         _check_same_shape(student, teacher)
-        return self._kd_fn(student, tf.stop_gradient(teacher), self.temperature,
-                           self.from_logits)
+        teacher = tf.stop_gradient(teacher)
+        if self.logit_standardization:
+            student, teacher = (losses.standardize_logits(student),
+                                losses.standardize_logits(teacher))
+        return self._kd_fn(student, teacher, self.temperature, self.from_logits)
 
     def __call__(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),
@@ -101,6 +107,82 @@ class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDis
 
     def __repr__(self):
         return f"{type(self).__name__}({self._settings()})"
+
+
+def _same_logits(student_output, teacher_output):
+    student = logits_of(student_output, "student output")
+    teacher = logits_of(teacher_output, "teacher output")
+    _check_same_shape(student, teacher)
+    return student, tf.stop_gradient(teacher)
+
+
+class _WeightedLogitLoss(_Criterion):
+    """``student_loss`` (cross-entropy against the labels), ``__call__`` and the repr of the
+    logit criteria of ``criterion.logit_specs``."""
+
+    def student_loss(self, student_output, labels):
+        if labels is None:
+            return None
+        return losses.label_cross_entropy(logits_of(student_output, "student output"),
+                                          tf.convert_to_tensor(labels))
+
+    def __call__(self, student_output, teacher_output, labels=None):
+        if self.wants_labels:
+            distill = self.distillation_loss(student_output, teacher_output, labels)
+        else:
+            distill = self.distillation_loss(student_output, teacher_output)
+        return self.combine(self.student_loss(student_output, labels), distill)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._settings()})"
+
+
+class TensorflowDecoupledKnowledgeDistillationLoss(DecoupledKDSpec, _WeightedLogitLoss):
+    """DKD for Keras models: ``w0 * CE + w1 * (alpha * TCKD + beta * NCKD)``
+    (docs/criteria.md); the target class comes from ``labels``."""
+
+    def __init__(self, alpha=None, beta=None, temperature=None, loss_weights=None,
+                 logit_standardization=None):
+        self._configure_from_spec(alpha=alpha, beta=beta, temperature=temperature,
+                                  loss_weights=loss_weights,
+                                  logit_standardization=logit_standardization)
+
+    def distillation_loss(self, student_output, teacher_output, labels=None):
+        student, teacher = _same_logits(student_output, teacher_output)
+        if self.logit_standardization:
+            student, teacher = (losses.standardize_logits(student),
+                                losses.standardize_logits(teacher))
+        classes = teacher.shape[-1]
+        top1 = tf.argmax(tf.reshape(teacher, [-1, classes]), axis=-1, output_type=tf.int32)
+        if labels is None:
+            self._warn_no_labels_once()
+            target = top1
+        else:
+            labels = tf.convert_to_tensor(labels)
+            if labels.dtype.is_floating and labels.shape[-1] == classes:  # soft labels
+                target = tf.argmax(tf.reshape(labels, [-1, classes]), axis=-1,
+                                   output_type=tf.int32)
+            else:
+                target = tf.reshape(tf.cast(labels, tf.int32), [-1])
+            # Unlabeled samples (-100, e.g. a transfer set) take the teacher's top-1 class.
+            target = tf.where(target == losses.IGNORE_INDEX, top1, target)
+        return losses.decoupled_kd(student, teacher, target, self.alpha, self.beta,
+                                   self.temperature)
+
+
+class TensorflowDISTLoss(WeightedLogitCriterion, _WeightedLogitLoss):
+    """DIST for Keras models: ``w0 * CE + w1 * T^2 * (beta * inter + gamma * intra)``
+    (docs/criteria.md)."""
+
+    yaml_name = "DISTLoss"
+
+    def __init__(self, beta=None, gamma=None, temperature=None, loss_weights=None):
+        self._configure_from_spec(beta=beta, gamma=gamma, temperature=temperature,
+                                  loss_weights=loss_weights)
+
+    def distillation_loss(self, student_output, teacher_output):
+        student, teacher = _same_logits(student_output, teacher_output)
+        return losses.dist_loss(student, teacher, self.beta, self.gamma, self.temperature)
 
 
 class _FeatureCriterionBase(FeatureCriterionSpec, _Criterion):
@@ -170,9 +252,10 @@ class TensorflowIntermediateLayersKnowledgeDistillationLoss(IntermediateLayersSp
     select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=None):
-        self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
-        self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
+                 add_origin_loss=None, rkd_weights=None):
+        self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss, rkd_weights)
+        self._loss_fns = [self._feature_function(losses.FEATURE_LOSSES, t)
+                          for t in self.loss_types]
         self.matchers = []
         self._warned_rerun = False
 

@@ -10,6 +10,7 @@ from neural_distill.adapters.inc_criterion import (IncFeatureCriterionMethods,
 from neural_distill.core.shapes import same_but_leading_ones, warn_reshaped
 from neural_distill.criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
                               SelfDistillationSpec)
+from neural_distill.criterion.logit_specs import DecoupledKDSpec, WeightedLogitCriterion
 from neural_distill.errors import ModelError
 from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import losses
@@ -35,12 +36,14 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
     """
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None, student_model=None, teacher_model=None):
+                 from_logits=None, logit_standardization=None, beta=None,
+                 student_model=None, teacher_model=None):
         torch.nn.Module.__init__(self)
-        self._configure(temperature, loss_types, loss_weights, from_logits)
+        self._configure(temperature, loss_types, loss_weights, from_logits,
+                        logit_standardization, beta)
         self._set_inc_models(student_model, teacher_model)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
-        self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
+        self._kd_fn = self._kd_function(losses.KD_LOSSES)
 
     def student_loss(self, student_output, labels):
         """The student's own loss against ``labels``; None when the batch has no labels."""
@@ -64,7 +67,11 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
                 f"{tuple(teacher.shape)} disagree: logit distillation needs both models to "
                 f"predict the same classes. Check the models' last layers (or pass the right "
                 f"teacher_output to on_after_compute_loss).{labels_hint}")
-        return self._kd_fn(student, teacher.detach(), self.temperature, self.from_logits)
+        teacher = teacher.detach()
+        if self.logit_standardization:
+            student, teacher = (losses.standardize_logits(student),
+                                losses.standardize_logits(teacher))
+        return self._kd_fn(student, teacher, self.temperature, self.from_logits)
 
     def forward(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),
@@ -72,6 +79,90 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
 
     def extra_repr(self):
         return self._settings()
+
+
+def _same_logits(student_output, teacher_output):
+    student = logits_of(student_output, "student output")
+    teacher = logits_of(teacher_output, "teacher output")
+    if student.shape != teacher.shape:
+        raise ModelError(
+            f"student output shape {tuple(student.shape)} and teacher output shape "
+            f"{tuple(teacher.shape)} disagree: this criterion compares class probabilities, "
+            f"so both models must predict the same classes. Check the models' last layers.")
+    return student, teacher.detach()
+
+
+class _WeightedLogitLoss:
+    """``student_loss`` (cross-entropy against the labels), ``forward`` and the repr of the
+    logit criteria of ``criterion.logit_specs``."""
+
+    def student_loss(self, student_output, labels):
+        return _student_term(losses.label_cross_entropy, student_output, labels, True)
+
+    def forward(self, student_output, teacher_output, labels=None):
+        if self.wants_labels:
+            distill = self.distillation_loss(student_output, teacher_output, labels)
+        else:
+            distill = self.distillation_loss(student_output, teacher_output)
+        return self.combine(self.student_loss(student_output, labels), distill)
+
+    def extra_repr(self):
+        return self._settings()
+
+
+class PyTorchDecoupledKnowledgeDistillationLoss(_WeightedLogitLoss, DecoupledKDSpec,
+                                                torch.nn.Module):
+    """DKD for PyTorch models: ``w0 * CE + w1 * (alpha * TCKD + beta * NCKD)``
+    (docs/criteria.md); the target class comes from ``labels``."""
+
+    def __init__(self, alpha=None, beta=None, temperature=None, loss_weights=None,
+                 logit_standardization=None):
+        torch.nn.Module.__init__(self)
+        self._configure_from_spec(alpha=alpha, beta=beta, temperature=temperature,
+                                  loss_weights=loss_weights,
+                                  logit_standardization=logit_standardization)
+
+    def distillation_loss(self, student_output, teacher_output, labels=None):
+        student, teacher = _same_logits(student_output, teacher_output)
+        if self.logit_standardization:
+            student, teacher = (losses.standardize_logits(student),
+                                losses.standardize_logits(teacher))
+        top1 = teacher.reshape(-1, teacher.shape[-1]).argmax(dim=-1)
+        target = _target_classes(labels, teacher)
+        if target is None:
+            self._warn_no_labels_once()
+            target = top1
+        else:  # unlabeled samples (-100, e.g. a transfer set) take the teacher's top-1 class
+            target = torch.where(target == losses.IGNORE_INDEX, top1, target)
+        return losses.decoupled_kd(student, teacher, target, self.alpha, self.beta,
+                                   self.temperature)
+
+
+def _target_classes(labels, logits):
+    """One class id per row of ``logits``: integer labels as they are, soft (float) labels by
+    their largest entry; None without labels."""
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels, device=logits.device)
+    if labels.is_floating_point() and labels.shape[-1] == logits.shape[-1]:
+        return labels.reshape(-1, labels.shape[-1]).argmax(dim=-1)
+    return labels.reshape(-1).long()
+
+
+class PyTorchDISTLoss(_WeightedLogitLoss, WeightedLogitCriterion, torch.nn.Module):
+    """DIST for PyTorch models: ``w0 * CE + w1 * T^2 * (beta * inter + gamma * intra)``
+    (docs/criteria.md)."""
+
+    yaml_name = "DISTLoss"
+
+    def __init__(self, beta=None, gamma=None, temperature=None, loss_weights=None):
+        torch.nn.Module.__init__(self)
+        self._configure_from_spec(beta=beta, gamma=gamma, temperature=temperature,
+                                  loss_weights=loss_weights)
+
+    def distillation_loss(self, student_output, teacher_output):
+        student, teacher = _same_logits(student_output, teacher_output)
+        return losses.dist_loss(student, teacher, self.beta, self.gamma, self.temperature)
 
 
 class _FeatureStudentLoss:
@@ -98,10 +189,12 @@ class PyTorchIntermediateLayersKnowledgeDistillationLoss(IncFeatureCriterionMeth
     select = staticmethod(select)
 
     def __init__(self, layer_mappings=(), loss_types=None, loss_weights=None,
-                 add_origin_loss=None, student_model=None, teacher_model=None):
+                 add_origin_loss=None, rkd_weights=None, student_model=None,
+                 teacher_model=None):
         torch.nn.Module.__init__(self)
-        self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss)
-        self._loss_fns = [losses.FEATURE_LOSSES[t] for t in self.loss_types]
+        self._configure(layer_mappings, loss_types, loss_weights, add_origin_loss, rkd_weights)
+        self._loss_fns = [self._feature_function(losses.FEATURE_LOSSES, t)
+                          for t in self.loss_types]
         self.matchers = torch.nn.ModuleList()
         self._set_inc_models(student_model, teacher_model)
 

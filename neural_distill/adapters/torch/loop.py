@@ -39,8 +39,9 @@ def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs
     Args:
         hooks: has the ``Event`` methods except ``on_train_begin``/``on_train_end`` (the caller
             fires those, around its own set-up), plus ``running_losses() -> {name: float}``.
-        forward: ``forward(batch) -> (inputs, output, loss)``: the model's inputs (given to
-            ``on_after_compute_loss``, e.g. for a teacher), its output and its own loss.
+        forward: ``forward(batch) -> (inputs, output, loss[, labels])``: the model's inputs
+            (given to ``on_after_compute_loss``, e.g. for a teacher), its output, its own loss
+            and, optionally, the batch's labels (its ``labels=``).
         optimizer: anything with ``zero_grad(set_to_none=)``, ``step()``, ``param_groups``.
         epochs: the epoch numbers to run (any iterable, endless with ``max_batches``).
         total_epochs: shown in the progress bar as the last epoch number.
@@ -79,8 +80,10 @@ class _Steps:
     def __call__(self, batch):
         precision, accumulation = self.precision, self.accumulation
         with precision.autocast():
-            inputs, output, loss = self.forward(batch)
-            loss = self.hooks.on_after_compute_loss(inputs, output, loss)
+            inputs, output, loss, *labels = self.forward(batch)
+            # The batch's labels, when forward gives them, reach criteria that want them (DKD).
+            loss = self.hooks.on_after_compute_loss(inputs, output, loss, None,
+                                                    labels[0] if labels else None)
         if self.pending == 0:
             self.optimizer.zero_grad(set_to_none=True)
         precision.backward(loss / accumulation if accumulation > 1 else loss)
@@ -168,7 +171,7 @@ def run(adapter, distiller):
         if labels is not None:
             labels = to_device(labels, device)
         output = call_model(trained, inputs)
-        return inputs, output, criterion.student_loss(output, labels)
+        return inputs, output, criterion.student_loss(output, labels), labels
 
     try:
         train_loop(distiller, trained, loader, forward, optimizer, epochs,

@@ -1,14 +1,20 @@
 """IntermediateLayersKnowledgeDistillationLoss: ``sum_i w_i * D_i(M_i(F_s_i), F_t_i)``."""
 
 from neural_distill.config.criterion_args import (
-    CriterionSpec, flag, loss_type_list, per_mapping_lengths, weight_list)
+    CriterionSpec, flag, is_weight, loss_type_list, per_mapping_lengths, weight_list,
+    weights_limit)
 from neural_distill.config.layer_mappings import LayerMappingsNode
-from neural_distill.config.nodes import Section
+from neural_distill.config.nodes import Leaf, Section
 
 _ARGS = {"layer_mappings": LayerMappingsNode(),
          "loss_types": loss_type_list("feature"),
          "loss_weights": weight_list(),
-         "add_origin_loss": flag(False)}
+         "add_origin_loss": flag(False),
+         # RKD's [distance, angle] weights (Park et al.'s 25 and 50), for loss_types RKD.
+         "rkd_weights": Leaf(lambda v: isinstance(v, list) and len(v) == 2
+                             and all(is_weight(w) for w in v),
+                             "a list of two numbers >= 0 [distance_weight, angle_weight]",
+                             default=[25.0, 50.0], limit=weights_limit)}
 _PER_MAPPING = per_mapping_lengths("mapping")
 
 

@@ -10,9 +10,15 @@ LOSS_TYPES = {
     # the student against the labels (KnowledgeDistillationLoss loss_types[0])
     "student": ("CE", "MSE"),
     # the student's logits against the teacher's (KnowledgeDistillationLoss loss_types[1])
-    "kd": ("CE", "KL", "MSE"),
+    # (RKL: reverse KL, KL(student || teacher); JSD: TRL's generalized JSD with ``beta``)
+    "kd": ("CE", "KL", "MSE", "RKL", "JSD"),
     # intermediate features against the teacher's (IntermediateLayersKnowledgeDistillationLoss)
-    "feature": ("MSE", "L1", "KL", "cosine"),
+    # (AT, SP, RKD compare relations inside each model's features: the shapes may differ)
+    "feature": ("MSE", "L1", "KL", "cosine", "AT", "SP", "RKD"),
     # a shallow head against the student's deepest one (SelfKnowledgeDistillationLoss)
     "self": ("CE", "KL", "L2", "MSE"),
 }
+
+# Feature loss types that read no matcher: each compares a relation computed inside each
+# model's own features, so the student's features keep their own shape.
+RELATION_FEATURE_TYPES = ("AT", "SP", "RKD")
