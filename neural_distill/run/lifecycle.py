@@ -11,6 +11,7 @@ import time
 
 from neural_distill.run import checks, fitting
 from neural_distill.core.batches import is_one_shot
+from neural_distill.criterion.base import DistillationCriterion
 from neural_distill.run.durable import Durability, NoCheckpoints
 from neural_distill.errors import ModelError
 from neural_distill.run.evaluation import Evaluator, resolve_metric
@@ -158,7 +159,7 @@ class RunLifecycle(RunResults):
         d = self.distiller
         if d.adapter is not None:
             d.teacher_set.release(d.adapter)
-        if d.criterion is not None:
+        if isinstance(d.criterion, DistillationCriterion):  # not one refused at start
             d.criterion.detach()
         if self.durable is not None:
             self.durable.detach()
