@@ -14,6 +14,7 @@ written once, in the catalog. A new criterion needs no class here: its backend c
 import difflib
 
 from neural_distill.config.layer_mappings import parse_layer_mappings
+from neural_distill.criterion.balancer import LossBalancer
 from neural_distill.errors import ModelError
 from neural_distill.criterion.catalog import CATALOG
 from neural_distill.criterion.specs import validated_criterion_args
@@ -32,8 +33,9 @@ class CatalogCriterion:
     The backend class sets ``yaml_name`` (its catalog name) and calls
     ``self._configure_from_spec(**arguments)`` in its constructor: the arguments are validated
     once by the catalog spec's node (defaults filled in) and become attributes of the same
-    names. ``needs_teacher`` is the spec's. ``combine`` adds the student's own loss, when there
-    is one, to the distillation term; a criterion that weighs them overrides it.
+    names. ``needs_teacher`` is the spec's. ``combine`` weighs the student's own loss and the
+    distillation term with the criterion's ``loss_balancer`` (by default their plain sum); a
+    criterion that weighs them differently gives another balancer, never its own arithmetic.
     """
 
     yaml_name = None
@@ -48,10 +50,12 @@ class CatalogCriterion:
             object.__setattr__(self, name, args.get(name))
         return args
 
+    @property
+    def loss_balancer(self):
+        return LossBalancer()
+
     def combine(self, student_loss, distillation_loss):
-        if student_loss is None:
-            return distillation_loss
-        return student_loss + distillation_loss
+        return self.loss_balancer(student_loss, distillation_loss)
 
     def _settings(self):
         names = CATALOG[self.yaml_name].args
@@ -82,12 +86,10 @@ class KnowledgeDistillationSpec(CatalogCriterion):
         self.loss_weights = [float(w) for w in args["loss_weights"]]
         self.from_logits = args["from_logits"]
 
-    def combine(self, student_loss, distillation_loss):
+    @property
+    def loss_balancer(self):
         """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
-        weighted = self.loss_weights[1] * distillation_loss
-        if student_loss is None:
-            return weighted
-        return self.loss_weights[0] * student_loss + weighted
+        return LossBalancer(self.loss_weights[0], self.loss_weights[1], owner=type(self).__name__)
 
     def _settings(self):
         return (f"temperature={self.temperature}, loss_types={self.loss_types}, "
@@ -97,11 +99,10 @@ class KnowledgeDistillationSpec(CatalogCriterion):
 class FeatureCriterionSpec(CatalogCriterion):
     """Criteria that read intermediate features: the origin loss is added on request."""
 
-    def combine(self, student_loss, distillation_loss):
+    @property
+    def loss_balancer(self):
         """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
-        if self.add_origin_loss and student_loss is not None:
-            return student_loss + distillation_loss
-        return distillation_loss
+        return LossBalancer(use_student_loss=self.add_origin_loss, owner=type(self).__name__)
 
 
 class IntermediateLayersSpec(FeatureCriterionSpec):
