@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent('''
         def dispatch(self, event, *args):
             self.got.append([event.value, list(map(repr, args))])
             if event is LOSS:  # each target adds one: the loss must go through all of them
-                return args[2] + 1
+                return args[event.chain_index] + 1
             return Hooks.dispatch(self, event, *args)
 
     def received(*recorders):
@@ -99,7 +99,8 @@ SCRIPT = textwrap.dedent('''
     qat.captured()
     pending.on_sample_seen(2)
     loss = pending.on_after_compute_loss("x", "out", 10)
-    report["pending"] = {"before": repr(before), "loss": loss, **received(c, d)}
+    report["pending"] = {"before": repr(before), "loss": loss, "index": LOSS.chain_index,
+                         **received(c, d)}
 
     # The Trainer: its algorithms see the event.
     class Algorithm:
@@ -171,7 +172,8 @@ def test_a_new_event_member_reaches_every_hook_fanning_object(tmp_path):
     for name in ("c", "d"):
         assert pending[name][0] == ["on_sample_seen", ["2"]]
         assert pending[name][1][0] == "on_after_compute_loss"
-    assert pending["c"][1][1][2] == "10" and pending["d"][1][1][2] == "11"
+    index = pending["index"]
+    assert pending["c"][1][1][index] == "10" and pending["d"][1][1][index] == "11"
     assert report["trainer"] == ["on_sample_seen"]
     assert report["lifecycle"] == ["None", ["start"]]  # any hook may start the run
     if report["hf"] is not None:
