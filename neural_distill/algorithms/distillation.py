@@ -207,8 +207,8 @@ class Distillation(Algorithm):
         if not self.start_dur <= state.elapsed < self.end_dur:
             return
         teachers = self._chosen_teachers() if self.balancer.needs_distillation else None
-        state.loss = self.step(state, logits_of(state.outputs, "student output"), state.loss,
-                               running=_TermLog(logger), teachers=teachers)
+        state.loss = self.step(state, state.outputs, state.loss, running=_TermLog(logger),
+                               teachers=teachers)
 
     def __repr__(self):
         return (f"Distillation(teachers={len(self.teachers)}, kd_loss_fn={self.kd_loss_fn!r}, "
@@ -218,15 +218,18 @@ class Distillation(Algorithm):
 
 
 class _Term:
-    """``kd_loss_fn`` as the step's criterion: the term only, on logits; no weighting."""
+    """``kd_loss_fn`` as the step's criterion: the term only, on logits; no weighting.
+
+    The student's logits are read here, when a term is made: with ``kd_loss_weight=0`` the
+    student's output is never read."""
 
     needs_teacher = True
 
     def __init__(self, kd_loss_fn):
         self.kd_loss_fn = kd_loss_fn
 
-    def distillation_loss(self, student_logits, teacher_logits):
-        term = self.kd_loss_fn(student_logits, teacher_logits)
+    def distillation_loss(self, student_output, teacher_logits):
+        term = self.kd_loss_fn(logits_of(student_output, "student output"), teacher_logits)
         if not isinstance(term, torch.Tensor) or term.dim() != 0:
             shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
             raise ModelError(
