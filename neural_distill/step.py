@@ -144,7 +144,9 @@ class DistillationStep:
         return self._distillation_loss()(student_output, teacher_output)
 
     def _mean_term(self, inputs, student_output, teachers):
-        distillation_loss, forward = self._distillation_loss(), self.teacher_forward
+        distillation_loss = (self.criterion.distillation_loss if self.matchers is None
+                             else self.matchers.distillation_loss)
+        forward = self.teacher_forward
         terms = []
         for teacher in teachers:
             teacher_output = forward(teacher, inputs)

@@ -50,22 +50,19 @@ class LossBalancer:
         return self.distillation_weight != 0.0
 
     def __call__(self, student_loss, distillation_loss):
-        if not self.use_student_loss:
+        # Runs every step: the weighting is written out rather than split into helpers.
+        if student_loss is not None and self.use_student_loss:
+            w = self.student_weight
+            student_loss = student_loss if w == 1.0 else w * student_loss
+        else:
             student_loss = None
         if distillation_loss is None:
-            if student_loss is None:  # nothing to weigh: the caller reports it (scalar_loss)
-                return None
-            return _weighted(self.student_weight, student_loss)
-        term = _weighted(self.distillation_weight, distillation_loss)
-        if student_loss is None:
-            return term
-        return _weighted(self.student_weight, student_loss) + term
+            return student_loss  # None with neither: the caller reports it (scalar_loss)
+        w = self.distillation_weight
+        term = distillation_loss if w == 1.0 else w * distillation_loss
+        return term if student_loss is None else student_loss + term
 
     def __repr__(self):
         return (f"LossBalancer(student_weight={self.student_weight}, "
                 f"distillation_weight={self.distillation_weight}, "
                 f"use_student_loss={self.use_student_loss})")
-
-
-def _weighted(weight, loss):
-    return loss if weight == 1.0 else weight * loss
