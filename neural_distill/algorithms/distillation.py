@@ -20,13 +20,23 @@ import random
 
 import torch
 
+from neural_distill.criterion.base import DistillationCriterion
 from neural_distill.adapters.torch.adapter import ADAPTER
 from neural_distill.adapters.torch.losses import kl_divergence
 from neural_distill.adapters.torch.outputs import call_model, logits_of
+from neural_distill.config.criterion_args import temperature as temperature_node
+from neural_distill.config.loader import validate
+from neural_distill.config.nodes import Section
+from neural_distill.criterion.balancer import LossBalancer
 from neural_distill.errors import ConfigError, ModelError
 from neural_distill.events import Event
+from neural_distill.run.step import DistillationStep
 from neural_distill.trainer.checkpoint import load_weights
 from neural_distill.algorithms.base import Algorithm
+
+# The catalog's temperature rule (criterion_args.temperature), so KLDivergence(1e9) gets the
+# same message as KnowledgeDistillationLossConfig(temperature=1e9).
+_TEMPERATURE = Section({"temperature": temperature_node()})
 
 
 class KLDivergence(torch.nn.Module):
@@ -35,15 +45,14 @@ class KLDivergence(torch.nn.Module):
     Called as ``kd(student_logits, teacher_logits)``; returns a scalar. The T² factor keeps the
     gradient scale of the soft targets independent of T (Hinton et al., 2015), so
     ``kd_loss_weight`` means the same at every temperature. Logits of any rank are flattened to
-    (positions, classes). Same math as the ``KL`` kd type of ``docs/criteria.md``.
+    (positions, classes). Same math as the ``KL`` kd type of ``docs/criteria.md``, and the same
+    temperatures (0.01 to 1000).
     """
 
     def __init__(self, temperature=1.0):
         super().__init__()
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-                math.isfinite(temperature) and temperature > 0):
-            raise ConfigError(f"KLDivergence: expected temperature > 0, got {temperature!r}")
-        self.temperature = float(temperature)
+        checked = validate({"temperature": temperature}, "KLDivergence", _TEMPERATURE)
+        self.temperature = float(checked["temperature"])
 
     def forward(self, student_logits, teacher_logits):
         return kl_divergence(student_logits, teacher_logits, self.temperature)
@@ -120,8 +129,9 @@ class Distillation(Algorithm):
             raise ConfigError(f"Distillation: kd_loss_fn must be a callable (student_logits, "
                               f"teacher_logits) -> scalar, got {type(kd_loss_fn).__name__}")
         self.kd_loss_fn = kd_loss_fn
-        self.kd_loss_weight = _weight(kd_loss_weight, "kd_loss_weight")
-        self.org_loss_weight = _weight(org_loss_weight, "org_loss_weight")
+        self.balancer = LossBalancer(_weight(org_loss_weight, "org_loss_weight"),
+                                     _weight(kd_loss_weight, "kd_loss_weight"),
+                                     owner="Distillation")
         for name, value in (("start_dur", start_dur), ("end_dur", end_dur)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     0.0 <= value <= 1.0):
@@ -140,8 +150,22 @@ class Distillation(Algorithm):
             raise ConfigError(f"Distillation: n_teachers_to_sample must be an int from 1 to the "
                               f"number of teachers ({count}), got {n_teachers_to_sample!r}")
         self.n_teachers_to_sample = n_teachers_to_sample
+        self._names = {id(model): name for name, model in self._named_teachers}
+        # The loss is made where every loss of the package is: teacher forward, one term per
+        # teacher (their mean), weighting by the balancer.
+        self.step = DistillationStep(ADAPTER, _Term(kd_loss_fn), self.teachers,
+                                     balancer=self.balancer, teacher_forward=self._teacher_logits,
+                                     reduce_student_loss=False)
         self._saved_modes = []
         self._rng = None
+
+    @property
+    def kd_loss_weight(self):
+        return self.balancer.distillation_weight
+
+    @property
+    def org_loss_weight(self):
+        return self.balancer.student_weight
 
     def match(self, event, state):
         return event in (Event.AFTER_COMPUTE_LOSS, Event.TRAIN_BEGIN, Event.TRAIN_END)
@@ -165,39 +189,63 @@ class Distillation(Algorithm):
 
     def _chosen_teachers(self):
         if self.n_teachers_to_sample is None or self.n_teachers_to_sample == len(self.teachers):
-            return self._named_teachers
+            return self.teachers
         rng = self._rng or random.Random()
         picked = sorted(rng.sample(range(len(self.teachers)), self.n_teachers_to_sample))
-        return [self._named_teachers[i] for i in picked]
+        return [self.teachers[i] for i in picked]
+
+    def _teacher_logits(self, teacher, state):
+        """One teacher's logits for the step ``DistillationStep`` makes with ``state`` as its
+        inputs: a model with its own ``loss`` (a Trainer-style model) takes the whole batch."""
+        if teacher.training:  # someone called .train() on it since TRAIN_BEGIN
+            teacher.eval()
+        with torch.no_grad():
+            output = (teacher(state.batch) if callable(getattr(teacher, "loss", None))
+                      else call_model(teacher, state.inputs))
+        return logits_of(output, f"{self._names[id(teacher)]} output")
 
     def _add_term(self, state, logger):
         if not self.start_dur <= state.elapsed < self.end_dur:
             return
-        if self.kd_loss_weight == 0.0:  # nothing to add: spare the teachers' forward passes
-            state.loss = self.org_loss_weight * state.loss
-            return
-        student_logits = logits_of(state.outputs, "student output")
-        terms = []
-        for name, teacher in self._chosen_teachers():
-            if teacher.training:  # someone called .train() on it since TRAIN_BEGIN
-                teacher.eval()
-            with torch.no_grad():
-                output = (teacher(state.batch) if callable(getattr(teacher, "loss", None))
-                          else call_model(teacher, state.inputs))
-            term = self.kd_loss_fn(student_logits, logits_of(output, f"{name} output"))
-            if not isinstance(term, torch.Tensor) or term.dim() != 0:
-                shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
-                raise ModelError(
-                    f"Distillation: kd_loss_fn must return a scalar tensor, got {shape}. Reduce "
-                    f"it (e.g. reduction='mean' or 'batchmean') or wrap it: lambda s, t: "
-                    f"fn(s, t).mean()")
-            terms.append(term)
-        kd = terms[0] if len(terms) == 1 else torch.stack(terms).mean()
-        logger.log_metrics({"distillation_loss": kd})
-        state.loss = self.org_loss_weight * state.loss + self.kd_loss_weight * kd
+        teachers = self._chosen_teachers() if self.balancer.needs_distillation else None
+        state.loss = self.step(state, state.outputs, state.loss, running=_TermLog(logger),
+                               teachers=teachers)
 
     def __repr__(self):
         return (f"Distillation(teachers={len(self.teachers)}, kd_loss_fn={self.kd_loss_fn!r}, "
                 f"kd_loss_weight={self.kd_loss_weight}, org_loss_weight={self.org_loss_weight}, "
                 f"start_dur={self.start_dur}, end_dur={self.end_dur}, "
                 f"n_teachers_to_sample={self.n_teachers_to_sample})")
+
+
+class _Term(DistillationCriterion):
+    """``kd_loss_fn`` as the step's criterion: the term only, on logits; no weighting.
+
+    The student's logits are read here, when a term is made: with ``kd_loss_weight=0`` the
+    student's output is never read."""
+
+    def __init__(self, kd_loss_fn):
+        self.kd_loss_fn = kd_loss_fn
+
+    def distillation_loss(self, student_output, teacher_logits):
+        term = self.kd_loss_fn(logits_of(student_output, "student output"), teacher_logits)
+        if not isinstance(term, torch.Tensor) or term.dim() != 0:
+            shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
+            raise ModelError(
+                f"Distillation: kd_loss_fn must return a scalar tensor, got {shape}. Reduce "
+                f"it (e.g. reduction='mean' or 'batchmean') or wrap it: lambda s, t: "
+                f"fn(s, t).mean()")
+        return term
+
+
+class _TermLog:
+    """The step's ``running`` for the Trainer: the term goes to the trainer's metrics."""
+
+    __slots__ = ("logger",)
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def add(self, loss, student_loss, kd_loss, inputs=None):
+        if kd_loss is not None:
+            self.logger.log_metrics({"distillation_loss": kd_loss})

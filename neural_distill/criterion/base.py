@@ -15,6 +15,7 @@ import difflib
 import functools
 
 from neural_distill.config.layer_mappings import parse_layer_mappings
+from neural_distill.criterion.balancer import LossBalancer
 from neural_distill.errors import ModelError
 from neural_distill.criterion.catalog import CATALOG
 from neural_distill.criterion.catalog.loss_types import RELATION_FEATURE_TYPES
@@ -36,7 +37,8 @@ class DistillationCriterion:
     a criterion directly instead of probing it for optional methods:
 
     - ``distillation_loss(student_output, teacher_output)`` the term (the one required method);
-      ``combine(student_loss, term)`` the criterion's loss from the two;
+      ``combine(student_loss, term)`` the criterion's loss from the two, weighed by its
+      ``loss_balancer``;
     - ``needs_teacher``: whether a teacher must run (False for self-distillation);
       ``wants_labels``: whether ``distillation_loss`` takes the batch's ``labels=`` (DKD);
     - ``from_logits``: True/False when the criterion knows what the models output, None when it
@@ -68,10 +70,14 @@ class DistillationCriterion:
     def distillation_loss(self, student_output, teacher_output):
         raise NotImplementedError(f"{type(self).__name__} must define distillation_loss")
 
+    @property
+    def loss_balancer(self):
+        """How ``combine`` weighs the two losses (criterion/balancer.py): their plain sum here;
+        a criterion with weights gives its own balancer, never its own arithmetic."""
+        return LossBalancer(owner=type(self).__name__)
+
     def combine(self, student_loss, distillation_loss):
-        if student_loss is None:
-            return distillation_loss
-        return student_loss + distillation_loss
+        return self.loss_balancer(student_loss, distillation_loss)
 
     def attach(self, student, teachers, teacher_keys=None):
         """Start capturing what the criterion reads from the models (feature criteria)."""
@@ -106,8 +112,9 @@ class CatalogCriterion(DistillationCriterion):
     The backend class sets ``yaml_name`` (its catalog name) and calls
     ``self._configure_from_spec(**arguments)`` in its constructor: the arguments are validated
     once by the catalog spec's node (defaults filled in) and become attributes of the same
-    names. ``needs_teacher`` is the spec's. ``combine`` adds the student's own loss, when there
-    is one, to the distillation term; a criterion that weighs them overrides it.
+    names. ``needs_teacher`` is the spec's. ``combine`` weighs the student's own loss and the
+    distillation term with the criterion's ``loss_balancer`` (by default their plain sum); a
+    criterion that weighs them differently gives another balancer, never its own arithmetic.
     """
 
     @property
@@ -160,12 +167,10 @@ class KnowledgeDistillationSpec(CatalogCriterion):
             return functools.partial(fn, beta=self.beta)
         return fn
 
-    def combine(self, student_loss, distillation_loss):
+    @property
+    def loss_balancer(self):
         """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
-        weighted = self.loss_weights[1] * distillation_loss
-        if student_loss is None:
-            return weighted
-        return self.loss_weights[0] * student_loss + weighted
+        return LossBalancer(self.loss_weights[0], self.loss_weights[1], owner=type(self).__name__)
 
     def _settings(self):
         text = (f"temperature={self.temperature}, loss_types={self.loss_types}, "
@@ -180,11 +185,10 @@ class KnowledgeDistillationSpec(CatalogCriterion):
 class FeatureCriterionSpec(CatalogCriterion):
     """Criteria that read intermediate features: the origin loss is added on request."""
 
-    def combine(self, student_loss, distillation_loss):
+    @property
+    def loss_balancer(self):
         """Sum of the weighted feature terms, plus the student's own loss if add_origin_loss."""
-        if self.add_origin_loss and student_loss is not None:
-            return student_loss + distillation_loss
-        return distillation_loss
+        return LossBalancer(use_student_loss=self.add_origin_loss, owner=type(self).__name__)
 
 
 class IntermediateLayersSpec(FeatureCriterionSpec):

@@ -7,6 +7,7 @@ built from the catalog alone: DecoupledKnowledgeDistillationLoss and DISTLoss.
 
 import warnings
 
+from neural_distill.criterion.balancer import LossBalancer
 from neural_distill.criterion.base import CatalogCriterion
 
 
@@ -17,11 +18,10 @@ class WeightedLogitCriterion(CatalogCriterion):
 
     wants_labels = False
 
-    def combine(self, student_loss, distillation_loss):
-        weighted = self.loss_weights[1] * distillation_loss
-        if student_loss is None:
-            return weighted
-        return self.loss_weights[0] * student_loss + weighted
+    @property
+    def loss_balancer(self):
+        """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
+        return LossBalancer(self.loss_weights[0], self.loss_weights[1], owner=type(self).__name__)
 
 
 class DecoupledKDSpec(WeightedLogitCriterion):

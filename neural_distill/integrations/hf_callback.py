@@ -87,23 +87,52 @@ def _epoch_of(state):
     return (int(math.floor((state.epoch or 0.0) + 1e-9)),)
 
 
-# transformers' callback events that map one to one onto ours, with our hook's arguments
-# read from the Trainer's state.
-_FORWARDED = {
-    "on_epoch_begin": (Event.EPOCH_BEGIN, _epoch_of),
-    "on_step_begin": (Event.STEP_BEGIN, lambda state: (state.global_step,)),
-    "on_pre_optimizer_step": (Event.BEFORE_OPTIMIZER_STEP, lambda state: ()),
-    "on_optimizer_step": (Event.AFTER_OPTIMIZER_STEP, lambda state: ()),
+# Our events are forwarded from the transformers callback event of the same name (or the name
+# below), with our hook's arguments read from the Trainer's state (none by default): the table
+# is generated from ``Event``, so a new member named like a callback event is forwarded with no
+# edit here. Events the callback handles by hand (the methods above) keep their method;
+# ``on_after_compute_loss`` is no callback event (the trainer's ``compute_loss`` calls it).
+_CALLBACK_NAMES = {
+    Event.BEFORE_OPTIMIZER_STEP: "on_pre_optimizer_step",
+    Event.AFTER_OPTIMIZER_STEP: "on_optimizer_step",
 }
+_ARGUMENTS = {
+    Event.EPOCH_BEGIN: _epoch_of,
+    Event.STEP_BEGIN: lambda state: (state.global_step,),
+}
+
+
+def _no_arguments(state):
+    return ()
 
 
 def _forwarding(event, arguments):
     def callback_event(self, args, state, control, **kwargs):
         self.manager.dispatch(event, *arguments(state))
 
+    callback_event.__name__ = callback_event.__qualname__ = \
+        _CALLBACK_NAMES.get(event, event.value)
+    callback_event.__event__ = event
     return callback_event
 
 
+def forwarded_events():
+    """``{transformers callback event: (our Event, argument reader)}``, from ``Event``."""
+    table = {}
+    for event in Event:
+        name = _CALLBACK_NAMES.get(event, event.value)
+        own = vars(DistillationCallback).get(name)
+        if not callable(getattr(TrainerCallback, name, None)) or (
+                own is not None and getattr(own, "__event__", None) is None):
+            continue
+        required = [spec for spec in event.params if len(spec) == 1]
+        arguments = _ARGUMENTS.get(event, None if required else _no_arguments)
+        if arguments is not None:  # an event with arguments the state cannot give is not sent
+            table[name] = (event, arguments)
+    return table
+
+
+_FORWARDED = forwarded_events()
 for _name, (_event, _arguments) in _FORWARDED.items():
     setattr(DistillationCallback, _name, _forwarding(_event, _arguments))
 

@@ -28,6 +28,8 @@ from neural_distill.run.workspace import Workspace
 
 
 class RunLifecycle(RunResults):
+    pruner = None  # the config's `pruning:` section, driven by the same hooks (set at start)
+
     def __init__(self, distiller):
         self.distiller = distiller
         self.state = RunState()
@@ -42,7 +44,6 @@ class RunLifecycle(RunResults):
         self.student_classes = None  # read on the first batch, for clearer label errors
         self.durable = None      # checkpoints and resume, for a run of a built-in loop
         self.builtin = False  # a built-in loop drives the run (set by fitting): resumable
-        self.pruner = None  # the config's `pruning:` section, driven by the same hooks
         self._sparse_best = False  # the best student was evaluated at the final sparsity
         self._epoch_started_at = time.perf_counter()
 

@@ -10,8 +10,13 @@ compute the loss here::
     kd_loss = criterion.distillation_loss(student_output, teacher_output[, labels=labels])
                                 # through run/matcher_training.py in a run: matchers get trained
     student_loss: one scalar tensor (checks.scalar_loss)
-    loss = criterion.combine(student_loss, kd_loss)
+    loss = balancer(student_loss, kd_loss)      # criterion/balancer.py: the one weighting,
+                                                # the criterion's (criterion.combine) by default
     running.add(loss, student_loss, kd_loss, inputs)    # the epoch's running losses
+
+The Trainer algorithm (``algorithms/distillation.py``) goes through the same step with its own
+balancer (``org_loss_weight``, ``kd_loss_weight``) and one term per teacher (``teacher_forward``),
+averaged over the teachers it samples for the step.
 """
 
 from neural_distill.run.checks import scalar_loss
@@ -24,10 +29,18 @@ from neural_distill.teacher_cache.run_cache import numpy_inputs
 class DistillationStep:
     """Args: the backend adapter, the criterion, the teacher models (a list) and their
     weights (None: equal); in a run also the teacher cache, the ``MatcherTraining`` of the
-    criterion and the experiment's ``OutputCheck``."""
+    criterion and the experiment's ``OutputCheck``.
+
+    ``balancer`` (a :class:`~neural_distill.criterion.balancer.LossBalancer`) weighs the two
+    losses instead of the criterion's own; with a balancer whose term has no weight, no teacher
+    runs. ``teacher_forward(teacher, inputs)``, when given, makes one term per teacher (the
+    mean of the terms is the step's term) instead of one term on the teachers' mean output.
+    ``reduce_student_loss=False`` passes the student loss on as given (the caller checks it).
+    """
 
     def __init__(self, adapter, criterion, teachers, teacher_weights=None, cache=None,
-                 matchers=None, output_check=None):
+                 matchers=None, output_check=None, balancer=None, teacher_forward=None,
+                 reduce_student_loss=True):
         self.adapter = adapter
         self.criterion = criterion
         self.teachers = list(teachers)
@@ -36,6 +49,9 @@ class DistillationStep:
         self.cache = cache  # a teacher_cache.TeacherCache, or None
         self.matchers = matchers
         self.output_check = output_check
+        self.balancer = balancer
+        self.teacher_forward = teacher_forward
+        self.reduce_student_loss = reduce_student_loss
 
     def teacher_output(self, inputs, student_output=None, eager=True):
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
@@ -94,11 +110,36 @@ class DistillationStep:
         return cached, []
 
     def __call__(self, inputs, student_output, student_loss, teacher_output=None, running=None,
-                 labels=None):
+                 labels=None, teachers=None):
         """The combined loss (one scalar tensor); ``running`` (if given) records the terms.
 
         ``labels`` reach only a criterion that declares ``wants_labels`` (DKD's target class).
-        """
+        ``teachers`` (with ``teacher_forward``): the teachers of this step, if not all."""
+        balancer = self.criterion.combine if self.balancer is None else self.balancer
+        if self.balancer is not None and not self.balancer.needs_distillation:
+            kd_loss = None  # weighted by 0: spare the teachers' forward passes
+        elif teacher_output is None and self.teacher_forward is not None:
+            kd_loss = self._mean_term(inputs, student_output, teachers or self.teachers,
+                                      labels)
+        else:
+            kd_loss = self._term(inputs, student_output, teacher_output, labels)
+        if student_loss is not None and self.reduce_student_loss:
+            # one scalar: a per-sample loss is averaged, with a warning
+            student_loss = scalar_loss(student_loss, self.adapter, owner=self)
+        loss = balancer(student_loss, kd_loss)
+        if running is not None:
+            running.add(loss, student_loss, kd_loss, inputs=inputs)
+        return loss
+
+    def _distillation_loss(self, student_output, teacher_output, labels):
+        if self.criterion.wants_labels:
+            return self.criterion.distillation_loss(student_output, teacher_output,
+                                                    labels=labels)
+        distillation_loss = (self.criterion.distillation_loss if self.matchers is None
+                             else self.matchers.distillation_loss)
+        return distillation_loss(student_output, teacher_output)
+
+    def _term(self, inputs, student_output, teacher_output, labels=None):
         if teacher_output is None:
             teacher_output = self.teacher_output(inputs, student_output)
         elif self.needs_teacher:  # self-distillation reads the student's own outputs
@@ -106,16 +147,15 @@ class DistillationStep:
         if self.output_check is not None:
             self.output_check.check(self.adapter, self.criterion, student_output,
                                     [teacher_output] if self.needs_teacher else [])
-        distillation_loss = (self.criterion.distillation_loss if self.matchers is None
-                             else self.matchers.distillation_loss)
-        if self.criterion.wants_labels:
-            kd_loss = self.criterion.distillation_loss(student_output, teacher_output,
-                                                       labels=labels)
-        else:
-            kd_loss = distillation_loss(student_output, teacher_output)
-        if student_loss is not None:  # one scalar: a per-sample loss is averaged, with a warning
-            student_loss = scalar_loss(student_loss, self.adapter, owner=self)
-        loss = self.criterion.combine(student_loss, kd_loss)
-        if running is not None:
-            running.add(loss, student_loss, kd_loss, inputs=inputs)
-        return loss
+        return self._distillation_loss(student_output, teacher_output, labels)
+
+    def _mean_term(self, inputs, student_output, teachers, labels=None):
+        forward = self.teacher_forward
+        terms = []
+        for teacher in teachers:
+            teacher_output = forward(teacher, inputs)
+            if self.output_check is not None:
+                self.output_check.check(self.adapter, self.criterion, student_output,
+                                        [teacher_output])
+            terms.append(self._distillation_loss(student_output, teacher_output, labels))
+        return terms[0] if len(terms) == 1 else self.adapter.mean_tensors(terms)

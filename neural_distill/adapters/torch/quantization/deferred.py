@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from neural_distill.errors import ModelError
+from neural_distill.events import Dispatcher, Event, Hooks
 from neural_distill.adapters.torch.quantization.export import quiet_copies
 
 
@@ -114,15 +115,17 @@ class DeferredQATModule(nn.Module):
             "not captured yet: traced on its first batch"
 
 
-class PendingParts:
+class PendingParts(Dispatcher):
     """The manager's parts until the QAT model is captured; after that, a pass-through.
 
     ``build()`` returns the real parts (one per config). Hooks called before capture are
     recorded and replayed on the parts when they are built, in order, with the observers
-    paused for ``on_train_begin`` (its dry run is not training data).
+    paused for ``on_train_begin`` (its dry run is not training data). The hooks are the
+    package's generated ones (:class:`neural_distill.events.Dispatcher`): every ``Event``
+    reaches the parts, the loss chained through them, with no hook written here.
     """
 
-    _REPLAYED = ("on_train_begin", "on_epoch_begin", "on_step_begin")
+    _REPLAYED = (Event.TRAIN_BEGIN, Event.EPOCH_BEGIN, Event.STEP_BEGIN)
 
     def __init__(self, qat, build):
         self.qat = qat
@@ -134,66 +137,34 @@ class PendingParts:
     def _captured(self):
         self.parts = list(self._build())
         calls, self._calls = self._calls, []
-        for name, args in calls:
-            self._dispatch(name, args)
+        for event, args in calls:
+            self._fan(event, args)
 
-    def _dispatch(self, name, args):
-        result = args[2] if name == "on_after_compute_loss" else None
-        for part in self.parts:
-            if name == "on_train_begin":
-                with self.qat.observers_paused():
-                    part.on_train_begin(*args)
-            elif name == "on_after_compute_loss":
-                result = part.on_after_compute_loss(args[0], args[1], result, args[3], args[4])
-            else:
-                getattr(part, name)(*args)
-        return result
+    def hook_targets(self):
+        return self.parts
 
-    def _hook(self, name, args):
+    def _fan(self, event, args):
+        if event is Event.TRAIN_BEGIN:
+            with self.qat.observers_paused():
+                return super().dispatch(event, *args)
+        return super().dispatch(event, *args)
+
+    def dispatch(self, event, *args):
         if self.parts:
-            return self._dispatch(name, args)
-        if name == "on_train_begin" and args[0] is not None:
-            self.qat.capture_batch(args[0])  # builds and replays, then runs this hook
-            return self._dispatch(name, args)
-        if name in self._REPLAYED:
-            self._calls.append((name, args))
+            return self._fan(event, args)
+        if event is Event.TRAIN_BEGIN:
+            # A fresh run: hooks recorded before an earlier on_train_begin no longer apply.
+            self._calls = []
+            if args[0] is not None:
+                self.qat.capture_batch(args[0])  # builds and replays, then runs this hook
+                return self._fan(event, args)
+        if event in self._REPLAYED:
+            self._calls.append((event, args))
             return None
-        if name == "on_after_compute_loss":
+        if event is Event.AFTER_COMPUTE_LOSS:
             raise ModelError(
                 "on_after_compute_loss: the QAT model has not run yet. It is captured on its "
                 "first batch: call manager.model(batch) (or pass the dataloader to "
                 "on_train_begin) before on_after_compute_loss.")
-        return None  # nothing to do before the first batch (e.g. on_epoch_end of no steps)
-
-    def on_train_begin(self, dataloader=None):
-        # A fresh run: hooks recorded before an earlier on_train_begin no longer apply.
-        if not self.parts:
-            self._calls = []
-        return self._hook("on_train_begin", (dataloader,))
-
-    def on_epoch_begin(self, epoch):
-        return self._hook("on_epoch_begin", (epoch,))
-
-    def on_step_begin(self, batch_id):
-        return self._hook("on_step_begin", (batch_id,))
-
-    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None,
-                              labels=None):
-        return self._hook("on_after_compute_loss",
-                          (input, student_output, student_loss, teacher_output, labels))
-
-    def on_before_optimizer_step(self):
-        return self._hook("on_before_optimizer_step", ())
-
-    def on_after_optimizer_step(self):
-        return self._hook("on_after_optimizer_step", ())
-
-    def on_step_end(self):
-        return self._hook("on_step_end", ())
-
-    def on_epoch_end(self):
-        return self._hook("on_epoch_end", ())
-
-    def on_train_end(self):
-        return self._hook("on_train_end", ())
-
+        # Nothing to do before the first batch (e.g. on_epoch_end of no steps).
+        return Hooks.dispatch(self, event, *args)
