@@ -48,7 +48,7 @@ class Event(str, Enum):
     STEP_BEGIN = "on_step_begin", (("batch_id",),)
     AFTER_COMPUTE_LOSS = ("on_after_compute_loss",
                           (("input",), ("student_output",), ("student_loss",),
-                           ("teacher_output", None)), "student_loss")
+                           ("teacher_output", None), ("labels", None)), "student_loss")
     BEFORE_OPTIMIZER_STEP = "on_before_optimizer_step"
     AFTER_OPTIMIZER_STEP = "on_after_optimizer_step"
     STEP_END = "on_step_end"

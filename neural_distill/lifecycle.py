@@ -17,6 +17,7 @@ from neural_distill.evaluation import Evaluator, resolve_metric
 from neural_distill.events import Event, Hooks
 from neural_distill.fitting import build_criterion, config_dataloader, config_dir, teacher_missing
 from neural_distill.matcher_training import MatcherTraining
+from neural_distill.language.tokens import is_causal_lm
 from neural_distill.output_check import OutputCheck
 from neural_distill.results import RunResults
 from neural_distill.run_state import RunState
@@ -99,7 +100,8 @@ class RunLifecycle(RunResults):
                                          d.criterion, d.teachers, d.teacher_weights,
                                          self.workspace.file("teacher_cache"),
                                          config_dir(d)),
-                                     matchers=self.matchers, output_check=self.output_check)
+                                     matchers=self.matchers, output_check=self.output_check,
+                                     causal=is_causal_lm(d.student_model))
         self._epoch_started_at = time.perf_counter()
         self.started, self.ended = True, False
 
@@ -166,14 +168,16 @@ class RunLifecycle(RunResults):
         self.release()
         self.started = False
 
-    def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None):
+    def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None,
+                          labels=None):
         """on_after_compute_loss after the run ended: the loss, with the teachers frozen only
         for this call (a finished run must not leave them in eval mode)."""
         self._enter_models()
         try:
-            step = DistillationStep(self.distiller.adapter, self.distiller.criterion,
-                                    self.distiller.teachers, self.distiller.teacher_weights)
-            return step(inputs, student_output, student_loss, teacher_output)
+            d = self.distiller
+            step = DistillationStep(d.adapter, d.criterion, d.teachers, d.teacher_weights,
+                                    causal=is_causal_lm(d.student_model))
+            return step(inputs, student_output, student_loss, teacher_output, labels=labels)
         finally:
             self.release()
 
@@ -192,9 +196,10 @@ class RunLifecycle(RunResults):
     def on_step_begin(self, batch_id):
         self.state.step = batch_id
 
-    def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None):
+    def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None,
+                              labels=None):
         loss = self.step(inputs, student_output, student_loss, teacher_output,
-                         running=self.state.running_losses)
+                         running=self.state.running_losses, labels=labels)
         self.stop_if_diverged(self.guard.observe(loss, self._where()))
         return loss
 

@@ -8,7 +8,9 @@ compute the loss here::
                                                       # teacher cache has it
     check the outputs against from_logits (once)     # output_check.py
     kd_loss = criterion.distillation_loss(student_output, teacher_output)
-                                # through matcher_training.py in a run: matchers get trained
+                                # through matcher_training.py in a run: matchers get trained;
+                                # a per-token criterion also gets the batch's TokenBatch
+                                # (language/tokens.py: which tokens count)
     student_loss: one scalar tensor (checks.scalar_loss)
     loss = criterion.combine(student_loss, kd_loss)
     running.add(loss, student_loss, kd_loss, inputs)    # the epoch's running losses
@@ -17,6 +19,7 @@ compute the loss here::
 from neural_distill.checks import scalar_loss
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ModelError
+from neural_distill.language.tokens import TokenBatch
 from neural_distill.logging_utils import get_logger
 from neural_distill.teacher_cache.run_cache import numpy_inputs
 
@@ -24,10 +27,11 @@ from neural_distill.teacher_cache.run_cache import numpy_inputs
 class DistillationStep:
     """Args: the backend adapter, the criterion, the teacher models (a list) and their
     weights (None: equal); in a run also the teacher cache, the ``MatcherTraining`` of the
-    criterion and the experiment's ``OutputCheck``."""
+    criterion and the experiment's ``OutputCheck``; ``causal``: the student is a causal LM
+    (its logits at t predict token t + 1: language/tokens.py)."""
 
     def __init__(self, adapter, criterion, teachers, teacher_weights=None, cache=None,
-                 matchers=None, output_check=None):
+                 matchers=None, output_check=None, causal=False):
         self.adapter = adapter
         self.criterion = criterion
         self.teachers = list(teachers)
@@ -36,6 +40,9 @@ class DistillationStep:
         self.cache = cache  # a teacher_cache.TeacherCache, or None
         self.matchers = matchers
         self.output_check = output_check
+        self.causal = causal
+        # Criteria with a per-token term (KnowledgeDistillationLoss) take ``tokens=``.
+        self.per_token = getattr(criterion, "per_token", False)
 
     def teacher_output(self, inputs, student_output=None, eager=True):
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
@@ -93,8 +100,12 @@ class DistillationStep:
             return logits, features
         return cached, []
 
-    def __call__(self, inputs, student_output, student_loss, teacher_output=None, running=None):
-        """The combined loss (one scalar tensor); ``running`` (if given) records the terms."""
+    def __call__(self, inputs, student_output, student_loss, teacher_output=None, running=None,
+                 labels=None):
+        """The combined loss (one scalar tensor); ``running`` (if given) records the terms.
+
+        ``labels`` (else ``inputs["labels"]`` of a dict batch) and ``inputs["attention_mask"]``
+        say which tokens a per-token term counts."""
         if teacher_output is None:
             teacher_output = self.teacher_output(inputs, student_output)
         elif self.needs_teacher:  # self-distillation reads the student's own outputs
@@ -104,7 +115,11 @@ class DistillationStep:
                                     [teacher_output] if self.needs_teacher else [])
         distillation_loss = (self.criterion.distillation_loss if self.matchers is None
                              else self.matchers.distillation_loss)
-        kd_loss = distillation_loss(student_output, teacher_output)
+        if self.per_token:  # no feature matchers: the criterion is called directly
+            kd_loss = self.criterion.distillation_loss(
+                student_output, teacher_output, tokens=TokenBatch(inputs, labels, self.causal))
+        else:
+            kd_loss = distillation_loss(student_output, teacher_output)
         if student_loss is not None:  # one scalar: a per-sample loss is averaged, with a warning
             student_loss = scalar_loss(student_loss, self.adapter, owner=self)
         loss = self.criterion.combine(student_loss, kd_loss)

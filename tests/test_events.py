@@ -40,7 +40,7 @@ def test_hook_signatures_follow_the_contract():
     assert params("on_step_begin") == [("batch_id", empty)]
     assert params("on_after_compute_loss") == [("input", empty), ("student_output", empty),
                                                ("student_loss", empty),
-                                               ("teacher_output", None)]
+                                               ("teacher_output", None), ("labels", None)]
     for name in ("on_before_optimizer_step", "on_after_optimizer_step", "on_step_end",
                  "on_epoch_end", "on_train_end"):
         assert params(name) == [], name

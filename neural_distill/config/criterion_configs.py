@@ -89,14 +89,17 @@ class KnowledgeDistillationLossConfig(_CriterionConfig):
         loss_types: ``[student_type, kd_type]``, student in {CE, MSE}, kd in {CE, KL, MSE}.
         loss_weights: ``[w0, w1]`` (``loss_weight_ratio`` is accepted as another name).
         from_logits: False when the models output probabilities.
+        vocab_mismatch: ``'error'`` (default) or ``'truncate'`` when the teacher's and the
+            student's logits differ in size (docs/language_models.md).
     """
 
     yaml_name = "KnowledgeDistillationLoss"
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None, loss_weight_ratio=None):
+                 from_logits=None, loss_weight_ratio=None, vocab_mismatch=None):
         self._init_criterion({"temperature": temperature, "loss_types": loss_types,
-                              "loss_weights": loss_weights, "from_logits": from_logits},
+                              "loss_weights": loss_weights, "from_logits": from_logits,
+                              "vocab_mismatch": vocab_mismatch},
                              loss_weight_ratio)
 
 

@@ -12,11 +12,13 @@ written once, in the catalog. A new criterion needs no class here: its backend c
 """
 
 import difflib
+import warnings
 
 from neural_distill.config.layer_mappings import parse_layer_mappings
 from neural_distill.errors import ModelError
 from neural_distill.criterion.catalog import CATALOG
 from neural_distill.criterion.specs import validated_criterion_args
+from neural_distill.language.vocab import mismatch_error, truncation_warning
 
 
 def per_item(values, count, default):
@@ -69,18 +71,38 @@ class KnowledgeDistillationSpec(CatalogCriterion):
         loss_weights: ``[w0, w1]``.
         from_logits: False when the models output probabilities (temperature is then applied
             as p^(1/T) renormalised).
+        vocab_mismatch: ``error`` or ``truncate`` when the logits' last dimensions differ
+            (``language/vocab.py``).
+
+    Over a sequence axis ([batch, seq, classes]) the term is taken over the batch's valid
+    tokens only (``language/tokens.py``): the step passes ``tokens=``.
     """
 
     yaml_name = "KnowledgeDistillationLoss"
+    per_token = True
 
-    def _configure(self, temperature, loss_types, loss_weights, from_logits):
+    def _configure(self, temperature, loss_types, loss_weights, from_logits,
+                   vocab_mismatch=None):
         args = validated_criterion_args(
             self.yaml_name, type(self).__name__, temperature=temperature,
-            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits)
+            loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits,
+            vocab_mismatch=vocab_mismatch)
         self.temperature = float(args["temperature"])
         self.loss_types = list(args["loss_types"])
         self.loss_weights = [float(w) for w in args["loss_weights"]]
         self.from_logits = args["from_logits"]
+        self.vocab_mismatch = args["vocab_mismatch"]
+        self._vocab_warned = False
+
+    def _vocabulary_sizes(self, student_size, teacher_size, outside_mass):
+        """Raise for ``error``; for ``truncate`` warn once, ``outside_mass()`` giving the
+        teacher's probability outside the common ids (read only for the warning)."""
+        if self.vocab_mismatch != "truncate":
+            raise mismatch_error(self.yaml_name, student_size, teacher_size)
+        if not self._vocab_warned:
+            self._vocab_warned = True
+            warnings.warn(truncation_warning(self.yaml_name, student_size, teacher_size,
+                                             outside_mass()), stacklevel=4)
 
     def combine(self, student_loss, distillation_loss):
         """w0 * student_loss + w1 * distillation_loss; without a student loss, w1 * kd alone."""
@@ -91,7 +113,8 @@ class KnowledgeDistillationSpec(CatalogCriterion):
 
     def _settings(self):
         return (f"temperature={self.temperature}, loss_types={self.loss_types}, "
-                f"loss_weights={self.loss_weights}, from_logits={self.from_logits}")
+                f"loss_weights={self.loss_weights}, from_logits={self.from_logits}, "
+                f"vocab_mismatch={self.vocab_mismatch!r}")
 
 
 class FeatureCriterionSpec(CatalogCriterion):

@@ -66,7 +66,7 @@ class TrainerHooks(events.Hooks):
     def _start_step(self, batch_id):
         self.state.batch_in_epoch = batch_id
 
-    def _take_loss(self, inputs, outputs, loss, teacher_output=None):
+    def _take_loss(self, inputs, outputs, loss, teacher_output=None, labels=None):
         state = self.state
         state.inputs, state.outputs, state.loss = inputs, outputs, loss
 

@@ -12,6 +12,7 @@ from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import losses
 from neural_distill.adapters.torch.features import FeatureCapture, build_matcher, select
 from neural_distill.adapters.torch.outputs import logits_of
+from neural_distill.adapters.torch.tokens import valid_rows
 
 
 def _student_term(loss_fn, student_output, labels, from_logits):
@@ -30,9 +31,9 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
     """
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None):
+                 from_logits=None, vocab_mismatch=None):
         torch.nn.Module.__init__(self)
-        self._configure(temperature, loss_types, loss_weights, from_logits)
+        self._configure(temperature, loss_types, loss_weights, from_logits, vocab_mismatch)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
 
@@ -40,16 +41,34 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
         """The student's own loss against ``labels``; None when the batch has no labels."""
         return _student_term(self._student_fn, student_output, labels, self.from_logits)
 
-    def distillation_loss(self, student_output, teacher_output):
+    def distillation_loss(self, student_output, teacher_output, tokens=None):
+        """D(z_s, z_t); over a sequence axis, over the valid tokens of ``tokens`` (a
+        ``language.tokens.TokenBatch``) only, averaged over the batch's valid tokens."""
         student = logits_of(student_output, "student output")
-        teacher = logits_of(teacher_output, "teacher output")
-        if student.shape != teacher.shape:
+        teacher = logits_of(teacher_output, "teacher output").detach()
+        if student.shape[:-1] != teacher.shape[:-1]:
             raise ModelError(
                 f"student output shape {tuple(student.shape)} and teacher output shape "
                 f"{tuple(teacher.shape)} disagree: logit distillation needs both models to "
                 f"predict the same classes. Check the models' last layers (or pass the right "
                 f"teacher_output to on_after_compute_loss).")
-        return self._kd_fn(student, teacher.detach(), self.temperature, self.from_logits)
+        student, teacher = valid_rows(student, teacher, tokens)
+        if student.shape[-1] != teacher.shape[-1]:
+            student, teacher = self._common_ids(student, teacher)
+        if student.numel() == 0:  # no valid token in the batch: nothing to teach
+            return student.float().sum()
+        return self._kd_fn(student, teacher, self.temperature, self.from_logits)
+
+    def _common_ids(self, student, teacher):
+        common = min(student.shape[-1], teacher.shape[-1])
+
+        def outside_mass():
+            scores = losses.as_log_space(teacher, self.from_logits).float() / self.temperature
+            probs = torch.softmax(scores.reshape(-1, scores.shape[-1]), dim=-1)
+            return float(probs[:, common:].sum(-1).mean()) if probs.shape[0] else 0.0
+
+        self._vocabulary_sizes(student.shape[-1], teacher.shape[-1], outside_mass)
+        return student[..., :common], teacher[..., :common]
 
     def forward(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),

@@ -16,9 +16,10 @@ from neural_distill.process import cpu_threads, is_main_process
 from neural_distill.loop_common import drive_epochs, epoch_range, limit_steps
 from neural_distill.adapters.torch import distributed
 from neural_distill.adapters.torch.data import built_from_config
+from neural_distill.adapters.torch.language import LanguageModelBatches
 from neural_distill.adapters.torch.optim import LearningRateSchedule, build_optimizer
 from neural_distill.adapters.torch.precision import Precision
-from neural_distill.adapters.torch.outputs import call_model, to_device
+from neural_distill.adapters.torch.outputs import to_device
 
 
 def steps_per_epoch(loader, iteration=None):
@@ -40,7 +41,8 @@ def train_loop(hooks, model, loader, forward, optimizer, epochs, *, total_epochs
         hooks: has the ``Event`` methods except ``on_train_begin``/``on_train_end`` (the caller
             fires those, around its own set-up), plus ``running_losses() -> {name: float}``.
         forward: ``forward(batch) -> (inputs, output, loss)``: the model's inputs (given to
-            ``on_after_compute_loss``, e.g. for a teacher), its output and its own loss.
+            ``on_after_compute_loss``, e.g. for a teacher), its output and its own loss; a
+            fourth item, the batch's labels, is passed on as the hook's ``labels``.
         optimizer: anything with ``zero_grad(set_to_none=)``, ``step()``, ``param_groups``.
         epochs: the epoch numbers to run (any iterable, endless with ``max_batches``).
         total_epochs: shown in the progress bar as the last epoch number.
@@ -79,8 +81,8 @@ class _Steps:
     def __call__(self, batch):
         precision, accumulation = self.precision, self.accumulation
         with precision.autocast():
-            inputs, output, loss = self.forward(batch)
-            loss = self.hooks.on_after_compute_loss(inputs, output, loss)
+            inputs, output, loss, *labels = self.forward(batch)
+            loss = self.hooks.on_after_compute_loss(inputs, output, loss, None, *labels)
         if self.pending == 0:
             self.optimizer.zero_grad(set_to_none=True)
         precision.backward(loss / accumulation if accumulation > 1 else loss)
@@ -162,13 +164,15 @@ def run(adapter, distiller):
     # After the schedule: resuming restores the optimizer's learning rate too.
     progress = distiller.run.track(optimizer)
 
+    lm = LanguageModelBatches(student, criterion, distiller.teachers, train.get("on_policy"),
+                              conf.tuning.random_seed)
+
     def forward(batch):
         inputs, labels = adapter.split_batch(batch)
         inputs = to_device(inputs, device)
         if labels is not None:
             labels = to_device(labels, device)
-        output = call_model(trained, inputs)
-        return inputs, output, criterion.student_loss(output, labels)
+        return lm.forward(trained, inputs, labels)
 
     try:
         train_loop(distiller, trained, loader, forward, optimizer, epochs,

@@ -144,7 +144,7 @@ class PendingParts:
                 with self.qat.observers_paused():
                     part.on_train_begin(*args)
             elif name == "on_after_compute_loss":
-                result = part.on_after_compute_loss(args[0], args[1], result, args[3])
+                result = part.on_after_compute_loss(args[0], args[1], result, *args[3:])
             else:
                 getattr(part, name)(*args)
         return result
@@ -177,9 +177,10 @@ class PendingParts:
     def on_step_begin(self, batch_id):
         return self._hook("on_step_begin", (batch_id,))
 
-    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
+    def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None,
+                              labels=None):
         return self._hook("on_after_compute_loss",
-                          (input, student_output, student_loss, teacher_output))
+                          (input, student_output, student_loss, teacher_output, labels))
 
     def on_before_optimizer_step(self):
         return self._hook("on_before_optimizer_step", ())
