@@ -101,7 +101,8 @@ class RunLifecycle(RunResults):
                                          self.workspace.file("teacher_cache"),
                                          config_dir(d)),
                                      matchers=self.matchers, output_check=self.output_check,
-                                     causal=is_causal_lm(d.student_model))
+                                     causal=is_causal_lm(d.student_model),
+                                     teacher_context=self._teacher_context())
         self._epoch_started_at = time.perf_counter()
         self.started, self.ended = True, False
 
@@ -168,6 +169,11 @@ class RunLifecycle(RunResults):
         self.release()
         self.started = False
 
+    def _teacher_context(self):
+        d = self.distiller
+        return d.adapter.teacher_precision(d.conf.model.get("teacher_precision"),
+                                           d.adapter.model_device(d.student_model))
+
     def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None,
                           labels=None):
         """on_after_compute_loss after the run ended: the loss, with the teachers frozen only
@@ -176,7 +182,8 @@ class RunLifecycle(RunResults):
         try:
             d = self.distiller
             step = DistillationStep(d.adapter, d.criterion, d.teachers, d.teacher_weights,
-                                    causal=is_causal_lm(d.student_model))
+                                    causal=is_causal_lm(d.student_model),
+                                    teacher_context=self._teacher_context())
             return step(inputs, student_output, student_loss, teacher_output, labels=labels)
         finally:
             self.release()

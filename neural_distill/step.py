@@ -28,10 +28,11 @@ class DistillationStep:
     """Args: the backend adapter, the criterion, the teacher models (a list) and their
     weights (None: equal); in a run also the teacher cache, the ``MatcherTraining`` of the
     criterion and the experiment's ``OutputCheck``; ``causal``: the student is a causal LM
-    (its logits at t predict token t + 1: language/tokens.py)."""
+    (its logits at t predict token t + 1: language/tokens.py); ``teacher_context``: a factory
+    of the context the teachers run in (``model.teacher_precision``), or None."""
 
     def __init__(self, adapter, criterion, teachers, teacher_weights=None, cache=None,
-                 matchers=None, output_check=None, causal=False):
+                 matchers=None, output_check=None, causal=False, teacher_context=None):
         self.adapter = adapter
         self.criterion = criterion
         self.teachers = list(teachers)
@@ -41,6 +42,8 @@ class DistillationStep:
         self.matchers = matchers
         self.output_check = output_check
         self.causal = causal
+        # model.teacher_precision: a factory of the context the teachers' forward runs in.
+        self.teacher_context = teacher_context
         # Criteria with a per-token term (KnowledgeDistillationLoss) take ``tokens=``.
         self.per_token = getattr(criterion, "per_token", False)
 
@@ -75,7 +78,12 @@ class DistillationStep:
             raise ModelError("on_after_compute_loss: no teacher_model is set and no "
                              "teacher_output was given. Set distiller.teacher_model or "
                              "pass the teacher's output.")
-        output = self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
+        if self.teacher_context is None:
+            output = self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
+        else:
+            with self.teacher_context():
+                output = self.adapter.teachers_forward(self.teachers, inputs,
+                                                       self.teacher_weights)
         if cache is not None and cache.active:
             features = ([self.adapter.to_numpy(f) for f in self.criterion.teacher_features()]
                         if cache.features else None)

@@ -102,11 +102,12 @@ def test_builtin_loop_fires_hooks_in_documented_order(workspace, train_section, 
     distiller.fit()
 
     assert _simplify(calls) == _expected_sequence(epochs, steps=3)
-    # on_train_begin receives the training dataloader; each loss hook gets inputs and outputs.
+    # on_train_begin receives the training dataloader; each loss hook gets inputs and outputs,
+    # and the batch's labels (for the per-token rule of language models).
     assert calls[0][1][:1] == (loader,) or calls[0][2].get("dataloader") is loader
     loss_calls = [c for c in calls if c[0] == "on_after_compute_loss"]
-    assert all(len(args) == 3 and args[0].shape == (8, 8) and args[1].shape == (8, 3)
-               for _, args, _ in loss_calls)
+    assert all(len(args) == 5 and args[0].shape == (8, 8) and args[1].shape == (8, 3)
+               and args[3] is None and args[4].shape == (8,) for _, args, _ in loss_calls)
 
 
 def test_user_train_func_gets_on_train_end_once_at_the_end(workspace):
@@ -171,9 +172,11 @@ def test_positional_and_keyword_calls_dispatch_the_same_arguments():
 
     hooks = Recorder()
     loss = Event.AFTER_COMPUTE_LOSS
-    assert hooks.on_after_compute_loss(1, 2, 3) == (loss, (1, 2, 3, None))
-    assert hooks.on_after_compute_loss(1, 2, 3, 4) == (loss, (1, 2, 3, 4))
-    assert hooks.on_after_compute_loss(1, 2, student_loss=3) == (loss, (1, 2, 3, None))
+    assert hooks.on_after_compute_loss(1, 2, 3) == (loss, (1, 2, 3, None, None))
+    assert hooks.on_after_compute_loss(1, 2, 3, 4) == (loss, (1, 2, 3, 4, None))
+    assert hooks.on_after_compute_loss(1, 2, 3, 4, 5) == (loss, (1, 2, 3, 4, 5))
+    assert hooks.on_after_compute_loss(1, 2, student_loss=3) == (loss, (1, 2, 3, None, None))
+    assert hooks.on_after_compute_loss(1, 2, 3, labels=5) == (loss, (1, 2, 3, None, 5))
     assert hooks.on_train_begin() == (Event.TRAIN_BEGIN, (None,))
     assert hooks.on_step_end() == (Event.STEP_END, ())
     for wrong in [lambda: hooks.on_after_compute_loss(1, 2), lambda: hooks.on_step_end(1),

@@ -18,7 +18,7 @@ LAYERS = [
     ("foundation", ["errors", "events", "frameworks", "logging_utils", "batches", "factories",
                     "metrics", "objectives", "outputs", "rng", "tensorboard_events", "process",
                     "version", "strict_attributes", "output_check", "saving", "run_record",
-                    "exports"]),
+                    "exports", "language"]),
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
     ("config", ["config", "criterion.catalog"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",

@@ -82,7 +82,12 @@ class _Steps:
         precision, accumulation = self.precision, self.accumulation
         with precision.autocast():
             inputs, output, loss, *labels = self.forward(batch)
-            loss = self.hooks.on_after_compute_loss(inputs, output, loss, None, *labels)
+            # Labels go to the hook only when there are some: an override of the hook written
+            # before it had ``labels`` keeps working on unlabeled data.
+            if labels and labels[0] is not None:
+                loss = self.hooks.on_after_compute_loss(inputs, output, loss, None, labels[0])
+            else:
+                loss = self.hooks.on_after_compute_loss(inputs, output, loss)
         if self.pending == 0:
             self.optimizer.zero_grad(set_to_none=True)
         precision.backward(loss / accumulation if accumulation > 1 else loss)
