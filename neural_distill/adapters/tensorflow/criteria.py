@@ -26,6 +26,7 @@ from neural_distill.adapters.tensorflow import losses
 from neural_distill.adapters.tensorflow.features import (
     FeatureCapture, build_matcher, model_kind, select, symbolic_shape)
 from neural_distill.adapters.tensorflow.outputs import logits_of, static_shape
+from neural_distill.adapters.tensorflow.tokens import valid_rows
 
 
 def _check_same_shape(student, teacher):
@@ -71,8 +72,8 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
     """
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
-                 from_logits=None):
-        self._configure(temperature, loss_types, loss_weights, from_logits)
+                 from_logits=None, vocab_mismatch=None):
+        self._configure(temperature, loss_types, loss_weights, from_logits, vocab_mismatch)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = losses.KD_LOSSES[self.loss_types[1]]
 
@@ -84,12 +85,40 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
         tf_checks.check_student_labels(logits, labels, self.loss_types[0])
         return self._student_fn(logits, labels, from_logits=self.from_logits)
 
-    def distillation_loss(self, student_output, teacher_output):
+    def distillation_loss(self, student_output, teacher_output, tokens=None):
+        """D(z_s, z_t); over a sequence axis, over the valid tokens of ``tokens`` (a
+        ``language.tokens.TokenBatch``) only, averaged over the batch's valid tokens."""
         student = logits_of(student_output, "student output")
-        teacher = logits_of(teacher_output, "teacher output")
-        _check_same_shape(student, teacher)
-        return self._kd_fn(student, tf.stop_gradient(teacher), self.temperature,
-                           self.from_logits)
+        teacher = tf.stop_gradient(logits_of(teacher_output, "teacher output"))
+        s_size, t_size = student.shape[-1], teacher.shape[-1]
+        mismatch = s_size is not None and t_size is not None and s_size != t_size
+        if mismatch:
+            _check_same_shape(student[..., :1], teacher[..., :1])
+        else:
+            _check_same_shape(student, teacher)
+        student, teacher, selected = valid_rows(student, teacher, tokens)
+        if mismatch:
+            student, teacher = self._common_ids(student, teacher, s_size, t_size)
+        if not selected:
+            return self._kd_fn(student, teacher, self.temperature, self.from_logits)
+        # No valid token in the batch: nothing to teach (and no 0/0).
+        return tf.cond(tf.shape(student)[0] > 0,
+                       lambda: self._kd_fn(student, teacher, self.temperature,
+                                           self.from_logits),
+                       lambda: 0.0 * tf.reduce_sum(tf.cast(student, tf.float32)))
+
+    def _common_ids(self, student, teacher, s_size, t_size):
+        common = min(s_size, t_size)
+
+        def outside_mass():
+            scores = losses.as_log_space(teacher, self.from_logits) / self.temperature
+            probs = tf.nn.softmax(tf.reshape(scores, [-1, t_size]), axis=-1)
+            if not tf.executing_eagerly() or int(tf.shape(probs)[0]) == 0:
+                return float("nan")  # inside a compiled step: no value to report
+            return float(tf.reduce_mean(tf.reduce_sum(probs[:, common:], axis=-1)))
+
+        self._vocabulary_sizes(s_size, t_size, outside_mass)
+        return student[..., :common], teacher[..., :common]
 
     def __call__(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),

@@ -88,7 +88,10 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
         with tf.GradientTape() as tape:
             output = features.forward(student, inputs, training=True)
             student_loss = criterion.student_loss(output, labels)
-            loss = distiller.on_after_compute_loss(inputs, output, student_loss, teacher_output)
+            # Labels go to the hook too (the per-token rule of sequence outputs reads them).
+            loss = distiller.on_after_compute_loss(
+                inputs, output, student_loss, teacher_output,
+                *([] if labels is None else [labels]))
             # Regularization losses of the student's layers (kernel_regularizer, ...), as
             # Keras' own fit() adds them.
             total = loss + tf.add_n(student.losses) if student.losses else loss
