@@ -282,7 +282,8 @@ class DistillationMixin:
         # A new config: the user's is not modified, and everything in it is validated again.
         return DistillationConfig(teacher_model=teacher, criterion=config.criterion,
                                   metrics=metric, framework=config.framework,
-                                  teacher_cache=config.teacher_cache)
+                                  teacher_cache=config.teacher_cache,
+                                  on_policy=config.on_policy)
 
     def _nd_evaluator(self, metric):
         """The distiller's eval_func: the student's score by ``metric`` on eval_dataset."""
