@@ -92,8 +92,8 @@ def exact_match(model, pairs):
 
 def train_teacher(train_pairs, steps, seed):
     model = gpt2(2, 96, seed=100 + seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps,
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps,
                                                    pct_start=0.1)
     model.train()
     done, epoch = 0, 0
@@ -102,6 +102,7 @@ def train_teacher(train_pairs, steps, seed):
             loss = model(**batch).loss
             optimizer.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             done += 1
@@ -147,9 +148,9 @@ def train_student(name, setting, teacher, train_pairs, steps, seed, workspace):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--teacher-steps", type=int, default=1500)
+    parser.add_argument("--teacher-steps", type=int, default=1000)
     parser.add_argument("--teacher-seed", type=int, default=0)
-    parser.add_argument("--student-steps", type=int, default=300)
+    parser.add_argument("--student-steps", type=int, default=400)
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
