@@ -186,8 +186,8 @@ class DistillationMixin:
         """The hooks of the running ``distill()`` (a CompressionManager); None outside it.
 
         For a trainer whose own ``compute_loss`` hides the mixin's: call
-        ``self.compression_manager.on_after_compute_loss(inputs_without_labels, outputs, loss)``
-        from it.
+        ``self.compression_manager.on_after_compute_loss(inputs_without_labels, outputs, loss,
+        labels=labels)`` from it.
         """
         run = self._nd_run
         return None if run is None else run.manager
