@@ -127,12 +127,14 @@ def methods():
 
 def train_student(name, setting, teacher, train_pairs, steps, seed, workspace):
     loss_types, weights, on_policy = setting
-    train = {"epoch": 1, "iteration": steps, "progress_bar": False,
+    data = batches(train_pairs, 32, seed=seed)
+    epochs = -(-steps // len(data))
+    train = {"epoch": epochs, "progress_bar": False,
              "optimizer": {"AdamW": {"learning_rate": 3e-3, "weight_decay": 0.0}},
-             "dataloader": None,
              "criterion": {"KnowledgeDistillationLoss": {
                  "temperature": 1.0, "loss_types": loss_types, "loss_weights": weights}}}
-    del train["dataloader"]
+    if epochs * len(data) > steps:
+        train["iteration"] = -(-steps // epochs)  # batches per epoch: about `steps` in all
     if on_policy:
         train["on_policy"] = on_policy
     distiller = Distillation({"distillation": {"train": train},
@@ -141,7 +143,7 @@ def train_student(name, setting, teacher, train_pairs, steps, seed, workspace):
                                                        "checkpoint_every_epochs": 0}}})
     distiller.student_model = gpt2(1, 48, seed=seed)
     distiller.teacher_model = teacher
-    distiller.train_dataloader = batches(train_pairs, 32, seed=seed)[:steps]
+    distiller.train_dataloader = data
     return distiller.fit()
 
 
@@ -150,7 +152,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-steps", type=int, default=1000)
     parser.add_argument("--teacher-seed", type=int, default=0)
-    parser.add_argument("--student-steps", type=int, default=400)
+    parser.add_argument("--student-steps", type=int, default=1500)
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)

@@ -94,11 +94,12 @@ class KnowledgeDistillationSpec(CatalogCriterion):
         self.vocab_mismatch = args["vocab_mismatch"]
         self._vocab_warned = False
 
-    def _vocabulary_sizes(self, student_size, teacher_size, outside_mass):
+    def _vocabulary_sizes(self, student_shape, teacher_shape, outside_mass):
         """Raise for ``error``; for ``truncate`` warn once, ``outside_mass()`` giving the
         teacher's probability outside the common ids (read only for the warning)."""
+        student_size, teacher_size = student_shape[-1], teacher_shape[-1]
         if self.vocab_mismatch != "truncate":
-            raise mismatch_error(self.yaml_name, student_size, teacher_size)
+            raise mismatch_error(self.yaml_name, student_shape, teacher_shape)
         if not self._vocab_warned:
             self._vocab_warned = True
             warnings.warn(truncation_warning(self.yaml_name, student_size, teacher_size,

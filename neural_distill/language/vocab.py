@@ -11,14 +11,17 @@ from neural_distill.errors import ModelError
 VOCAB_MISMATCH = ("error", "truncate")
 
 
-def mismatch_error(criterion, student_size, teacher_size):
+def mismatch_error(criterion, student_shape, teacher_shape):
+    student_size, teacher_size = student_shape[-1], teacher_shape[-1]
     return ModelError(
-        f"{criterion}: the student's logits have {student_size} classes (vocabulary ids) and "
-        f"the teacher's {teacher_size}. If both models share a tokenizer whose vocabulary is "
-        f"only padded differently, set vocab_mismatch: truncate on the criterion (Python: "
-        f"vocab_mismatch='truncate') to compare the first {min(student_size, teacher_size)} "
-        f"ids. Models with different tokenizers cannot be distilled token by token: their ids "
-        f"do not name the same tokens (not supported).")
+        f"{criterion}: student output shape {tuple(student_shape)} and teacher output shape "
+        f"{tuple(teacher_shape)} disagree: the student's logits have {student_size} classes "
+        f"(vocabulary ids) and the teacher's {teacher_size}. A classifier needs both models to "
+        f"predict the same classes (check their last layers). Language models sharing a "
+        f"tokenizer whose vocabulary is only padded differently: set vocab_mismatch: truncate "
+        f"on the criterion (Python: vocab_mismatch='truncate') to compare the first "
+        f"{min(student_size, teacher_size)} ids. Models with different tokenizers cannot be "
+        f"distilled token by token: their ids do not name the same tokens (not supported).")
 
 
 def truncation_warning(criterion, student_size, teacher_size, outside_mass):

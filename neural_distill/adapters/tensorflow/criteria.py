@@ -96,9 +96,10 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
             _check_same_shape(student[..., :1], teacher[..., :1])
         else:
             _check_same_shape(student, teacher)
+        shapes = (static_shape(student), static_shape(teacher))
         student, teacher, selected = valid_rows(student, teacher, tokens)
         if mismatch:
-            student, teacher = self._common_ids(student, teacher, s_size, t_size)
+            student, teacher = self._common_ids(student, teacher, *shapes)
         if not selected:
             return self._kd_fn(student, teacher, self.temperature, self.from_logits)
         # No valid token in the batch: nothing to teach (and no 0/0).
@@ -107,7 +108,8 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
                                            self.from_logits),
                        lambda: 0.0 * tf.reduce_sum(tf.cast(student, tf.float32)))
 
-    def _common_ids(self, student, teacher, s_size, t_size):
+    def _common_ids(self, student, teacher, student_shape, teacher_shape):
+        s_size, t_size = student_shape[-1], teacher_shape[-1]
         common = min(s_size, t_size)
 
         def outside_mass():
@@ -117,7 +119,7 @@ class TensorflowKnowledgeDistillationLoss(KnowledgeDistillationSpec, _Criterion)
                 return float("nan")  # inside a compiled step: no value to report
             return float(tf.reduce_mean(tf.reduce_sum(probs[:, common:], axis=-1)))
 
-        self._vocabulary_sizes(s_size, t_size, outside_mass)
+        self._vocabulary_sizes(student_shape, teacher_shape, outside_mass)
         return student[..., :common], teacher[..., :common]
 
     def __call__(self, student_output, teacher_output, labels=None):

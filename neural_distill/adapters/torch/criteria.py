@@ -52,14 +52,17 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
                 f"{tuple(teacher.shape)} disagree: logit distillation needs both models to "
                 f"predict the same classes. Check the models' last layers (or pass the right "
                 f"teacher_output to on_after_compute_loss).")
-        student, teacher = valid_rows(student, teacher, tokens)
         if student.shape[-1] != teacher.shape[-1]:
-            student, teacher = self._common_ids(student, teacher)
+            shapes = (tuple(student.shape), tuple(teacher.shape))
+            student, teacher = valid_rows(student, teacher, tokens)
+            student, teacher = self._common_ids(student, teacher, *shapes)
+        else:
+            student, teacher = valid_rows(student, teacher, tokens)
         if student.numel() == 0:  # no valid token in the batch: nothing to teach
             return student.float().sum()
         return self._kd_fn(student, teacher, self.temperature, self.from_logits)
 
-    def _common_ids(self, student, teacher):
+    def _common_ids(self, student, teacher, student_shape, teacher_shape):
         common = min(student.shape[-1], teacher.shape[-1])
 
         def outside_mass():
@@ -67,7 +70,7 @@ class PyTorchKnowledgeDistillationLoss(KnowledgeDistillationSpec, torch.nn.Modul
             probs = torch.softmax(scores.reshape(-1, scores.shape[-1]), dim=-1)
             return float(probs[:, common:].sum(-1).mean()) if probs.shape[0] else 0.0
 
-        self._vocabulary_sizes(student.shape[-1], teacher.shape[-1], outside_mass)
+        self._vocabulary_sizes(student_shape, teacher_shape, outside_mass)
         return student[..., :common], teacher[..., :common]
 
     def forward(self, student_output, teacher_output, labels=None):
