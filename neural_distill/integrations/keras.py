@@ -37,6 +37,7 @@ from neural_distill.criterion.catalog import DEFAULT_CRITERION
 from neural_distill.criterion.registry import REGISTRY, needs_teacher
 from neural_distill.errors import ModelError
 from neural_distill.output_check import check_keras_heads
+from neural_distill.language.tokens import is_causal_lm
 from neural_distill.step import DistillationStep
 
 _CRITERION_SECTION = Section({"criterion": OneOf({name: entry.node for name, entry
@@ -129,7 +130,8 @@ class DistillationModel(keras.Model):
         # Keras' own keras.distillation.Distiller reports the combined loss as total_loss.
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self._step = _Untracked(DistillationStep(ADAPTER, self.criterion, teachers,
-                                                 self.teacher_weights))
+                                                 self.teacher_weights,
+                                                 causal=is_causal_lm(student)))
         self._trackers = _Untracked(_LossTrackers(self.student_loss_tracker,
                                                   self.distillation_loss_tracker))
 
@@ -189,7 +191,9 @@ class DistillationModel(keras.Model):
                 student_loss = student_loss * replicas
         else:
             student_loss = self.criterion.student_loss(y_pred, y)
-        total = self._step.value(x, y_pred, student_loss, running=self._trackers.value)
+        # y: token labels of a sequence model say which tokens the per-token term counts.
+        total = self._step.value(x, y_pred, student_loss, running=self._trackers.value,
+                                 labels=y)
         if self.losses:
             total = total + tf.add_n(self.losses)
         self.total_loss_tracker.update_state(total)  # regularization losses included
