@@ -260,6 +260,37 @@ def test_on_policy_fraction_one_generates_every_step_and_distils_the_generated_t
         0.7 * float(got), rel=0.9)  # the run's term is of that size (an epoch's mean)
 
 
+def test_seq_kd_has_the_teacher_generate_and_keeps_the_students_loss(workspace):
+    _, batches = _counting_batches(rows=8)
+    distiller = _lm_distiller(workspace, epoch=1, on_policy={
+        "fraction": 1.0, "max_new_tokens": 3, "temperature": 0, "seq_kd": True})
+    student = distiller.student_model = tiny_lm(seed=0)
+    teacher = distiller.teacher_model = tiny_lm(layers=2, seed=1)
+    distiller.train_dataloader = batches
+    student.generate = None  # must not be called
+    calls, generate = [], teacher.generate
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return generate(*args, **kwargs)
+
+    teacher.generate = counted
+    seen = []
+    original = distiller.on_after_compute_loss
+
+    def spy(inputs, output, student_loss, teacher_output=None, labels=None):
+        seen.append((output.logits.detach().numpy(), student_loss, labels))
+        return original(inputs, output, student_loss, teacher_output, labels)
+
+    distiller.on_after_compute_loss = spy
+    distiller.fit()
+    assert len(calls) == 1 and calls[0]["do_sample"] is False  # temperature 0: greedy
+    logits, student_loss, labels = seen[0]
+    # Sequence-level KD: the student's own loss on the teacher's tokens is kept.
+    assert float(student_loss) == pytest.approx(
+        ref.causal_lm_cross_entropy(logits, labels.numpy()), rel=1e-5)
+
+
 def test_on_policy_settings_are_validated(workspace):
     with pytest.raises(ConfigError, match=r"on_policy\.fraction: expected a number in \[0, 1\]"):
         _lm_distiller(workspace, on_policy={"fraction": 2})
