@@ -182,6 +182,26 @@ def test_fit_on_a_causal_lm_learns_the_next_token_with_the_models_own_loss(works
     assert next_token > 0.9 and same_token < 0.1
 
 
+def test_fit_on_a_batch_whose_labels_are_all_ignored_uses_the_teacher_alone(workspace):
+    ids, batches = _counting_batches(rows=16)
+    batches[1]["labels"] = torch.full_like(batches[1]["labels"], -100)  # a transfer batch
+    distiller = _lm_distiller(workspace, epoch=1)
+    distiller.student_model = tiny_lm(seed=0)
+    distiller.teacher_model = tiny_lm(layers=2, seed=1)
+    distiller.train_dataloader = batches
+    losses = []
+    original = distiller.on_after_compute_loss
+
+    def spy(inputs, output, student_loss, teacher_output=None, labels=None):
+        losses.append(student_loss)
+        return original(inputs, output, student_loss, teacher_output, labels)
+
+    distiller.on_after_compute_loss = spy
+    distiller.fit()
+    assert losses[0] is not None and losses[1] is None
+    assert np.isfinite(distiller.history[-1]["loss"])
+
+
 def test_fit_bf16_with_accumulation_and_resume(workspace):
     _, batches = _counting_batches(rows=16)
     settings = dict(precision="bf16", gradient_accumulation_steps=2,

@@ -15,6 +15,7 @@ import inspect
 from neural_distill.criterion.base import FeatureCriterionSpec, KnowledgeDistillationSpec
 from neural_distill.adapters.torch.on_policy import OnPolicy
 from neural_distill.adapters.torch.outputs import call_model
+from neural_distill.language.tokens import IGNORE_INDEX
 
 
 def takes_labels(model):
@@ -58,6 +59,10 @@ class LanguageModelBatches:
             # The labels are the student's own samples: only the teacher's term teaches.
             return inputs, call_model(model, inputs), None, labels
         if self.model_loss and labels is not None and isinstance(inputs, dict):
+            if not bool((labels != IGNORE_INDEX).any()):
+                # Every label is -100: the model's mean would be 0/0 (NaN, NaN gradients);
+                # the batch is taught by the teacher alone, as an unlabeled one.
+                return inputs, call_model(model, inputs), None, labels
             output = call_model(model, {**inputs, "labels": labels})
             loss = getattr(output, "loss", None)
             if loss is None and isinstance(output, dict):
