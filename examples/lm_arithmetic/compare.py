@@ -125,12 +125,14 @@ def methods():
     return found
 
 
-def train_student(name, setting, teacher, train_pairs, steps, seed, workspace):
+def train_student(name, setting, teacher, train_pairs, steps, seed, workspace,
+                  lr_schedule="cosine"):
     loss_types, weights, on_policy = setting
     data = batches(train_pairs, 32, seed=seed)
     epochs = -(-steps // len(data))
     train = {"epoch": epochs, "progress_bar": False,
              "optimizer": {"AdamW": {"learning_rate": 3e-3, "weight_decay": 0.0}},
+             "lr_schedule": {lr_schedule: {}},
              "criterion": {"KnowledgeDistillationLoss": {
                  "temperature": 1.0, "loss_types": loss_types, "loss_weights": weights}}}
     if epochs * len(data) > steps:
@@ -156,6 +158,8 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                        help="the students' learning rate over their steps")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -179,7 +183,8 @@ def main(argv=None):
                 t0, c0 = time.perf_counter(), time.process_time()
                 student = train_student(name, setting, teacher, train_pairs,
                                         args.student_steps, seed,
-                                        os.path.join(workspace, f"{seed}-{len(table)}"))
+                                        os.path.join(workspace, f"{seed}-{len(table)}"),
+                                        args.lr_schedule)
                 table.setdefault(name, {})[seed] = exact_match(student, test_pairs)
                 print(f"seed {seed}: {name}: {table[name][seed]:.1%} "
                       f"({time.perf_counter() - t0:.0f} s, {time.process_time() - c0:.0f} s CPU)",
