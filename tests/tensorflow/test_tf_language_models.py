@@ -20,12 +20,14 @@ MASK = np.array([[1, 1, 1, 1, 1, 0],
                  [1, 1, 1, 1, 1, 1]])
 
 
-def tagger(seed, causal):
+def tagger(seed, causal, scale=0.05):
     """[batch, seq] token ids -> [batch, seq, VOCAB] logits."""
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(VOCAB, 8),
-                              keras.layers.Dense(16, activation="tanh"),
-                              keras.layers.Dense(VOCAB)])
+    model = keras.Sequential([
+        keras.Input((6,), dtype="int32"), keras.layers.Embedding(VOCAB, 8),
+        keras.layers.Dense(16, activation="tanh"),
+        keras.layers.Dense(VOCAB, kernel_initializer=keras.initializers.RandomNormal(
+            stddev=scale))])
     model.nd_causal_lm = causal
     return model
 
@@ -96,3 +98,19 @@ def test_vocabulary_mismatch_both_ways(student_size, teacher_size):
     keep = ref.valid_tokens(2, 6, LABELS, None, causal=True)
     assert float(got) == pytest.approx(
         ref.token_kd("KL", student[..., :5], teacher[..., :5], 1.0, keep), rel=1e-5)
+
+
+def test_keras_distillation_model_counts_the_labelled_tokens_only():
+    from neural_distill.integrations.keras import DistillationModel
+
+    student, teacher = tagger(0, causal=False, scale=2.0), tagger(1, causal=False, scale=2.0)
+    model = DistillationModel(student, teacher, criterion=TensorflowKnowledgeDistillationLoss(
+        2.0, ["CE", "KL"], [0.0, 1.0]))
+    ids = np.random.default_rng(6).integers(0, VOCAB, size=(2, 6)).astype(np.int32)
+    y_pred = student(ids)
+    loss = model.compute_loss(tf.constant(ids), tf.constant(LABELS), y_pred)
+    keep = ref.valid_tokens(2, 6, LABELS, causal=False)  # a tagger: labels[t] itself
+    expected = ref.token_kd("KL", y_pred.numpy(), teacher(ids).numpy(), 2.0, keep)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    every = ref.token_kd("KL", y_pred.numpy(), teacher(ids).numpy(), 2.0, np.ones((2, 6), bool))
+    assert float(loss) != pytest.approx(every, rel=1e-2)
