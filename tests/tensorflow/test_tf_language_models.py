@@ -114,3 +114,17 @@ def test_keras_distillation_model_counts_the_labelled_tokens_only():
     assert float(loss) == pytest.approx(expected, rel=1e-4)
     every = ref.token_kd("KL", y_pred.numpy(), teacher(ids).numpy(), 2.0, np.ones((2, 6), bool))
     assert float(loss) != pytest.approx(every, rel=1e-2)
+
+
+def test_on_policy_is_refused_for_a_keras_model(workspace):
+    from neural_distill.errors import ConfigError
+
+    distiller = Distillation({"distillation": {"train": {
+        "epoch": 1, "progress_bar": False, "on_policy": {"fraction": 1.0}}},
+        "tuning": {"workspace": {"path": workspace}}})
+    distiller.student_model = tagger(0, causal=True)
+    distiller.teacher_model = tagger(1, causal=True)
+    ids = np.zeros((4, 6), np.int32)
+    distiller.train_dataloader = tf.data.Dataset.from_tensor_slices((ids, ids)).batch(2)
+    with pytest.raises(ConfigError, match="on_policy: .*PyTorch only"):
+        distiller.fit()

@@ -316,6 +316,13 @@ def test_on_policy_settings_are_validated(workspace):
         _lm_distiller(workspace, on_policy={"fraction": 2})
     with pytest.raises(ConfigError, match="max_new_tokens"):
         _lm_distiller(workspace, on_policy={"max_new_tokns": 2})
+    distiller = _lm_distiller(workspace, on_policy={"fraction": 1.0},
+                              teacher_cache={"enabled": True})
+    distiller.student_model = tiny_lm(seed=0)
+    distiller.teacher_model = tiny_lm(layers=2, seed=1)
+    distiller.train_dataloader = _counting_batches(rows=8)[1]
+    with pytest.raises(ConfigError, match="on_policy and teacher_cache.enabled"):
+        distiller.fit()
 
 
 # ------------------------------------------------------------------- vocabulary mismatch

@@ -33,6 +33,7 @@ when the progress bar is refreshed.
 
 import tensorflow as tf
 
+from neural_distill.errors import ConfigError
 from neural_distill.events import Event, is_generated_hook
 from neural_distill.loop_common import epoch_range, limit_steps, run_epochs
 from neural_distill.adapters.tensorflow import distribute, features
@@ -196,6 +197,10 @@ def _build_models(adapter, models, loader):
 
 def run(adapter, distiller):
     conf = distiller.conf
+    if conf.distillation.train.get("on_policy"):
+        raise ConfigError(f"{distiller.conf_source}: distillation.train.on_policy: on-policy "
+                          f"distillation generates with a Hugging Face causal LM and is "
+                          f"PyTorch only; remove the section for a Keras model.")
     device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
     strategy = distribute.strategy_for(distiller.student_model)
     if strategy is not None:  # the strategy places every replica; `device` is not used

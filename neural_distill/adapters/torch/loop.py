@@ -12,6 +12,7 @@ bookkeeping: losses are read back from the device only when the progress bar is 
 
 import torch
 
+from neural_distill.errors import ConfigError
 from neural_distill.process import cpu_threads, is_main_process
 from neural_distill.loop_common import drive_epochs, epoch_range, limit_steps
 from neural_distill.adapters.torch import distributed
@@ -138,6 +139,10 @@ def run(adapter, distiller):
     """``Distillation.fit()``'s built-in loop, configured by ``distillation.train``."""
     conf = distiller.conf
     train = conf.distillation.train
+    if train.get("on_policy") and train.teacher_cache.get("enabled"):
+        raise ConfigError(f"{distiller.conf_source}: distillation.train.on_policy and "
+                          f"teacher_cache.enabled: generated batches are new every step, so "
+                          f"a cache of the teacher's outputs would only grow. Use one of them.")
     device = distributed.init_process_group(
         adapter.resolve_device(conf.device, f"{distiller.conf_source}: device"))
     if conf.get("threads") is not None:
