@@ -135,6 +135,8 @@ def train_student(name, setting, teacher, train_pairs, steps, seed, workspace,
              "lr_schedule": {lr_schedule: {}},
              "criterion": {"KnowledgeDistillationLoss": {
                  "temperature": 1.0, "loss_types": loss_types, "loss_weights": weights}}}
+    if "JSD" in loss_types:  # GKD's interpolation, explicit whatever the default
+        train["criterion"]["KnowledgeDistillationLoss"]["beta"] = 0.5
     if epochs * len(data) > steps:
         train["iteration"] = -(-steps // epochs)  # batches per epoch: about `steps` in all
     if on_policy:
