@@ -22,6 +22,7 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/kd_step_overhead.py
+	$(PY) benchmarks/lm_kd_step_overhead.py --threads 1
 	$(PY) benchmarks/feature_kd_step_overhead.py
 	$(PY) benchmarks/tf_kd_step_overhead.py
 	$(PY) benchmarks/trainer_algorithm_overhead.py

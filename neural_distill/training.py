@@ -162,6 +162,8 @@ class _DistillationPart(Dispatcher):
             train["optimizer"] = config.optimizer
         if config.teacher_cache is not None:
             train["teacher_cache"] = config.teacher_cache
+        if getattr(config, "on_policy", None) is not None:
+            train["on_policy"] = config.on_policy
         document = {"distillation": {"train": train}}
         if isinstance(config.metrics, dict):
             document["evaluation"] = {"accuracy": {"metric": config.metrics}}

@@ -76,3 +76,45 @@ def feature(loss_type, s, t):
         return (np.exp(lt) * (lt - ls)).sum(-1).mean()
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     return (1 - cos).mean()
+
+
+def valid_tokens(batch, seq, labels=None, attention_mask=None, causal=False):
+    """[batch, seq] bools of the positions a per-token term counts (DESIGN.md section 8):
+    causal LM with labels: t iff labels[t + 1] != -100; token labels: labels[t] != -100;
+    else attention_mask[t] == 1; else all."""
+    keep = np.ones((batch, seq), dtype=bool)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if causal:
+            keep[:, -1] = False
+            for t in range(seq - 1):
+                keep[:, t] = labels[:, t + 1] != -100
+        else:
+            keep = labels != -100
+    elif attention_mask is not None:
+        keep = np.asarray(attention_mask) == 1
+    return keep
+
+
+def token_kd(kd_type, student, teacher, temperature, keep, from_logits=True):
+    """The distillation term over the kept tokens of [batch, seq, classes] outputs: every kept
+    token is one sample of the mean (a mean over the batch's tokens, not per sequence)."""
+    student = np.asarray(student, np.float64)
+    teacher = np.asarray(teacher, np.float64)
+    chosen_s, chosen_t = [], []
+    for b in range(student.shape[0]):
+        for t in range(student.shape[1]):
+            if keep[b, t]:
+                chosen_s.append(student[b, t])
+                chosen_t.append(teacher[b, t])
+    if not chosen_s:
+        return 0.0
+    return kd(kd_type, np.stack(chosen_s), np.stack(chosen_t), temperature, from_logits)
+
+
+def causal_lm_cross_entropy(logits, labels):
+    """Hugging Face's causal-LM loss: logits[t] against labels[t + 1], -100 ignored, mean over
+    the counted tokens of the batch."""
+    logits = np.asarray(logits, np.float64)[:, :-1]
+    labels = np.asarray(labels)[:, 1:]
+    return student_term("CE", logits, labels)

@@ -17,6 +17,7 @@ TINY = ["--steps", "4", "--repeats", "1", "--threads", "1"]
 # name: (arguments, a line its report must print)
 BENCHMARKS = {
     "kd_step_overhead.py": (TINY + ["--batch-size", "16"], "ratio ours/hand"),
+    "lm_kd_step_overhead.py": (TINY + ["--batch-size", "4"], "ratio ours/hand"),
     "feature_kd_step_overhead.py": (TINY + ["--batch-size", "16"], "ratio ours/hand"),
     "loss_check_overhead.py": (TINY + ["--batch-size", "16"], "ratio with/without"),
     "trainer_algorithm_overhead.py": (TINY + ["--batch-size", "16"], "ratio ours/hand"),

@@ -63,6 +63,15 @@ class BackendAdapter:
         """The teacher's output in inference mode, with no gradient reaching it."""
         raise NotImplementedError
 
+    def teacher_precision(self, precision, device):
+        """A context-manager factory for the teachers' forward in ``model.teacher_precision``
+        (None: the teachers run like the student). Only PyTorch has one."""
+        if precision is None:
+            return None
+        raise ModelError(f"model.teacher_precision: {precision} is a PyTorch setting (autocast "
+                         f"of the teacher's forward); the {self.name} backend has none. Remove "
+                         f"the key, or load the teacher in the dtype you want.")
+
     @_backend
     def mean_tensors(self, tensors, weights=None):
         """The mean of same-shaped tensors; with ``weights`` (summing to 1), their weighted sum."""

@@ -25,6 +25,7 @@ OPTIMIZER = OneOf(OPTIMIZERS, "optimizer")
 METRIC = OneOf(METRICS, "metric")
 FRAMEWORK = TOP_LEVEL.fields["model"].fields["framework"]
 TEACHER_CACHE = TRAIN.fields["teacher_cache"]
+ON_POLICY = TRAIN.fields["on_policy"]
 
 # An experiment file as DistillationConfig reads it: the experiment schema, with the criterion
 # choices above.

@@ -98,16 +98,19 @@ class KnowledgeDistillationLossConfig(_CriterionConfig):
         from_logits: False when the models output probabilities.
         logit_standardization: z-score each sample's logits before the temperature.
         beta: the generalized JSD's mixing weight in [0, 1] (kd type JSD).
+        vocab_mismatch: ``'error'`` (default) or ``'truncate'`` when the teacher's and the
+            student's logits differ in size (docs/language_models.md).
     """
 
     yaml_name = "KnowledgeDistillationLoss"
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
                  from_logits=None, loss_weight_ratio=None, logit_standardization=None,
-                 beta=None):
+                 beta=None, vocab_mismatch=None):
         self._init_criterion({"temperature": temperature, "loss_types": loss_types,
                               "loss_weights": loss_weights, "from_logits": from_logits,
-                              "logit_standardization": logit_standardization, "beta": beta},
+                              "logit_standardization": logit_standardization, "beta": beta,
+                              "vocab_mismatch": vocab_mismatch},
                              loss_weight_ratio)
 
 

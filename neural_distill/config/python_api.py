@@ -21,7 +21,7 @@ import copy
 from neural_distill.errors import ConfigError, ModelError
 from neural_distill.config.compression_schema import (EXPERIMENT, FRAMEWORK, METRIC, OPTIMIZER,
                                  QUANTIZATION_AWARE_TRAINING, QUANTIZATION_DOCUMENT,
-                                 TEACHER_CACHE)
+                                 ON_POLICY, TEACHER_CACHE)
 # The criterion configs live in their own module; their public names stay importable here.
 from neural_distill.config.criterion_configs import (  # noqa: F401 - re-exported
     CRITERION_CONFIGS, IntermediateLayersKnowledgeDistillationLossConfig,
@@ -81,27 +81,30 @@ class DistillationConfig(_YamlConfig):
             arguments), a ``WeightPruningConfig`` (INC's) or a list of them. A runtime
             argument: it is not part of the YAML form (give a WeightPruningConfig to
             ``prepare_compression`` for that).
+        on_policy: causal LMs: ``{"fraction": 0.5, "max_new_tokens": 64, "temperature": 1.0,
+            "seq_kd": False}`` (docs/language_models.md); None: the data's completions only.
 
     ``criterion`` may also be a ``neural_distill.Criterion`` (the reference documents'
     ``Criterion(name="KnowledgeLoss", ...)``); it is stored as the criterion config it stands for.
 
     YAML form: the experiment file's ``distillation.train.criterion`` / ``optimizer``,
     ``evaluation.accuracy.metric``, ``model.framework`` and
-    ``distillation.train.teacher_cache``. ``teacher_model`` and Metric objects
+    ``distillation.train.teacher_cache`` / ``on_policy``. ``teacher_model`` and Metric objects
     are runtime objects.
     """
 
-    _FIELDS = ("criterion", "optimizer", "metrics", "framework", "teacher_cache")
+    _FIELDS = ("criterion", "optimizer", "metrics", "framework", "teacher_cache", "on_policy")
     _RUNTIME = ("teacher_model", "pruner_config")
 
     def __init__(self, teacher_model=None, criterion=None, optimizer=None, metrics=None,
-                 framework=None, teacher_cache=None, pruner_config=None):
+                 framework=None, teacher_cache=None, on_policy=None, pruner_config=None):
         object.__setattr__(self, "teacher_model", _check_teacher(teacher_model))
         if pruner_config is not None:
             pruning_groups(pruner_config, "DistillationConfig: pruner_config")  # checks it
         object.__setattr__(self, "pruner_config", pruner_config)
         self._store({"criterion": criterion, "optimizer": optimizer, "metrics": metrics,
-                     "framework": framework, "teacher_cache": teacher_cache})
+                     "framework": framework, "teacher_cache": teacher_cache,
+                     "on_policy": on_policy})
 
     def __setattr__(self, name, value):
         if name == "teacher_model":
@@ -139,6 +142,8 @@ class DistillationConfig(_YamlConfig):
             checks["framework"] = (values["framework"], FRAMEWORK)
         if values.get("teacher_cache") is not None:
             checks["teacher_cache"] = (to_plain(values["teacher_cache"]), TEACHER_CACHE)
+        if values.get("on_policy") is not None:
+            checks["on_policy"] = (to_plain(values["on_policy"]), ON_POLICY)
         if checks:
             node = Section({key: node for key, (_, node) in checks.items()})
             result = validate({key: value for key, (value, _) in checks.items()},
@@ -153,6 +158,8 @@ class DistillationConfig(_YamlConfig):
             train["optimizer"] = copy.deepcopy(self.optimizer)
         if self.teacher_cache is not None:
             train["teacher_cache"] = copy.deepcopy(self.teacher_cache)
+        if self.on_policy is not None:
+            train["on_policy"] = copy.deepcopy(self.on_policy)
         document = {"distillation": {"train": train}}
         if isinstance(self.metrics, dict):
             document["evaluation"] = {"accuracy": {"metric": copy.deepcopy(self.metrics)}}
@@ -176,11 +183,13 @@ class DistillationConfig(_YamlConfig):
         optimizer = to_plain(train["optimizer"]) if "optimizer" in raw_train else None
         teacher_cache = (to_plain(train["teacher_cache"]) if "teacher_cache" in raw_train
                          else None)
+        on_policy = to_plain(train["on_policy"]) if "on_policy" in raw_train else None
         if metrics is None and "metric" in raw_accuracy:
             metrics = to_plain(checked["evaluation"]["accuracy"]["metric"])
         framework = checked["model"].get("framework")
         return cls(teacher_model=teacher_model, criterion=criterion, optimizer=optimizer,
-                   metrics=metrics, framework=framework, teacher_cache=teacher_cache)
+                   metrics=metrics, framework=framework, teacher_cache=teacher_cache,
+                   on_policy=on_policy)
 
 
 # ------------------------------------------------------------------------------ quantization

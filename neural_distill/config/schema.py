@@ -203,6 +203,15 @@ TRAIN = Section({
         "strategy": Leaf(Or("ddp", "fsdp"), "'ddp' or 'fsdp'", default="ddp"),
         "reshard_after_forward": _flag(True),
     }),
+    # Causal LMs: a share of the batches completed by the student (GKD) or the teacher
+    # (seq_kd), the divergence taken over the generated tokens; docs/language_models.md.
+    # No default: a config without it keeps its checkpoints' fingerprint.
+    "on_policy": Section({
+        "fraction": Leaf(And(number(0), lambda v: v <= 1), "a number in [0, 1]", default=0.5),
+        "max_new_tokens": Leaf(integer(1), "an int >= 1", default=64),
+        "temperature": Leaf(number(0), "a number >= 0 (0: greedy)", default=1.0),
+        "seq_kd": _flag(False),
+    }),
     # TensorFlow: the step is compiled (graph) unless `eager` is asked for; PyTorch runs eagerly.
     "execution_mode": Leaf(Or("eager", "graph"), "'eager' or 'graph'"),
 }, default={}, check=_check_epochs)
@@ -216,6 +225,8 @@ TOP_LEVEL = Section({
                         "'module:attribute', {factory, kwargs, checkpoint} or "
                         "{prune_from_teacher: {keep: 0 < k <= 1, calibration_batches, layers}}"),
         "teacher": Leaf(_MODEL_FACTORY, "'module:attribute' or {factory, kwargs, checkpoint}"),
+        # Autocast dtype of the teachers' forward alone (PyTorch); unset: as the student's.
+        "teacher_precision": Leaf(Or("fp32", "bf16", "fp16"), "'fp32', 'bf16' or 'fp16'"),
     }, default={}),
     "device": Leaf(lambda v: isinstance(v, str) and bool(_DEVICE.match(v)),
                    "one of cpu, gpu, cuda, cuda:N, mps, auto", default="cpu"),

@@ -13,6 +13,7 @@ written once, in the catalog. A new criterion needs no class here: its backend c
 
 import difflib
 import functools
+import warnings
 
 from neural_distill.config.layer_mappings import parse_layer_mappings
 from neural_distill.criterion.balancer import LossBalancer
@@ -20,6 +21,7 @@ from neural_distill.errors import ModelError
 from neural_distill.criterion.catalog import CATALOG
 from neural_distill.criterion.catalog.loss_types import RELATION_FEATURE_TYPES
 from neural_distill.criterion.specs import validated_criterion_args
+from neural_distill.language.vocab import mismatch_error, truncation_warning
 
 
 def per_item(values, count, default):
@@ -41,6 +43,7 @@ class DistillationCriterion:
       ``loss_balancer``;
     - ``needs_teacher``: whether a teacher must run (False for self-distillation);
       ``wants_labels``: whether ``distillation_loss`` takes the batch's ``labels=`` (DKD);
+      ``per_token``: whether it takes ``tokens=`` (which tokens of a sequence count);
     - ``from_logits``: True/False when the criterion knows what the models output, None when it
       cannot say (the first-batch output check then stays quiet);
     - ``temperature``, ``loss_types``, ``add_origin_loss``: settings the run's checks and the
@@ -60,6 +63,7 @@ class DistillationCriterion:
     yaml_name = None
     needs_teacher = True
     wants_labels = False
+    per_token = False
     from_logits = None
     temperature = None
     loss_types = None
@@ -143,22 +147,42 @@ class KnowledgeDistillationSpec(CatalogCriterion):
         loss_weights: ``[w0, w1]``.
         from_logits: False when the models output probabilities (temperature is then applied
             as p^(1/T) renormalised).
+        vocab_mismatch: ``error`` or ``truncate`` when the logits' last dimensions differ
+            (``language/vocab.py``).
+
+    Over a sequence axis ([batch, seq, classes]) the term is taken over the batch's valid
+    tokens only (``language/tokens.py``): the step passes ``tokens=``.
     """
 
     yaml_name = "KnowledgeDistillationLoss"
+    per_token = True
 
     def _configure(self, temperature, loss_types, loss_weights, from_logits,
-                   logit_standardization=None, beta=None):
+                   logit_standardization=None, beta=None, vocab_mismatch=None):
         args = validated_criterion_args(
             self.yaml_name, type(self).__name__, temperature=temperature,
             loss_types=loss_types, loss_weights=loss_weights, from_logits=from_logits,
-            logit_standardization=logit_standardization, beta=beta)
+            logit_standardization=logit_standardization, beta=beta,
+            vocab_mismatch=vocab_mismatch)
         self.temperature = float(args["temperature"])
         self.loss_types = list(args["loss_types"])
         self.loss_weights = [float(w) for w in args["loss_weights"]]
         self.from_logits = args["from_logits"]
         self.logit_standardization = args["logit_standardization"]
         self.beta = float(args["beta"])
+        self.vocab_mismatch = args["vocab_mismatch"]
+        self._vocab_warned = False
+
+    def _vocabulary_sizes(self, student_shape, teacher_shape, outside_mass):
+        """Raise for ``error``; for ``truncate`` warn once, ``outside_mass()`` giving the
+        teacher's probability outside the common ids (read only for the warning)."""
+        student_size, teacher_size = student_shape[-1], teacher_shape[-1]
+        if self.vocab_mismatch != "truncate":
+            raise mismatch_error(self.yaml_name, student_shape, teacher_shape)
+        if not self._vocab_warned:
+            self._vocab_warned = True
+            warnings.warn(truncation_warning(self.yaml_name, student_size, teacher_size,
+                                             outside_mass()), stacklevel=4)
 
     def _kd_function(self, kd_losses):
         """The backend's function of ``loss_types[1]``, JSD's ``beta`` bound."""
@@ -179,7 +203,7 @@ class KnowledgeDistillationSpec(CatalogCriterion):
             text += ", logit_standardization=True"
         if self.loss_types[1] == "JSD":
             text += f", beta={self.beta}"
-        return text
+        return text + f", vocab_mismatch={self.vocab_mismatch!r}"
 
 
 class FeatureCriterionSpec(CatalogCriterion):

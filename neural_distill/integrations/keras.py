@@ -38,6 +38,7 @@ from neural_distill.criterion.registry import REGISTRY, needs_teacher
 from neural_distill.errors import ModelError
 from neural_distill.core.output_check import check_keras_heads
 from neural_distill.run.step import DistillationStep
+from neural_distill.language.tokens import is_causal_lm
 
 _CRITERION_SECTION = Section({"criterion": OneOf({name: entry.node for name, entry
                                                    in REGISTRY.items()}, "criterion")})
@@ -128,7 +129,8 @@ class DistillationModel(keras.Model):
         # Keras' own keras.distillation.Distiller reports the combined loss as total_loss.
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self._step = _Untracked(DistillationStep(ADAPTER, self.criterion, teachers,
-                                                 self.teacher_weights))
+                                                 self.teacher_weights,
+                                                 causal=is_causal_lm(student)))
         self._trackers = _Untracked(_LossTrackers(self.student_loss_tracker,
                                                   self.distillation_loss_tracker))
 
@@ -187,6 +189,7 @@ class DistillationModel(keras.Model):
                 student_loss = student_loss * replicas
         else:
             student_loss = self.criterion.student_loss(y_pred, y)
+        # y: token labels of a sequence model say which tokens the per-token term counts.
         total = self._step.value(x, y_pred, student_loss, running=self._trackers.value,
                                  labels=y)
         if self.losses:

@@ -56,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
 
 from neural_distill.adapters import framework_of_config_name
 from neural_distill.compat.itrex import check_provider, checked_function, run_train_func
+from neural_distill.adapters.torch.on_policy import OnPolicy
 from neural_distill.config.python_api import DistillationConfig
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.run.durable import restore_run
@@ -94,10 +95,21 @@ class _FirstBatch:
 class _Run:
     """What one ``distill()`` call set up on the trainer."""
 
-    def __init__(self, manager, callback, metric):
+    def __init__(self, manager, callback, metric, on_policy=None, seed=0):
         self.manager = manager
         self.callback = callback
         self.metric = metric
+        self._on_policy_settings = on_policy
+        self._on_policy = None
+        self._seed = seed
+
+    def on_policy(self, student):
+        """The on-policy sampler (``DistillationConfig(on_policy=...)``), or None."""
+        if self._on_policy is None and self._on_policy_settings is not None:
+            distiller = self.manager.distillers[0]
+            self._on_policy = OnPolicy(self._on_policy_settings, student,
+                                       list(distiller.teachers), self._seed)
+        return self._on_policy
 
 
 class DistillationMixin:
@@ -152,7 +164,7 @@ class DistillationMixin:
         callback = DistillationCallback(manager, uses_metric=metric is not None)
         saved = {name: getattr(self, name, None)
                  for name in ("model_accepts_loss_kwargs", "loss_is_scaled_for_ga")}
-        self._nd_run = _Run(manager, callback, metric)
+        self._nd_run = _Run(manager, callback, metric, config.on_policy, self.args.seed)
         # Both loss terms are per-batch means, so the Trainer must divide by the number of
         # accumulation steps itself (the model is not told num_items_in_batch).
         self.model_accepts_loss_kwargs = False
@@ -187,8 +199,8 @@ class DistillationMixin:
         """The hooks of the running ``distill()`` (a CompressionManager); None outside it.
 
         For a trainer whose own ``compute_loss`` hides the mixin's: call
-        ``self.compression_manager.on_after_compute_loss(inputs_without_labels, outputs, loss)``
-        from it.
+        ``self.compression_manager.on_after_compute_loss(inputs_without_labels, outputs, loss,
+        labels=labels)`` from it.
         """
         run = self._nd_run
         return None if run is None else run.manager
@@ -201,9 +213,24 @@ class DistillationMixin:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         label_names = list(self.label_names or ["labels"])
+        on_policy = run.on_policy(self.model)
+        generated = False
+        if on_policy is not None:
+            # Completions by the student (GKD) or the teacher (seq_kd) replace the data's.
+            batch, labels, generated = on_policy.maybe_generate(
+                {k: v for k, v in inputs.items() if k not in label_names},
+                inputs.get(label_names[0]))
+            if generated:
+                inputs = {**batch, label_names[0]: labels}
         labeled = [name for name in label_names if inputs.get(name) is not None]
         teacher_inputs = {k: v for k, v in inputs.items() if k not in label_names}
-        if labeled:
+        # The token labels say which positions the per-token term counts.
+        token_labels = inputs.get(labeled[0]) if labeled else None
+        if generated and not on_policy.seq_kd:
+            # The labels are the student's own samples: only the teacher's term teaches.
+            outputs = model(**teacher_inputs)
+            student_loss = None
+        elif labeled:
             # A copy: the Trainer pops the labels when a label smoother or compute_loss_func
             # is set, and the teacher inputs above must not depend on that.
             student_loss, outputs = super().compute_loss(model, dict(inputs),
@@ -216,7 +243,8 @@ class DistillationMixin:
         else:
             outputs = model(**inputs)
             student_loss = None
-        loss = run.manager.on_after_compute_loss(teacher_inputs, outputs, student_loss)
+        loss = run.manager.on_after_compute_loss(teacher_inputs, outputs, student_loss, None,
+                                                 token_labels)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, *args, **kwargs):
@@ -268,7 +296,8 @@ class DistillationMixin:
         return DistillationConfig(teacher_model=teacher, criterion=config.criterion,
                                   metrics=metric, framework=config.framework,
                                   teacher_cache=config.teacher_cache,
-                                  pruner_config=config.pruner_config)
+                                  pruner_config=config.pruner_config,
+                                  on_policy=config.on_policy)
 
     def _nd_evaluator(self, metric):
         """The distiller's eval_func: the student's score by ``metric`` on eval_dataset."""

@@ -17,6 +17,7 @@ from neural_distill.errors import ModelError
 from neural_distill.run.evaluation import Evaluator, resolve_metric
 from neural_distill.events import Event, Hooks
 from neural_distill.run.fitting import build_criterion, config_dataloader, teacher_missing
+from neural_distill.language.tokens import is_causal_lm
 from neural_distill.run.matcher_training import MatcherTraining
 from neural_distill.core.output_check import OutputCheck
 from neural_distill.pruning.run import run_pruner
@@ -109,7 +110,9 @@ class RunLifecycle(RunResults):
                                          fitting.cache_options(d), adapter,
                                          d.criterion, d.teachers, d.teacher_weights,
                                          self.workspace.file("teacher_cache")),
-                                     matchers=self.matchers, output_check=self.output_check)
+                                     matchers=self.matchers, output_check=self.output_check,
+                                     causal=is_causal_lm(d.student_model),
+                                     teacher_context=self._teacher_context())
         self._epoch_started_at = time.perf_counter()
         self.pruner = run_pruner(d.conf, adapter.name, d.student_model)
         if self.pruner is not None and found is not None:
@@ -178,14 +181,21 @@ class RunLifecycle(RunResults):
         self.release()
         self.started = False
 
+    def _teacher_context(self):
+        d = self.distiller
+        return d.adapter.teacher_precision(d.conf.model.get("teacher_precision"),
+                                           d.adapter.model_device(d.student_model))
+
     def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None,
                           labels=None):
         """on_after_compute_loss after the run ended: the loss, with the teachers frozen only
         for this call (a finished run must not leave them in eval mode)."""
         self._enter_models()
         try:
-            step = DistillationStep(self.distiller.adapter, self.distiller.criterion,
-                                    self.distiller.teachers, self.distiller.teacher_weights)
+            d = self.distiller
+            step = DistillationStep(d.adapter, d.criterion, d.teachers, d.teacher_weights,
+                                    causal=is_causal_lm(d.student_model),
+                                    teacher_context=self._teacher_context())
             return step(inputs, student_output, student_loss, teacher_output, labels=labels)
         finally:
             self.release()

@@ -7,8 +7,10 @@ compute the loss here::
     teacher_output = teachers' (weighted) output      # unless the caller gives it, or the
                                                       # teacher cache has it
     check the outputs against from_logits (once)     # core/output_check.py
-    kd_loss = criterion.distillation_loss(student_output, teacher_output[, labels=labels])
+    kd_loss = criterion.distillation_loss(student_output, teacher_output[, labels= | tokens=])
                                 # through run/matcher_training.py in a run: matchers get trained
+                                # (a per-token criterion gets the batch's TokenBatch:
+                                # language/tokens.py says which tokens count)
     student_loss: one scalar tensor (checks.scalar_loss)
     loss = balancer(student_loss, kd_loss)      # criterion/balancer.py: the one weighting,
                                                 # the criterion's (criterion.combine) by default
@@ -23,13 +25,16 @@ from neural_distill.run.checks import scalar_loss
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ModelError
 from neural_distill.core.logging_utils import get_logger
+from neural_distill.language.tokens import TokenBatch
 from neural_distill.teacher_cache.run_cache import numpy_inputs
 
 
 class DistillationStep:
     """Args: the backend adapter, the criterion, the teacher models (a list) and their
     weights (None: equal); in a run also the teacher cache, the ``MatcherTraining`` of the
-    criterion and the experiment's ``OutputCheck``.
+    criterion and the experiment's ``OutputCheck``; ``causal``: the student is a causal LM
+    (its logits at t predict token t + 1: language/tokens.py); ``teacher_context``: a factory
+    of the context the teachers run in (``model.teacher_precision``), or None.
 
     ``balancer`` (a :class:`~neural_distill.criterion.balancer.LossBalancer`) weighs the two
     losses instead of the criterion's own; with a balancer whose term has no weight, no teacher
@@ -40,7 +45,7 @@ class DistillationStep:
 
     def __init__(self, adapter, criterion, teachers, teacher_weights=None, cache=None,
                  matchers=None, output_check=None, balancer=None, teacher_forward=None,
-                 reduce_student_loss=True):
+                 reduce_student_loss=True, causal=False, teacher_context=None):
         self.adapter = adapter
         self.criterion = criterion
         self.teachers = list(teachers)
@@ -52,6 +57,9 @@ class DistillationStep:
         self.balancer = balancer
         self.teacher_forward = teacher_forward
         self.reduce_student_loss = reduce_student_loss
+        self.causal = causal
+        # model.teacher_precision: a factory of the context the teachers' forward runs in.
+        self.teacher_context = teacher_context
 
     def teacher_output(self, inputs, student_output=None, eager=True):
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
@@ -84,7 +92,12 @@ class DistillationStep:
             raise ModelError("on_after_compute_loss: no teacher_model is set and no "
                              "teacher_output was given. Set distiller.teacher_model or "
                              "pass the teacher's output.")
-        output = self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
+        if self.teacher_context is None:
+            output = self.adapter.teachers_forward(self.teachers, inputs, self.teacher_weights)
+        else:
+            with self.teacher_context():
+                output = self.adapter.teachers_forward(self.teachers, inputs,
+                                                       self.teacher_weights)
         if cache is not None and cache.active:
             features = ([self.adapter.to_numpy(f) for f in self.criterion.teacher_features()]
                         if cache.features else None)
@@ -113,7 +126,9 @@ class DistillationStep:
                  labels=None, teachers=None):
         """The combined loss (one scalar tensor); ``running`` (if given) records the terms.
 
-        ``labels`` reach only a criterion that declares ``wants_labels`` (DKD's target class).
+        ``labels`` reach only a criterion that declares ``wants_labels`` (DKD's target class);
+        they (else ``inputs["labels"]`` of a dict batch) and ``inputs["attention_mask"]`` say
+        which tokens a ``per_token`` criterion counts.
         ``teachers`` (with ``teacher_forward``): the teachers of this step, if not all."""
         balancer = self.criterion.combine if self.balancer is None else self.balancer
         if self.balancer is not None and not self.balancer.needs_distillation:
@@ -131,10 +146,13 @@ class DistillationStep:
             running.add(loss, student_loss, kd_loss, inputs=inputs)
         return loss
 
-    def _distillation_loss(self, student_output, teacher_output, labels):
+    def _distillation_loss(self, inputs, student_output, teacher_output, labels):
         if self.criterion.wants_labels:
             return self.criterion.distillation_loss(student_output, teacher_output,
                                                     labels=labels)
+        if self.criterion.per_token:  # no feature matchers: the criterion is called directly
+            return self.criterion.distillation_loss(
+                student_output, teacher_output, tokens=TokenBatch(inputs, labels, self.causal))
         distillation_loss = (self.criterion.distillation_loss if self.matchers is None
                              else self.matchers.distillation_loss)
         return distillation_loss(student_output, teacher_output)
@@ -147,7 +165,7 @@ class DistillationStep:
         if self.output_check is not None:
             self.output_check.check(self.adapter, self.criterion, student_output,
                                     [teacher_output] if self.needs_teacher else [])
-        return self._distillation_loss(student_output, teacher_output, labels)
+        return self._distillation_loss(inputs, student_output, teacher_output, labels)
 
     def _mean_term(self, inputs, student_output, teachers, labels=None):
         forward = self.teacher_forward
@@ -157,5 +175,6 @@ class DistillationStep:
             if self.output_check is not None:
                 self.output_check.check(self.adapter, self.criterion, student_output,
                                         [teacher_output])
-            terms.append(self._distillation_loss(student_output, teacher_output, labels))
+            terms.append(self._distillation_loss(inputs, student_output, teacher_output,
+                                                 labels))
         return terms[0] if len(terms) == 1 else self.adapter.mean_tensors(terms)

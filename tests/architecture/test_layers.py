@@ -15,7 +15,8 @@ PACKAGE = os.path.join(REPO, "neural_distill")
 
 # Lowest first. A module is in the layer of the longest prefix that names it.
 LAYERS = [
-    ("foundation", ["errors", "events", "version", "metrics", "objectives", "core"]),
+    ("foundation", ["errors", "events", "version", "metrics", "objectives", "core",
+                    "language"]),
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
     # pruning/schedule: the neutral pruning schedule the config classes validate patterns with.
     ("config", ["config", "criterion.catalog", "pruning.schedule"]),

@@ -230,7 +230,8 @@ def test_valid_config_gets_defaults(workspace):
                                         "epsilon": 1e-8, "amsgrad": False, "weight_decay": 0.0}}
     assert train.criterion == {"KnowledgeDistillationLoss": {
         "temperature": 1.0, "loss_types": ["CE", "CE"], "loss_weights": [0.5, 0.5],
-        "from_logits": True, "logit_standardization": False, "beta": 0.5}}
+        "from_logits": True, "logit_standardization": False, "beta": 0.5,
+        "vocab_mismatch": "error"}}
     assert train.lr_schedule == {"constant": {}}
     assert conf.device == "cpu"
     assert conf.tuning.random_seed == 1978

@@ -63,7 +63,8 @@ def test_yaml_to_config_and_back_fills_defaults():
     assert config.temperature == 3 and config.loss_types == ["CE", "CE"]
     assert yaml.safe_load(config.to_yaml()) == {"KnowledgeDistillationLoss": {
         "temperature": 3, "loss_types": ["CE", "CE"], "loss_weights": [0.5, 0.5],
-        "from_logits": True, "logit_standardization": False, "beta": 0.5}}
+        "from_logits": True, "logit_standardization": False, "beta": 0.5,
+        "vocab_mismatch": "error"}}
     assert KD.from_dict({"temperature": 3}) == config  # the arguments alone are accepted too
 
 

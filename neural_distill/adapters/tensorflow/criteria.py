@@ -29,6 +29,7 @@ from neural_distill.adapters.tensorflow import losses
 from neural_distill.adapters.tensorflow.features import (
     FeatureCapture, build_matcher, model_kind, select, symbolic_shape)
 from neural_distill.adapters.tensorflow.outputs import logits_of, static_shape
+from neural_distill.adapters.tensorflow.tokens import valid_rows
 
 
 def _check_same_shape(student, teacher):
@@ -73,9 +74,9 @@ class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDis
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
                  from_logits=None, logit_standardization=None, beta=None,
-                 student_model=None, teacher_model=None):
+                 vocab_mismatch=None, student_model=None, teacher_model=None):
         self._configure(temperature, loss_types, loss_weights, from_logits,
-                        logit_standardization, beta)
+                        logit_standardization, beta, vocab_mismatch)
         self._set_inc_models(student_model, teacher_model)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = self._kd_function(losses.KD_LOSSES)
@@ -88,18 +89,49 @@ class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDis
         tf_checks.check_student_labels(logits, labels, self.loss_types[0])
         return self._student_fn(logits, labels, from_logits=self.from_logits)
 
-    def distillation_loss(self, student_output, teacher_output):
+    def distillation_loss(self, student_output, teacher_output, tokens=None):
+        """D(z_s, z_t); over a sequence axis, over the valid tokens of ``tokens`` (a
+        ``language.tokens.TokenBatch``) only, averaged over the batch's valid tokens."""
         student = logits_of(student_output, "student output")
         teacher = logits_of(teacher_output, "teacher output")
         if same_but_leading_ones(static_shape(student), static_shape(teacher)):
             warn_reshaped(self, static_shape(student), static_shape(teacher))
             teacher = tf.reshape(teacher, tf.shape(student))
-        _check_same_shape(student, teacher)
         teacher = tf.stop_gradient(teacher)
+        s_size, t_size = student.shape[-1], teacher.shape[-1]
+        mismatch = s_size is not None and t_size is not None and s_size != t_size
+        if mismatch:
+            _check_same_shape(student[..., :1], teacher[..., :1])
+        else:
+            _check_same_shape(student, teacher)
+        shapes = (static_shape(student), static_shape(teacher))
+        student, teacher, selected = valid_rows(student, teacher, tokens)
+        if mismatch:
+            student, teacher = self._common_ids(student, teacher, *shapes)
         if self.logit_standardization:
             student, teacher = (losses.standardize_logits(student),
                                 losses.standardize_logits(teacher))
-        return self._kd_fn(student, teacher, self.temperature, self.from_logits)
+        if not selected:
+            return self._kd_fn(student, teacher, self.temperature, self.from_logits)
+        # No valid token in the batch: nothing to teach (and no 0/0).
+        return tf.cond(tf.shape(student)[0] > 0,
+                       lambda: self._kd_fn(student, teacher, self.temperature,
+                                           self.from_logits),
+                       lambda: 0.0 * tf.reduce_sum(tf.cast(student, tf.float32)))
+
+    def _common_ids(self, student, teacher, student_shape, teacher_shape):
+        s_size, t_size = student_shape[-1], teacher_shape[-1]
+        common = min(s_size, t_size)
+
+        def outside_mass():
+            scores = losses.as_log_space(teacher, self.from_logits) / self.temperature
+            probs = tf.nn.softmax(tf.reshape(scores, [-1, t_size]), axis=-1)
+            if not tf.executing_eagerly() or int(tf.shape(probs)[0]) == 0:
+                return float("nan")  # inside a compiled step: no value to report
+            return float(tf.reduce_mean(tf.reduce_sum(probs[:, common:], axis=-1)))
+
+        self._vocabulary_sizes(student_shape, teacher_shape, outside_mass)
+        return student[..., :common], teacher[..., :common]
 
     def __call__(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),

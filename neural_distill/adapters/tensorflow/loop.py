@@ -33,6 +33,7 @@ when the progress bar is refreshed.
 
 import tensorflow as tf
 
+from neural_distill.errors import ConfigError
 from neural_distill.events import Event, is_generated_hook
 from neural_distill.run.loop_common import epoch_range, limit_steps, run_epochs
 from neural_distill.adapters.tensorflow import distribute, features
@@ -88,8 +89,10 @@ def make_step(distiller, adapter, student, criterion, optimizer, variables, n_st
         with tf.GradientTape() as tape:
             output = features.forward(student, inputs, training=True)
             student_loss = criterion.student_loss(output, labels)
-            loss = distiller.on_after_compute_loss(inputs, output, student_loss, teacher_output,
-                                                   labels)
+            # Labels go to the hook too (the per-token rule of sequence outputs reads them).
+            loss = distiller.on_after_compute_loss(
+                inputs, output, student_loss, teacher_output,
+                *([] if labels is None else [labels]))
             # Regularization losses of the student's layers (kernel_regularizer, ...), as
             # Keras' own fit() adds them.
             total = loss + tf.add_n(student.losses) if student.losses else loss
@@ -194,6 +197,10 @@ def _build_models(adapter, models, loader):
 
 def run(adapter, distiller):
     conf = distiller.conf
+    if conf.distillation.train.get("on_policy"):
+        raise ConfigError(f"{distiller.conf_source}: distillation.train.on_policy: on-policy "
+                          f"distillation generates with a Hugging Face causal LM and is "
+                          f"PyTorch only; remove the section for a Keras model.")
     device = adapter.resolve_device(conf.device, f"{distiller.conf_source}: device")
     strategy = distribute.strategy_for(distiller.student_model)
     if strategy is not None:  # the strategy places every replica; `device` is not used

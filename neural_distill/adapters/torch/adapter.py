@@ -15,6 +15,7 @@ from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import data, distributed, loop
 from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
 from neural_distill.adapters.torch.state import RunningLosses
+from neural_distill.adapters.torch.precision import teacher_autocast
 
 
 class _TeacherState:
@@ -81,6 +82,14 @@ class TorchAdapter(BackendAdapter):
             teacher.to(state.device)
         for module, training in zip(teacher.modules(), state.modes):
             module.training = training
+
+    def teacher_precision(self, precision, device):
+        """The teachers' forward under autocast to bf16/fp16, or out of the student's autocast
+        (fp32). Their weights are never cast: the teacher is not modified; a teacher loaded in
+        bf16 by the user keeps its own memory saving."""
+        if precision is None:
+            return None
+        return teacher_autocast(precision, device)
 
     @staticmethod
     def teacher_forward(teacher, inputs):

@@ -16,6 +16,7 @@ from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import losses
 from neural_distill.adapters.torch.features import FeatureCapture, build_matcher, select
 from neural_distill.adapters.torch.outputs import logits_of
+from neural_distill.adapters.torch.tokens import valid_rows
 
 
 def _student_term(loss_fn, student_output, labels, from_logits):
@@ -37,10 +38,10 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
 
     def __init__(self, temperature=None, loss_types=None, loss_weights=None,
                  from_logits=None, logit_standardization=None, beta=None,
-                 student_model=None, teacher_model=None):
+                 vocab_mismatch=None, student_model=None, teacher_model=None):
         torch.nn.Module.__init__(self)
         self._configure(temperature, loss_types, loss_weights, from_logits,
-                        logit_standardization, beta)
+                        logit_standardization, beta, vocab_mismatch)
         self._set_inc_models(student_model, teacher_model)
         self._student_fn = losses.STUDENT_LOSSES[self.loss_types[0]]
         self._kd_fn = self._kd_function(losses.KD_LOSSES)
@@ -49,13 +50,16 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
         """The student's own loss against ``labels``; None when the batch has no labels."""
         return _student_term(self._student_fn, student_output, labels, self.from_logits)
 
-    def distillation_loss(self, student_output, teacher_output):
+    def distillation_loss(self, student_output, teacher_output, tokens=None):
+        """D(z_s, z_t); over a sequence axis, over the valid tokens of ``tokens`` (a
+        ``language.tokens.TokenBatch``) only, averaged over the batch's valid tokens."""
         student = logits_of(student_output, "student output")
         teacher = logits_of(teacher_output, "teacher output")
         if same_but_leading_ones(student.shape, teacher.shape):
             warn_reshaped(self, student.shape, teacher.shape)
             teacher = teacher.reshape(student.shape)
-        if student.shape != teacher.shape:
+        teacher = teacher.detach()
+        if student.shape[:-1] != teacher.shape[:-1]:
             # INC's criterion(output, target) gave the student loss; here the second
             # argument is the teacher's output.
             labels_hint = "" if teacher.is_floating_point() else (
@@ -67,11 +71,29 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
                 f"{tuple(teacher.shape)} disagree: logit distillation needs both models to "
                 f"predict the same classes. Check the models' last layers (or pass the right "
                 f"teacher_output to on_after_compute_loss).{labels_hint}")
-        teacher = teacher.detach()
+        if student.shape[-1] != teacher.shape[-1]:
+            shapes = (tuple(student.shape), tuple(teacher.shape))
+            student, teacher = valid_rows(student, teacher, tokens)
+            student, teacher = self._common_ids(student, teacher, *shapes)
+        else:
+            student, teacher = valid_rows(student, teacher, tokens)
+        if student.numel() == 0:  # no valid token in the batch: nothing to teach
+            return student.float().sum()
         if self.logit_standardization:
             student, teacher = (losses.standardize_logits(student),
                                 losses.standardize_logits(teacher))
         return self._kd_fn(student, teacher, self.temperature, self.from_logits)
+
+    def _common_ids(self, student, teacher, student_shape, teacher_shape):
+        common = min(student.shape[-1], teacher.shape[-1])
+
+        def outside_mass():
+            scores = losses.as_log_space(teacher, self.from_logits).float() / self.temperature
+            probs = torch.softmax(scores.reshape(-1, scores.shape[-1]), dim=-1)
+            return float(probs[:, common:].sum(-1).mean()) if probs.shape[0] else 0.0
+
+        self._vocabulary_sizes(student_shape, teacher_shape, outside_mass)
+        return student[..., :common], teacher[..., :common]
 
     def forward(self, student_output, teacher_output, labels=None):
         return self.combine(self.student_loss(student_output, labels),

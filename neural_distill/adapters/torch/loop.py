@@ -12,13 +12,15 @@ bookkeeping: losses are read back from the device only when the progress bar is 
 
 import torch
 
+from neural_distill.errors import ConfigError
 from neural_distill.core.process import cpu_threads, is_main_process
 from neural_distill.run.loop_common import drive_epochs, epoch_range, limit_steps
 from neural_distill.adapters.torch import distributed
 from neural_distill.adapters.torch.data import built_from_config
+from neural_distill.adapters.torch.language import LanguageModelBatches
 from neural_distill.adapters.torch.optim import LearningRateSchedule, build_optimizer
 from neural_distill.adapters.torch.precision import Precision
-from neural_distill.adapters.torch.outputs import call_model, to_device
+from neural_distill.adapters.torch.outputs import to_device
 
 
 def steps_per_epoch(loader, iteration=None):
@@ -81,9 +83,12 @@ class _Steps:
         precision, accumulation = self.precision, self.accumulation
         with precision.autocast():
             inputs, output, loss, *labels = self.forward(batch)
-            # The batch's labels, when forward gives them, reach criteria that want them (DKD).
-            loss = self.hooks.on_after_compute_loss(inputs, output, loss, None,
-                                                    labels[0] if labels else None)
+            # Labels go to the hook only when there are some: an override of the hook written
+            # before it had ``labels`` keeps working on unlabeled data.
+            if labels and labels[0] is not None:
+                loss = self.hooks.on_after_compute_loss(inputs, output, loss, None, labels[0])
+            else:
+                loss = self.hooks.on_after_compute_loss(inputs, output, loss)
         if self.pending == 0:
             self.optimizer.zero_grad(set_to_none=True)
         precision.backward(loss / accumulation if accumulation > 1 else loss)
@@ -134,6 +139,10 @@ def run(adapter, distiller):
     """``Distillation.fit()``'s built-in loop, configured by ``distillation.train``."""
     conf = distiller.conf
     train = conf.distillation.train
+    if train.get("on_policy") and train.teacher_cache.get("enabled"):
+        raise ConfigError(f"{distiller.conf_source}: distillation.train.on_policy and "
+                          f"teacher_cache.enabled: generated batches are new every step, so "
+                          f"a cache of the teacher's outputs would only grow. Use one of them.")
     device = distributed.init_process_group(
         adapter.resolve_device(conf.device, f"{distiller.conf_source}: device"))
     if conf.get("threads") is not None:
@@ -165,13 +174,15 @@ def run(adapter, distiller):
     # After the schedule: resuming restores the optimizer's learning rate too.
     progress = distiller.run.track(optimizer)
 
+    lm = LanguageModelBatches(student, criterion, distiller.teachers, train.get("on_policy"),
+                              conf.tuning.random_seed)
+
     def forward(batch):
         inputs, labels = adapter.split_batch(batch)
         inputs = to_device(inputs, device)
         if labels is not None:
             labels = to_device(labels, device)
-        output = call_model(trained, inputs)
-        return inputs, output, criterion.student_loss(output, labels), labels
+        return lm.forward(trained, inputs, labels)
 
     try:
         train_loop(distiller, trained, loader, forward, optimizer, epochs,

@@ -47,3 +47,22 @@ class Precision:
             return
         self.scaler.step(optimizer)  # skips the step when the scaled gradients overflowed
         self.scaler.update()
+
+
+def teacher_autocast(precision, device):
+    """``model.teacher_precision``: a factory of the context the teachers' forward runs in.
+
+    ``fp32`` turns the student's autocast off for the teacher; ``bf16``/``fp16`` autocast it
+    alone. Gradients never reach the teacher either way (its forward is under no_grad)."""
+    device_type = torch.device(device).type
+    dtype = _DTYPES.get(precision)
+    if dtype is not None and not torch.amp.autocast_mode.is_autocast_available(device_type):
+        raise ConfigError(f"model.teacher_precision: {precision} autocast is not available on "
+                          f"{device_type}; use fp32")
+
+    def context():
+        if dtype is None:
+            return torch.autocast(device_type, enabled=False)
+        return torch.autocast(device_type, dtype=dtype)
+
+    return context

@@ -1,0 +1,41 @@
+"""The valid tokens of a [batch, seq, vocab] output, in PyTorch (rule: language/tokens.py)."""
+
+import torch
+
+from neural_distill.language.tokens import CAUSAL, IGNORE_INDEX, TOKEN
+
+
+def _is_integer(tensor):
+    return (isinstance(tensor, torch.Tensor) and not tensor.is_floating_point()
+            and tensor.dtype != torch.bool)
+
+
+def _shape(tensor):
+    return tuple(getattr(tensor, "shape", ()))
+
+
+def valid_token_mask(logits, tokens):
+    """A bool [batch, seq] tensor of the positions that count, or None (every one counts)."""
+    if tokens is None or logits.dim() != 3:
+        return None
+    kind, tensor = tokens.rule(tuple(logits.shape[:2]), _shape, _is_integer)
+    if kind is None:
+        return None
+    tensor = torch.as_tensor(tensor, device=logits.device)
+    if kind == CAUSAL:
+        # logits[t] predict token t + 1: count t iff labels[t + 1] is not ignored.
+        valid = tensor[:, 1:] != IGNORE_INDEX
+        return torch.cat([valid, valid.new_zeros(valid.shape[0], 1)], dim=1)
+    if kind == TOKEN:
+        return tensor != IGNORE_INDEX
+    return tensor != 0  # attention_mask: 1 for real tokens (or True)
+
+
+def valid_rows(student, teacher, tokens):
+    """``(student, teacher)`` as [n_valid, vocab] rows when a sequence axis and a rule apply,
+    else unchanged. Gathering the rows first lets any row-wise divergence average over the
+    batch's valid tokens."""
+    mask = valid_token_mask(student, tokens)
+    if mask is None:
+        return student, teacher
+    return student[mask], teacher[mask]
