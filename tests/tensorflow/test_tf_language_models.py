@@ -59,6 +59,24 @@ def test_the_hook_takes_the_term_over_the_valid_tokens(workspace, rule, kd_type,
     assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("kd_type,beta", [("RKL", 0.5), ("JSD", 0.5), ("JSD", 0.2)])
+def test_reverse_kl_and_jsd_count_the_valid_tokens_only(kd_type, beta):
+    import np_reference_catalog as cat
+
+    criterion = TensorflowKnowledgeDistillationLoss(2.0, ["CE", kd_type], [0.5, 0.5], beta=beta)
+    student, teacher = _logits(5), _logits(6)
+    keep = ref.valid_tokens(2, 6, LABELS, MASK, causal=True).astype(bool)
+    expected = (cat.reverse_kl(student[keep], teacher[keep], 2.0) if kd_type == "RKL"
+                else cat.generalized_jsd(student[keep], teacher[keep], 2.0, beta))
+
+    def term(s, t, labels):
+        return criterion.distillation_loss(s, t, tokens=TokenBatch({}, labels, True))
+
+    compiled = tf.function(term)(tf.constant(student), tf.constant(teacher),
+                                 tf.constant(LABELS))
+    assert float(compiled) == pytest.approx(expected, rel=1e-5)
+
+
 def test_compiled_and_eager_agree_and_invalid_positions_do_not_count():
     criterion = TensorflowKnowledgeDistillationLoss(2.0, ["CE", "KL"], [0.5, 0.5])
     student, teacher = _logits(3), _logits(4)

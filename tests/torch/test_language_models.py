@@ -71,6 +71,31 @@ def test_per_token_term_matches_the_numpy_reference(rule, kd_type, temperature):
                                        rel=1e-5)
 
 
+@pytest.mark.parametrize("rule", ["causal_labels", "attention_mask"])
+@pytest.mark.parametrize("kd_type,beta", [("RKL", 0.5), ("JSD", 0.5), ("JSD", 0.1),
+                                          ("JSD", 0.0), ("JSD", 1.0)])
+def test_reverse_kl_and_jsd_count_the_valid_tokens_only(rule, kd_type, beta):
+    # The loss catalog's divergences (issue 21) over the per-token rows (issue 22): one
+    # NumPy reference written from TRL's formulas, applied to the kept tokens only.
+    import np_reference_catalog as cat
+
+    labels, mask, causal = RULES[rule]
+    student, teacher = random_logits((2, 6, 5), 2), random_logits((2, 6, 5), 3)
+    criterion = PyTorchKnowledgeDistillationLoss(2.0, ["CE", kd_type], [0.5, 0.5], beta=beta)
+    got = criterion.distillation_loss(torch.tensor(student), torch.tensor(teacher),
+                                      tokens=_tokens(labels, mask, causal))
+    keep = ref.valid_tokens(2, 6, labels, mask, causal).astype(bool)
+    s_rows, t_rows = student[keep], teacher[keep]
+    expected = (cat.reverse_kl(s_rows, t_rows, 2.0) if kd_type == "RKL"
+                else cat.generalized_jsd(s_rows, t_rows, 2.0, beta))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    # Logits where no token counts change nothing.
+    student[~keep] += 50.0
+    again = criterion.distillation_loss(torch.tensor(student), torch.tensor(teacher),
+                                        tokens=_tokens(labels, mask, causal))
+    assert float(again) == pytest.approx(float(got), rel=1e-6)
+
+
 def test_the_causal_rule_is_the_shifted_label_rule():
     keep = ref.valid_tokens(2, 6, LABELS, MASK, causal=True)
     # Row 0 predicts tokens 2..4 from positions 1..3; the last position never counts.
