@@ -28,7 +28,7 @@ from neural_distill.checkpoints import (
 from neural_distill.config.loader import to_plain
 from neural_distill.process import is_main_process, world_size
 from neural_distill.run_record import representable
-from neural_distill.workspace import Workspace
+from neural_distill.workspace import RUN_INFO, Workspace
 
 FORMAT = 1
 logger = logging.getLogger("neural_distill")
@@ -338,8 +338,10 @@ def restore_run(lifecycle, folder):
             and os.path.abspath(saved) != lifecycle.workspace.path:
         fresh = lifecycle.workspace.path
         lifecycle.workspace = ResumedWorkspace(saved)
-        if sorted(os.listdir(fresh)) == ["config.yaml"]:  # the folder this start just made
-            os.remove(os.path.join(fresh, "config.yaml"))
+        made = os.listdir(fresh)
+        if set(made) <= {"config.yaml", RUN_INFO}:  # the folder this start just made
+            for name in made:
+                os.remove(os.path.join(fresh, name))
             os.rmdir(fresh)
     if lifecycle.workspace is not None and hasattr(lifecycle.workspace, "rewrite_metrics"):
         lifecycle.workspace.rewrite_metrics(lifecycle.state.history)

@@ -26,7 +26,8 @@ def fit(run):
     if teacher_missing(d):
         raise ModelError("fit: no teacher model. Set distiller.teacher_model first (or use "
                          "SelfKnowledgeDistillationLoss, which needs none).")
-    rng.seed_all(d.conf.tuning.random_seed, d.adapter)
+    # Before the config's dataset and collate factories (built below) draw anything.
+    rng.seed_run(d.conf.tuning, d.adapter)
     run.ended = False
     try:
         if d.train_func is not None:

@@ -84,6 +84,8 @@ class RunLifecycle(RunResults):
         self.workspace = (self.durable.workspace(found) if self.durable is not None
                           else Workspace(d.conf.tuning.workspace.path))
         self.workspace.write_config(d.conf)
+        self.workspace.write_run_info(d.conf_source, d.conf.tuning.random_seed,
+                                      d.conf.tuning.get("deterministic", False))
         running = self.state.running_losses
         # Zeroed in place, not replaced: a user's compiled TensorFlow step keeps updating the
         # variable it captured when it was traced.

@@ -226,6 +226,12 @@ class BackendAdapter:
         raise NotImplementedError
 
     @_backend
+    def make_deterministic(self):
+        """Deterministic kernels from now on (``tuning.deterministic``): slower on a GPU,
+        an error for an op that has no deterministic version."""
+        raise NotImplementedError
+
+    @_backend
     def rng_state(self):
         """The framework's random generators' states (restored by :meth:`set_rng_state`)."""
         raise NotImplementedError

@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import hashlib
+import os
 import random
 
 import numpy as np
@@ -219,6 +220,13 @@ class TorchAdapter(BackendAdapter):
     def seed(seed):
         random.seed(seed)
         torch.manual_seed(seed)
+
+    @staticmethod
+    def make_deterministic():
+        # cuBLAS needs a fixed workspace for deterministic matrix products (CUDA >= 10.2).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
     @staticmethod
     def rng_state():
