@@ -25,6 +25,7 @@ from neural_distill import rng
 from neural_distill.checkpoints import (
     CheckpointError, atomic_write, checkpoint_name, list_checkpoints, prune, read_latest, read_one,
     run_folders)
+from neural_distill.checkpointing.writer import BackgroundWriter, SyncWriter
 from neural_distill.config.loader import to_plain
 from neural_distill.process import is_main_process, world_size
 from neural_distill.run_record import representable
@@ -105,6 +106,10 @@ class Durability:
         self.interrupted = False
         self._previous_sigint = None
         self._fingerprint = None
+        # Off the training thread where the backend can copy the state it saves.
+        background = (settings.get("checkpoint_writer", "background") == "background"
+                      and self.adapter.owned_copy({}) is not None)
+        self.writer = BackgroundWriter() if background else SyncWriter()
 
     # ------------------------------------------------------------------ resume
     def fingerprint(self):
@@ -238,6 +243,7 @@ class Durability:
             self.save(self.epoch_index, state.steps_in_epoch, self.epoch_rng)
         if self.interrupted:
             self.save(self.epoch_index, state.steps_in_epoch, self.epoch_rng)
+            self.flush()
             if self.run.state.best_weights is not None:
                 self.run.save_best()
             logger.warning("interrupted: checkpoint and best student saved in %s",
@@ -279,9 +285,22 @@ class Durability:
         }
         folder = self.run.workspace.path
         path = os.path.join(folder, checkpoint_name(epoch_index, state.global_step, self.suffix))
-        atomic_write(path, lambda temporary: adapter.write_state(contents, temporary))
-        prune(folder, self.keep)
+        if isinstance(self.writer, BackgroundWriter):
+            # The optimizer's state dict holds its live buffers; the rest is fresh already
+            # (snapshots are clones, the best weights are replaced, never updated in place).
+            contents["optimizer"] = adapter.owned_copy(contents["optimizer"])
+        keep = self.keep
+
+        def write():
+            atomic_write(path, lambda temporary: adapter.write_state(contents, temporary))
+            prune(folder, keep)
+
+        self.writer.submit(write)
         return path
+
+    def flush(self, raise_errors=True):
+        """Wait for the checkpoint being written (the run ends, fails or stops)."""
+        self.writer.wait(raise_errors)
 
     # ------------------------------------------------------------------ Ctrl-C
     def _on_sigint(self, signum, frame):
@@ -291,7 +310,8 @@ class Durability:
         logger.warning("Ctrl-C: finishing this step, then saving a checkpoint and the best "
                        "student (press Ctrl-C again to stop at once)")
 
-    def detach(self):
+    def detach(self, raise_errors=False):
+        self.flush(raise_errors)
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None

@@ -240,6 +240,8 @@ class RunLifecycle(RunResults):
             if final:
                 self.record({"epoch": state.epochs_done, "step": state.global_step,
                              "final": True, **final})
+        if self.durable is not None:
+            self.durable.flush()  # the last checkpoint on disk (its error raised) before the end
         self.release()
         self.started, self.ended = False, True  # ended, even if a check or a save fails
         adapter = d.adapter

@@ -225,6 +225,12 @@ class BackendAdapter:
     def seed(self, seed):
         raise NotImplementedError
 
+    def owned_copy(self, tree):
+        """``tree`` (dicts, lists, the backend's tensors) with every tensor copied, so a
+        background thread can write it while training goes on; None: this backend cannot, its
+        checkpoints are written on the training thread."""
+        return None
+
     @_backend
     def make_deterministic(self):
         """Deterministic kernels from now on (``tuning.deterministic``): slower on a GPU,

@@ -101,7 +101,10 @@ def test_stopped_run_resumes_bit_for_bit(tmp_path, reference, signal_name):
     checkpoints = sorted(os.path.basename(p) for p in glob.glob(os.path.join(run_folder,
                                                                          "checkpoint-*")))
     if signal_name == "KILL":
-        assert checkpoints[-1] == "checkpoint-e0001-s000000009.pt", checkpoints
+        # The checkpoint of step 9 is written by the background writer: a kill can come
+        # before it is on disk, and then the one before it (end of epoch 1) is the latest.
+        assert checkpoints[-1] in ("checkpoint-e0001-s000000009.pt",
+                                   "checkpoint-e0001-s000000006.pt"), checkpoints
     else:
         # Ctrl-C: the step in progress is finished, then a checkpoint and the best student.
         assert checkpoints[-1] == "checkpoint-e0001-s000000011.pt", checkpoints

@@ -297,6 +297,15 @@ class TorchAdapter(BackendAdapter):
         else:
             optimizer.load_state_dict(state)
 
+    def owned_copy(self, tree):
+        if isinstance(tree, torch.Tensor):
+            return tree.detach().clone()
+        if isinstance(tree, dict):
+            return {key: self.owned_copy(value) for key, value in tree.items()}
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(self.owned_copy(value) for value in tree)
+        return tree
+
     @staticmethod
     def write_state(state, path):
         torch.save(state, path)

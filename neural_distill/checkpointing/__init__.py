@@ -1,0 +1,1 @@
+"""Writing checkpoints off the training thread (:mod:`neural_distill.checkpointing.writer`)."""
