@@ -200,6 +200,7 @@ class Durability:
     def skip_epoch(self, epoch_index):
         if self.pending is None or epoch_index >= self.pending["epoch_index"]:
             return False
+        self.run.take_prepared(None)  # opened before the resume: its order is not this run's
         self.adapter.advance_data_order(self.distiller.train_dataloader)
         return True
 
@@ -209,6 +210,8 @@ class Durability:
         pending = self.pending if (self.pending is not None
                                    and self.pending["epoch_index"] == epoch_index) else None
         skip = 0
+        prepared = self.run.take_prepared(loader)
+        batches = loader
         if pending is not None:
             # The data order of the interrupted epoch: its generators as they were when it began.
             rng.restore(pending["epoch_rng"]["rng"], self.adapter)
@@ -216,10 +219,12 @@ class Durability:
             skip = pending["steps_in_epoch"]
             self.run.state.steps_in_epoch = skip  # on_epoch_begin just reset it
             self.epoch_rng = pending["epoch_rng"]
+        elif prepared is not None:  # opened for the first-batch checks: trained on, not redone
+            self.epoch_rng, batches = prepared.epoch_rng, prepared.batches()
         else:
             self.epoch_rng = {"rng": rng.capture(self.adapter),
                               "data": self.adapter.data_order_state(loader)}
-        for batch_id, batch in enumerate(loader):
+        for batch_id, batch in enumerate(batches):
             if batch_id < skip:
                 continue
             if pending is not None:

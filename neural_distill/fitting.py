@@ -37,8 +37,12 @@ def fit(run):
     except BaseException as exc:
         # A failed or interrupted run must not leave the teacher in eval mode or hooks
         # on the models, and keeps the best student it had (a diverged run too).
-        started = run.started
+        started, first_batch = run.started, run.first_step
         run.abort()
+        if first_batch is not None and isinstance(exc, (TypeError, ValueError, RuntimeError)):
+            # The first step was the first-batch pass (no dry run before it): explained alike.
+            checks.explain_first_batch_error(d.adapter, d.student_model, d.teachers,
+                                             first_batch, exc)
         if started and run.state.best_weights is not None:
             try:
                 run.save_best()

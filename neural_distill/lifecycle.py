@@ -15,6 +15,7 @@ from neural_distill.durable import Durability, NoCheckpoints
 from neural_distill.errors import ModelError
 from neural_distill.evaluation import Evaluator, resolve_metric
 from neural_distill.events import Event, Hooks
+from neural_distill.first_batch.prepared import PreparedEpoch, defers_checks
 from neural_distill.fitting import build_criterion, config_dataloader, config_dir, teacher_missing
 from neural_distill.matcher_training import MatcherTraining
 from neural_distill.output_check import OutputCheck
@@ -40,6 +41,9 @@ class RunLifecycle(RunResults):
         self.student_classes = None  # read on the first batch, for clearer label errors
         self.durable = None      # checkpoints and resume, for a run of a built-in loop
         self.builtin = False  # a built-in loop drives the run (set by fitting): resumable
+        self.prepared = None  # a built-in loop's first epoch, opened for the first batch
+        self.first_step = None  # the first batch, until its step's outputs are checked
+        self.first_teacher_output = None  # (the teacher's output on it,) for its step
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -113,9 +117,11 @@ class RunLifecycle(RunResults):
         try:
             if hasattr(d.criterion, "attach"):
                 d.criterion.attach(d.student_model, d.teachers, d.teacher_set.keys)
-            # Peeking at a one-shot iterator loses its batch: only when matchers need it.
+            # Peeking at a one-shot iterator loses its batch: only when matchers need it (a
+            # built-in PyTorch loop trains on the batch it looked at: nothing is lost).
             if dataloader is not None and (getattr(d.criterion, "needs_preparation", False)
-                                           or not is_one_shot(dataloader)):
+                                           or not is_one_shot(dataloader)
+                                           or self._prepares(dataloader)):
                 self._first_batch(dataloader)
         except Exception:
             self.release()
@@ -133,8 +139,16 @@ class RunLifecycle(RunResults):
         cached = (settings.get("enabled") or offline_folder(settings, config_dir(d)) is not None
                   ) and not getattr(d.criterion, "needs_preparation", False)
         teachers = [] if cached else d.teachers
-        batch = d.adapter.first_batch(dataloader)
+        if self._prepares(dataloader):
+            self.prepared = PreparedEpoch(d.adapter, dataloader)
+            batch = self.prepared.first
+        else:
+            batch = d.adapter.first_batch(dataloader)
         checks.check_batch(d.adapter, d.student_model, batch)
+        if self.prepared is not None and defers_checks(d.adapter, d.criterion, d.teachers,
+                                                       cached):
+            self.first_step = batch  # checked on the first step's own outputs
+            return
         try:
             student_output, teacher_outputs = d.adapter.dry_run(d.student_model, teachers,
                                                                 batch, d.criterion)
@@ -144,6 +158,28 @@ class RunLifecycle(RunResults):
         self.output_check.check(d.adapter, d.criterion, student_output, teacher_outputs)
         self.student_classes = checks.check_first_batch(d.adapter, d.criterion, batch,
                                                         student_output, teacher_outputs, self)
+
+    def _prepares(self, dataloader):
+        """A PyTorch built-in loop takes its first epoch from :class:`PreparedEpoch`."""
+        return self.builtin and self.distiller.adapter.name == "torch" and dataloader is not None
+
+    def take_prepared(self, loader):
+        """The first epoch opened for the first batch, once, if it is ``loader``'s."""
+        prepared, self.prepared = self.prepared, None
+        return prepared if prepared is not None and prepared.loader is loader else None
+
+    def _check_first_step(self, inputs, student_output, teacher_output):
+        """The first-batch checks on the first training step's outputs; returns the teacher
+        output the step then uses (the teacher ran once, for both)."""
+        d, batch = self.distiller, self.first_step
+        self.first_step = None
+        if teacher_output is None:
+            teacher_output = self.step.teacher_output(inputs, student_output)
+        teacher_outputs = [teacher_output] if teacher_output is not None else []
+        self.output_check.check(d.adapter, d.criterion, student_output, teacher_outputs)
+        self.student_classes = checks.check_first_batch(d.adapter, d.criterion, batch,
+                                                        student_output, teacher_outputs, self)
+        return teacher_output
 
     def release(self):
         """Teachers back to their own mode and device; no hook of ours left on any model."""
@@ -167,6 +203,7 @@ class RunLifecycle(RunResults):
         """A failed or interrupted run: models released, nothing more recorded."""
         self.release()
         self.started = False
+        self.prepared = self.first_step = self.first_teacher_output = None
 
     def _loss_outside_run(self, inputs, student_output, student_loss, teacher_output=None):
         """on_after_compute_loss after the run ended: the loss, with the teachers frozen only
@@ -194,7 +231,20 @@ class RunLifecycle(RunResults):
     def on_step_begin(self, batch_id):
         self.state.step = batch_id
 
+    def check_first_output(self, inputs, student_output):
+        """Called by the PyTorch built-in loop between the student's forward and its loss on
+        every step: on the first, the first-batch checks (before the loss can fail on a label)
+        and the teacher's output, kept for ``on_after_compute_loss``."""
+        if self.first_step is not None:
+            self.first_teacher_output = (self._check_first_step(inputs, student_output, None),)
+
     def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None):
+        if self.first_teacher_output is not None:
+            if teacher_output is None:
+                teacher_output = self.first_teacher_output[0]
+            self.first_teacher_output = None
+        elif self.first_step is not None:
+            teacher_output = self._check_first_step(inputs, student_output, teacher_output)
         loss = self.step(inputs, student_output, student_loss, teacher_output,
                          running=self.state.running_losses)
         self.stop_if_diverged(self.guard.observe(loss, self._where()))

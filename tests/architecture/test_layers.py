@@ -22,7 +22,7 @@ LAYERS = [
     # The criterion catalog is data the YAML schema is built from: it sits with the config.
     ("config", ["config", "criterion.catalog"]),
     ("criterion", ["criterion", "loop_common", "run_state", "workspace", "checkpoints",
-                   "checkpointing",
+                   "checkpointing", "first_batch",
                    "teacher_cache", "common", "checks"]),
     ("backends", ["adapters"]),
     ("experiment", ["teachers", "step", "evaluation", "lifecycle", "distillation", "training",

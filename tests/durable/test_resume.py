@@ -22,10 +22,11 @@ torch = pytest.importorskip("torch")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# 48 training samples in batches of 8: 6 steps an epoch. The dry run reads one batch (8), so
-# sample 8 + 48 + 4 * 8 + 3 is read during the 5th step of epoch 2; the latest checkpoint
-# then is the one after step 9 (every 3 steps): mid-epoch.
-SIGNAL_AT = 8 + 48 + 4 * 8 + 3
+# 48 training samples in batches of 8: 6 steps an epoch. The first-batch pass reads no batch
+# of its own (it looks at the first training batch), so sample 48 + 4 * 8 + 3 is read during
+# the 5th step of epoch 2; the latest checkpoint then is the one after step 9 (every 3
+# steps): mid-epoch.
+SIGNAL_AT = 48 + 4 * 8 + 3
 
 
 def _experiment(folder):

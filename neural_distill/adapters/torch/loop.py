@@ -161,6 +161,7 @@ def run(adapter, distiller):
     # Checkpoints and resume (neural_distill/durable.py): finished epochs and batches skipped.
     # After the schedule: resuming restores the optimizer's learning rate too.
     progress = distiller.run.track(optimizer)
+    first_output = distiller.run.check_first_output
 
     def forward(batch):
         inputs, labels = adapter.split_batch(batch)
@@ -168,6 +169,7 @@ def run(adapter, distiller):
         if labels is not None:
             labels = to_device(labels, device)
         output = call_model(trained, inputs)
+        first_output(inputs, output)  # the first step's outputs checked before its loss
         return inputs, output, criterion.student_loss(output, labels)
 
     try:
