@@ -12,6 +12,7 @@ from neural_distill import checks
 from neural_distill.adapters import adapter_for_model
 from neural_distill.common import like, unwrap, unwrap_all
 from neural_distill.config.loader import load_config
+from neural_distill.criterion.registry import needs_teacher
 from neural_distill.events import install_hooks
 from neural_distill.lifecycle import RunLifecycle
 from neural_distill.logging_utils import get_logger
@@ -71,7 +72,8 @@ class Distillation(StrictAttributes):
         self._given_student, model = model, unwrap(model)
         self._student = self._check(model, "student_model", self._teachers.models, "teacher")
         self._adapter = None if model is None else adapter_for_model(model, "student_model")
-        checks.check_models(self._adapter, self._student, self._teachers.models)
+        checks.check_models(self._adapter, self._student, self._teachers.models,
+                            self._runs_teacher())
 
     @property
     def teacher_model(self):
@@ -83,7 +85,14 @@ class Distillation(StrictAttributes):
     def teacher_model(self, model):
         self._teachers.assign(
             unwrap_all(model), lambda m, role: self._check(m, role, [self._student], "student"))
-        checks.check_models(self._adapter, self._student, self._teachers.models)
+        checks.check_models(self._adapter, self._student, self._teachers.models,
+                            self._runs_teacher())
+
+    def _runs_teacher(self):
+        """Whether the criterion (set, or the config's) runs a teacher: INC's
+        self-distillation passes the student as its teacher, and none is run."""
+        return needs_teacher(self.criterion if self.criterion is not None
+                             else self.conf.distillation.train.criterion)
 
     def _check(self, model, role, others, other_role):
         return check_model(model, role, self.conf.model.get("framework"), self.conf_source,

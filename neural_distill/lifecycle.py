@@ -12,6 +12,7 @@ import time
 from neural_distill import checks, fitting
 from neural_distill.batches import is_one_shot
 from neural_distill.durable import Durability, NoCheckpoints
+from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ModelError
 from neural_distill.evaluation import Evaluator, resolve_metric
 from neural_distill.events import Event, Hooks
@@ -70,7 +71,12 @@ class RunLifecycle(RunResults):
         if d.criterion is None:
             d.criterion = build_criterion(d)
         adapter.check_criterion(d.criterion)
-        checks.check_models(adapter, d.student_model, d.teachers)  # shared since assignment?
+        runs_teacher = needs_teacher(d.criterion)
+        # Shared since assignment? A criterion that runs no teacher runs none, even the student
+        # given as one (INC's self-distillation): the teachers are set aside for the run.
+        checks.check_models(adapter, d.student_model, d.teachers, runs_teacher)
+        if not runs_teacher:
+            d.teacher_set.set_aside()
         if self.matchers is None or self.matchers.criterion is not d.criterion:
             self.matchers = MatcherTraining(adapter.name, d.criterion,
                                             d.conf.distillation.train.optimizer)
@@ -186,6 +192,7 @@ class RunLifecycle(RunResults):
         d = self.distiller
         if d.adapter is not None:
             d.teacher_set.release(d.adapter)
+        d.teacher_set.bring_back()
         if hasattr(d.criterion, "detach"):
             d.criterion.detach()
         if self.durable is not None:
