@@ -71,3 +71,81 @@ def test_a_criterion_that_runs_a_teacher_still_refuses_the_student_as_teacher(wo
     distiller.train_dataloader = _data()
     with pytest.raises(ModelError, match="same object"):
         distiller.fit()
+
+
+# ------------------------------------------------------------------ best-student copy
+class KeepsLastOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 3)
+        self.last = None
+
+    def forward(self, x):
+        self.last = self.linear(x)  # a non-leaf tensor, kept on the module
+        return self.last
+
+
+def test_the_best_student_is_copied_although_it_keeps_autograd_state(workspace):
+    distiller = Distillation(_config(workspace))
+    distiller.student_model = KeepsLastOutput()
+    distiller.teacher_model = nn.Linear(8, 3)
+    distiller.train_dataloader = _data()
+    distiller.eval_func = lambda model: 0.5  # never calls the model: its last forward had grad
+    best = distiller.fit()
+    assert best.last is not None and best.last.grad_fn is None
+    assert torch.equal(best.linear.weight, distiller.student_model.linear.weight)
+
+
+# ------------------------------------------------------------------ config spellings
+@pytest.mark.parametrize("train, suggestion", [
+    ({"optimizer": {"Adam": {"lr": 0.1}}}, "learning_rate"),
+    ({"epochs": 3}, "'epoch'"),
+    ({"optimizer": {"SGD": {"learning_rate": 0.1, "wd": 0.1}}}, "weight_decay"),
+    ({"optimizer": {"AdamW": {"weightDecay": 0.1}}}, "weight_decay"),
+])
+def test_spellings_of_other_frameworks_get_our_key_suggested(train, suggestion):
+    with pytest.raises(ConfigError, match=f"Did you mean '?{suggestion}"):
+        Distillation({"distillation": {"train": train}})
+
+
+# ------------------------------------------------------------------ disk full, read-only
+@pytest.mark.parametrize("probe, expected", [
+    ("full", "No space left on device.*Free some disk space"),
+    ("read-only", "Read-only file system.*Choose a folder you can write to"),
+])
+def test_a_failed_best_student_write_is_a_clear_error(workspace, monkeypatch, probe, expected):
+    import errno
+
+    from neural_distill import checkpoints
+    from neural_distill.adapters.torch.adapter import ADAPTER
+
+    def zip_writer_fails(model, path):  # what torch.save raises when the write fails
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(ADAPTER, "save_weights", zip_writer_fails)
+    monkeypatch.setattr(checkpoints, "_probe_folder", lambda folder: {
+        "full": errno.ENOSPC, "read-only": errno.EROFS}[probe])
+    distiller = Distillation(_config(workspace, **{"epoch": 1}))
+    distiller.student_model = nn.Linear(8, 3)
+    distiller.teacher_model = nn.Linear(8, 3)
+    distiller.train_dataloader = _data()
+    distiller.eval_func = lambda model: 0.5
+    with pytest.raises(ConfigError, match=expected) as info:
+        distiller.fit()
+    assert "best_student.pt" in str(info.value)
+
+
+def test_the_folder_probe_names_a_folder_without_space_or_write_access(tmp_path, monkeypatch):
+    import errno
+    from types import SimpleNamespace
+
+    from neural_distill import checkpoints
+
+    stats = SimpleNamespace(f_flag=0, f_bavail=0, f_frsize=4096)
+    monkeypatch.setattr(checkpoints.os, "statvfs", lambda folder: stats)
+    assert checkpoints._probe_folder(str(tmp_path)) == errno.ENOSPC
+    stats.f_flag = checkpoints.os.ST_RDONLY
+    assert checkpoints._probe_folder(str(tmp_path)) == errno.EROFS
+    monkeypatch.setattr(checkpoints.os, "access", lambda folder, mode: False)
+    assert checkpoints._probe_folder(str(tmp_path)) == errno.EACCES

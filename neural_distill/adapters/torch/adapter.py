@@ -170,7 +170,7 @@ class TorchAdapter(BackendAdapter):
     def copy_with_state(self, model, state):
         if self.is_sharded(model):  # the user's own class, not the sharded one
             return distributed.sharding().plain_copy(model, state)
-        clone = copy.deepcopy(model)
+        clone = copy.deepcopy(model, _detached_attributes(model))
         if state is not None:
             clone.load_state_dict(state)
         clone.eval()
@@ -320,6 +320,14 @@ class TorchAdapter(BackendAdapter):
 
     def run_builtin_loop(self, distiller):
         loop.run(self, distiller)
+
+
+def _detached_attributes(model):
+    """A deepcopy memo giving detached copies of the tensors a model keeps from its last
+    forward with gradients (``self.last = out``): deepcopy refuses non-leaf tensors."""
+    return {id(value): value.detach().clone() for module in model.modules()
+            for value in vars(module).values()
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None}
 
 
 ADAPTER = TorchAdapter()
