@@ -7,6 +7,7 @@ of a subclass of :class:`BackendAdapter`. The subclass implements the primitives
 expose the same public names.
 """
 
+from neural_distill.checks import check_eval_labels
 from neural_distill.criterion.registry import build
 from neural_distill.errors import DataError, ModelError
 
@@ -307,8 +308,10 @@ class BackendAdapter:
                     raise DataError("eval_dataloader: batches need labels to compute the "
                                     "metric; got inputs only")
                 output = self.predict(model, inputs)
-                metric.update(self.to_numpy(self.logits_of(output, "student output")),
-                              self.to_numpy(labels))
+                logits, labels = (self.to_numpy(self.logits_of(output, "student output")),
+                                  self.to_numpy(labels))
+                check_eval_labels(logits, labels)
+                metric.update(logits, labels)
         return metric.result()
 
     @_backend

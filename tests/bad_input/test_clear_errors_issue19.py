@@ -149,3 +149,18 @@ def test_the_folder_probe_names_a_folder_without_space_or_write_access(tmp_path,
     assert checkpoints._probe_folder(str(tmp_path)) == errno.EROFS
     monkeypatch.setattr(checkpoints.os, "access", lambda folder, mode: False)
     assert checkpoints._probe_folder(str(tmp_path)) == errno.EACCES
+
+
+# ------------------------------------------------------------------ evaluation labels
+@pytest.mark.parametrize("metric", [{"topk": 1}, "Loss"])
+def test_evaluation_labels_outside_the_students_classes_are_refused(workspace, metric):
+    config = _config(workspace)
+    config["evaluation"] = {"accuracy": {"metric": metric}}
+    distiller = Distillation(config)
+    distiller.student_model = nn.Linear(8, 3)
+    distiller.teacher_model = nn.Linear(8, 3)
+    distiller.train_dataloader = _data()
+    distiller.eval_dataloader = _data(label_offset=2)  # labels 2..4 for 3 classes
+    with pytest.raises(DataError, match="eval_dataloader: a label is [34], but the student "
+                                        "predicts 3 classes"):
+        distiller.fit()
