@@ -79,10 +79,15 @@ def ours(student, teacher, loader, lr, workspace, every=1, writer=None):
 
 
 def has_writer_option():
-    from neural_distill.config import schema
+    """Whether this code has ``tuning.workspace.checkpoint_writer`` (the 'before' code has not)."""
+    from neural_distill import Distillation
+    from neural_distill.errors import ConfigError
 
-    return "checkpoint_writer" in repr(schema.TOP_LEVEL.__dict__) or hasattr(
-        schema, "CHECKPOINT_WRITERS")
+    try:
+        Distillation({"tuning": {"workspace": {"checkpoint_writer": "sync"}}})
+    except ConfigError:
+        return False
+    return True
 
 
 def main():
