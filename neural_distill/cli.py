@@ -15,6 +15,7 @@ import yaml
 from neural_distill import rng
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.errors import ConfigError, NeuralDistillError
+from neural_distill.logging_utils import quiet_third_party_import_noise
 from neural_distill.report.runs import build_model, factory_spec
 from neural_distill.validate_run import check_for_run
 
@@ -364,6 +365,8 @@ def _paragraph(exc):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # Before the factories import transformers (and through it torchao).
+    quiet_third_party_import_noise()
     _set_threads(getattr(args, "threads", None))
     try:
         return args.func(args)

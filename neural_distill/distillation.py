@@ -15,10 +15,13 @@ from neural_distill.config.loader import load_config
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.events import install_hooks
 from neural_distill.lifecycle import RunLifecycle
-from neural_distill.logging_utils import get_logger
+from neural_distill.logging_utils import get_logger, quiet_third_party_import_noise
 from neural_distill.report import end_of_run, report
 from neural_distill.strict_attributes import StrictAttributes
 from neural_distill.teachers import Teachers, check_model
+
+# A model factory importing transformers imports torchao: its notices are not the user's.
+quiet_third_party_import_noise()
 
 
 @install_hooks

@@ -164,3 +164,18 @@ def test_evaluation_labels_outside_the_students_classes_are_refused(workspace, m
     with pytest.raises(DataError, match="eval_dataloader: a label is [34], but the student "
                                         "predicts 3 classes"):
         distiller.fit()
+
+
+# ------------------------------------------------------------------ third-party import noise
+def test_known_import_notices_of_other_packages_are_dropped_and_others_kept(caplog):
+    import logging
+
+    import neural_distill.distillation  # noqa: F401 - installs the filters
+
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("torchao").warning("Failed to load /x/_C_mxfp8.so: Could not load")
+        logging.getLogger("torch.utils._pytree").warning(
+            "%s is an Enum subclass and is now natively supported by torch.compile", "<enum>")
+        logging.getLogger("torchao").warning("something the user should see")
+    assert [r.getMessage() for r in caplog.records] == ["something the user should see"]
+
