@@ -315,8 +315,7 @@ class Durability:
         logger.warning("Ctrl-C: finishing this step, then saving a checkpoint and the best "
                        "student (press Ctrl-C again to stop at once)")
 
-    def detach(self, raise_errors=False):
-        self.flush(raise_errors)
+    def detach(self):
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None

@@ -207,7 +207,10 @@ class RunLifecycle(RunResults):
         return self.durable.attach(optimizer)
 
     def abort(self):
-        """A failed or interrupted run: models released, nothing more recorded."""
+        """A failed or interrupted run: models released, the checkpoint being written on disk
+        (its error only logged: the run's own error is on its way), nothing more recorded."""
+        if self.durable is not None:
+            self.durable.flush(raise_errors=False)
         self.release()
         self.started = False
         self.prepared = self.first_step = self.first_teacher_output = None
@@ -297,8 +300,6 @@ class RunLifecycle(RunResults):
             if final:
                 self.record({"epoch": state.epochs_done, "step": state.global_step,
                              "final": True, **final})
-        if self.durable is not None:
-            self.durable.flush()  # the last checkpoint on disk (its error raised) before the end
         self.release()
         self.started, self.ended = False, True  # ended, even if a check or a save fails
         adapter = d.adapter
@@ -308,6 +309,10 @@ class RunLifecycle(RunResults):
                                         "criterion" + adapter.checkpoint_suffix)
         checks.check_returned_weights(adapter, state.best_weights)
         d.logger.info("best student%s saved to %s", self.best_score_text(), self.save_best())
+        if self.durable is not None:
+            # The last checkpoint was written while the best student was copied and saved:
+            # on disk now (its error raised) before fit() returns.
+            self.durable.flush()
 
     def _where(self):
         return self.state.epoch, self.state.step

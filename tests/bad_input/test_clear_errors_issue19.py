@@ -179,3 +179,33 @@ def test_known_import_notices_of_other_packages_are_dropped_and_others_kept(capl
         logging.getLogger("torchao").warning("something the user should see")
     assert [r.getMessage() for r in caplog.records] == ["something the user should see"]
 
+
+
+# ------------------------------------------------------------------ CLI
+def test_a_student_factory_returning_none_is_named_by_the_cli(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import yaml
+
+    from neural_distill import cli
+
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    threads = torch.get_num_threads()
+    (tmp_path / "factories.py").write_text(
+        "import torch\n\ndef student():\n    model = torch.nn.Linear(4, 3)\n\n"
+        "def teacher():\n    return torch.nn.Linear(4, 3)\n", encoding="utf-8")
+    config = tmp_path / "distill.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"student": "factories.py:student", "teacher": "factories.py:teacher"},
+        "distillation": {"train": {"epoch": 1, "dataloader": {"batch_size": 4, "dataset": {
+            "dummy": {"shape": [8, 4], "label": True}}}}},
+        "tuning": {"workspace": {"path": "ws"}}}), encoding="utf-8")
+    try:
+        status = cli.main(["run", str(config), "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
+        sys.modules.pop("factories", None)
+    error = capsys.readouterr().err
+    assert status == 1, error
+    assert "model.student: the factory factories.py:student returned None" in error
+    assert "Set distiller.student_model" not in error
