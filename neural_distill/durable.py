@@ -285,7 +285,8 @@ class Durability:
             "run_state": state.to_state(adapter),
             "position": {"epoch_index": epoch_index, "steps_in_epoch": steps_in_epoch,
                          "epoch_rng": epoch_rng},
-            "fingerprint": self.fingerprint(),
+            "fingerprint": (None if isinstance(self.writer, BackgroundWriter)
+                            else self.fingerprint()),
             "world_size": world_size(),
         }
         folder = self.run.workspace.path
@@ -297,6 +298,9 @@ class Durability:
         keep = self.keep
 
         def write():
+            if contents["fingerprint"] is None:
+                # Hashed here, off the training thread: the teachers never change.
+                contents["fingerprint"] = self.fingerprint()
             atomic_write(path, lambda temporary: adapter.write_state(contents, temporary))
             prune(folder, keep)
 
