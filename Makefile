@@ -31,6 +31,8 @@ bench: setup
 	$(PY) benchmarks/tf_kd_step_overhead.py
 	$(PY) benchmarks/trainer_algorithm_overhead.py
 	$(PY) benchmarks/loss_check_overhead.py
+	$(PY) benchmarks/short_epoch_overhead.py --threads 1
+	$(PY) benchmarks/short_epoch_overhead.py --threads 2
 
 clean:
 	rm -rf $(VENV) nd_workspace
