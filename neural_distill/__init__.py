@@ -4,8 +4,6 @@ Importing the package loads no deep-learning framework; a framework is imported 
 one of its models or criteria is used.
 """
 
-from neural_distill.config import DistillationConf
-from neural_distill.distillation import Distillation
 from neural_distill.errors import (ConfigError, DataError, FrameworkNotInstalledError, ModelError,
                      NeuralDistillError)
 from neural_distill.events import Event
@@ -16,6 +14,10 @@ from neural_distill.version import __version__  # noqa: E402
 # DistillationConfig, Criterion, prepare_compression``), resolved on first use so that importing
 # the package stays light; none of them imports a framework.
 _LAZY = {
+    # The experiment loads its config schema, checks and loop on first use: importing the
+    # package costs next to nothing beyond NumPy (tests/test_import_time.py).
+    "Distillation": ("neural_distill.distillation", "Distillation"),
+    "DistillationConf": ("neural_distill.config", "DistillationConf"),
     "DistillationConfig": ("neural_distill.config.python_api", "DistillationConfig"),
     "KnowledgeDistillationLossConfig": ("neural_distill.config.python_api",
                                         "KnowledgeDistillationLossConfig"),
@@ -52,6 +54,6 @@ def __getattr__(name):
     return module if attribute is None else getattr(module, attribute)
 
 
-__all__ = ["Distillation", "DistillationConf", "Event", "ConfigError", "DataError",
+__all__ = ["Event", "ConfigError", "DataError",
            "FrameworkNotInstalledError", "ModelError", "NeuralDistillError", "__version__",
            *_LAZY]

@@ -12,11 +12,13 @@ import sys
 import numpy as np
 import yaml
 
+from neural_distill.core import rng
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.core.backends import imported_backends
 from neural_distill.errors import ConfigError, NeuralDistillError
 from neural_distill.pruning.student import prune_spec
-from neural_distill.report.runs import build_model
+from neural_distill.core.logging_utils import quiet_third_party_import_noise
+from neural_distill.report.runs import build_model, factory_spec
 from neural_distill.commands.validate_run import check_for_run
 
 DESCRIPTION = """\
@@ -163,6 +165,9 @@ def cmd_run(args):
     distiller = Distillation(_as_conf(config, args.config))
     distiller.log_summary = False  # printed below, on stdout
     base_dir = os.path.dirname(os.path.abspath(args.config))
+    # Seeded before the factories run: the models' initial weights and anything else a
+    # factory draws are part of what one seed reproduces.
+    rng.seed_run(config.tuning, _seeding_adapter(config))
     wants_teacher = config.model.get("teacher") is not None and not _reads_teacher_cache(
         config, base_dir)
     teacher = None
@@ -173,6 +178,10 @@ def cmd_run(args):
     distiller.student_model = build_model(
         config, "student", args.config, base_dir, teacher=teacher,
         calibration=_calibration(distiller, config, teacher))
+    if distiller.student_model is None:
+        raise ConfigError(f"{args.config}: model.student: the factory "
+                          f"{factory_spec(config.model.student)[0]} returned None; it must "
+                          f"return the student model (a torch.nn.Module or a keras.Model)")
     if wants_teacher:
         distiller.teacher_model = teacher if teacher is not None else build_model(
             config, "teacher", args.config, base_dir)
@@ -193,6 +202,20 @@ def cmd_run(args):
                                    getattr(distiller, "teacher_score", None), run_dir,
                                    f"neural-distill report {run_dir}")))
     return 0
+
+
+def _seeding_adapter(config):
+    """The adapter whose framework the factories will use: model.framework, else PyTorch
+    when it is installed (a Keras 3 factory draws its initial weights from Python's
+    generator, seeded either way); None when neither is known."""
+    import importlib.util
+
+    from neural_distill.adapters import adapter_for_framework, framework_of_config_name
+
+    framework = framework_of_config_name(config.model.get("framework"))
+    if framework is None and importlib.util.find_spec("torch") is not None:
+        framework = "torch"
+    return adapter_for_framework(framework) if framework is not None else None
 
 
 def _calibration(distiller, config, teacher):
@@ -225,6 +248,7 @@ def cmd_cache_teacher(args):
     _quiet(args)
     distiller = Distillation(_as_conf(config, args.config))
     base_dir = os.path.dirname(os.path.abspath(args.config))
+    rng.seed_run(config.tuning, _seeding_adapter(config))  # the teacher run would build
     distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
     folder = os.path.abspath(args.output) if args.output else None
     index = write_offline_cache(distiller, folder, progress_bar=not args.quiet)
@@ -385,6 +409,8 @@ def _paragraph(exc):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # Before the factories import transformers (and through it torchao).
+    quiet_third_party_import_noise()
     _set_threads(getattr(args, "threads", None))
     try:
         return args.func(args)

@@ -12,12 +12,16 @@ from neural_distill.run import checks
 from neural_distill.adapters import adapter_for_model
 from neural_distill.common import like, unwrap, unwrap_all
 from neural_distill.config.loader import load_config
+from neural_distill.criterion.registry import needs_teacher
 from neural_distill.events import install_hooks
 from neural_distill.run.lifecycle import RunLifecycle
-from neural_distill.core.logging_utils import get_logger
+from neural_distill.core.logging_utils import get_logger, quiet_third_party_import_noise
 from neural_distill.report import end_of_run, report
 from neural_distill.core.strict_attributes import StrictAttributes
 from neural_distill.run.teachers import Teachers, check_model
+
+# A model factory importing transformers imports torchao: its notices are not the user's.
+quiet_third_party_import_noise()
 
 
 @install_hooks
@@ -71,7 +75,8 @@ class Distillation(StrictAttributes):
         self._given_student, model = model, unwrap(model)
         self._student = self._check(model, "student_model", self._teachers.models, "teacher")
         self._adapter = None if model is None else adapter_for_model(model, "student_model")
-        checks.check_models(self._adapter, self._student, self._teachers.models)
+        checks.check_models(self._adapter, self._student, self._teachers.models,
+                            self._runs_teacher())
 
     @property
     def teacher_model(self):
@@ -83,7 +88,14 @@ class Distillation(StrictAttributes):
     def teacher_model(self, model):
         self._teachers.assign(
             unwrap_all(model), lambda m, role: self._check(m, role, [self._student], "student"))
-        checks.check_models(self._adapter, self._student, self._teachers.models)
+        checks.check_models(self._adapter, self._student, self._teachers.models,
+                            self._runs_teacher())
+
+    def _runs_teacher(self):
+        """Whether the criterion (set, or the config's) runs a teacher: INC's
+        self-distillation passes the student as its teacher, and none is run."""
+        return needs_teacher(self.criterion if self.criterion is not None
+                             else self.conf.distillation.train.criterion)
 
     def _check(self, model, role, others, other_role):
         return check_model(model, role, self.conf.model.get("framework"), self.conf_source,

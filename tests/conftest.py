@@ -24,6 +24,11 @@ except ImportError:  # pragma: no cover - torch-less environments run the framew
     torch = None
 
 
+def pytest_configure(config):
+    # `make gpu-check` runs these (`pytest -m gpu`); without a CUDA device they skip.
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (tests/gpu, make gpu-check)")
+
+
 @pytest.fixture(autouse=True)
 def _run_in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -24,6 +24,8 @@ BENCHMARKS = {
     "teacher_cache.py": (TINY + ["--batch-size", "16"], "no cache / warm cache (speed-up)"),
     "tf_kd_step_overhead.py": (TINY + ["--batch-size", "16"], "ours / keras Distiller"),
     "checkpoint_overhead.py": (["--steps", "3", "--repeats", "1"], "one checkpoint write alone"),
+    "short_epoch_overhead.py": (TINY + ["--batch-size", "16", "--epochs", "2"],
+                                "checkpoint cost: background writer"),
     "distributed_throughput.py": (["--samples", "256", "--epochs", "2", "--repeats", "1"],
                                   "2 processes, 1 thread each"),
 }

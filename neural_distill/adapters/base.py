@@ -8,6 +8,7 @@ expose the same public names.
 """
 
 from neural_distill.core.backends import BACKENDS, backend_module
+from neural_distill.core.data_checks import check_eval_labels
 from neural_distill.criterion.base import DistillationCriterion
 from neural_distill.criterion.registry import entry
 from neural_distill.errors import ConfigError, DataError, ModelError
@@ -29,6 +30,11 @@ class BackendAdapter:
     def checkpoint_suffix(self):
         """What weights files (best_student, criterion) end with: the backend table's."""
         return BACKENDS[self.name].weights_suffix
+
+    # Whether the backend's built-in loop opens its first epoch once (run/prepared_epoch.py)
+    # and checks the first step's own outputs between its forward and its loss
+    # (``distiller.run.check_first_output``) instead of a dry run before training.
+    checks_first_step_outputs = False
 
     def set_threads(self, threads):
         """Change the framework's CPU threads after it was imported (before, the environment
@@ -253,6 +259,18 @@ class BackendAdapter:
     def seed(self, seed):
         raise NotImplementedError
 
+    def owned_copy(self, tree):
+        """``tree`` (dicts, lists, the backend's tensors) with every tensor copied, so a
+        background thread can write it while training goes on; None: this backend cannot, its
+        checkpoints are written on the training thread."""
+        return None
+
+    @_backend
+    def make_deterministic(self):
+        """Deterministic kernels from now on (``tuning.deterministic``): slower on a GPU,
+        an error for an op that has no deterministic version."""
+        raise NotImplementedError
+
     @_backend
     def rng_state(self):
         """The framework's random generators' states (restored by :meth:`set_rng_state`)."""
@@ -323,8 +341,10 @@ class BackendAdapter:
                     raise DataError("eval_dataloader: batches need labels to compute the "
                                     "metric; got inputs only")
                 output = self.predict(model, inputs)
-                metric.update(self.to_numpy(self.logits_of(output, "student output")),
-                              self.to_numpy(labels))
+                logits, labels = (self.to_numpy(self.logits_of(output, "student output")),
+                                  self.to_numpy(labels))
+                check_eval_labels(logits, labels)
+                metric.update(logits, labels)
         return metric.result()
 
     @_backend

@@ -25,8 +25,24 @@ def describe(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# What users write for our keys (other frameworks' spellings): too far apart for difflib.
+ALIASES = {"lr": "learning_rate", "learningrate": "learning_rate", "epochs": "epoch",
+           "numepochs": "epoch", "nepochs": "epoch", "maxepochs": "epoch",
+           "numtrainepochs": "epoch", "wd": "weight_decay", "decay": "weight_decay",
+           "l2": "weight_decay", "weightdecay": "weight_decay", "batchsize": "batch_size",
+           "bs": "batch_size", "seed": "random_seed"}
+
+
+def _folded(name):
+    return str(name).lower().replace("_", "").replace("-", "")
+
+
 def suggest(name, candidates):
-    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    candidates = [str(c) for c in candidates]
+    folded = _folded(name)
+    alias = ALIASES.get(folded)
+    known = [c for c in candidates if c == alias or _folded(c) == folded]
+    close = known or difflib.get_close_matches(str(name), candidates, n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
 
 

@@ -246,6 +246,9 @@ TOP_LEVEL = Section({
     }, default={}),
     "tuning": Section({
         "random_seed": Leaf(integer(0), "an int >= 0", default=1978, limit=SEEDS),
+        # Deterministic kernels (docs/configuration.md); no default: a config without it
+        # keeps its checkpoints' fingerprint.
+        "deterministic": Leaf(bool, "true or false"),
         "workspace": Section({
             "path": _text(default="./nd_workspace"),
             "resume": Leaf(Or(None, str), "auto, a checkpoint path or null"),
@@ -253,6 +256,9 @@ TOP_LEVEL = Section({
             "checkpoint_every_epochs": Leaf(integer(0), "an int >= 0 (0: never)", default=1),
             "checkpoint_every_steps": Leaf(integer(0), "an int >= 0 (0: never)", default=0),
             "keep_checkpoints": Leaf(integer(1), "an int >= 1", default=2),
+            # Written by a background thread after a copy on the training thread, or on it.
+            "checkpoint_writer": Leaf(Or("background", "sync"), "'background' or 'sync'",
+                                      default="background"),
             "resume_ignore_changes": _flag(False),
             "tensorboard": _flag(False),
         }, default={}),

@@ -84,7 +84,21 @@ def check_label_values(logits_shape, labels, student_type):
         raise DataError(label_range_message(int(bad.flat[0]), classes))
 
 
-def label_range_message(label, classes):
-    return (f"train_dataloader: a label is {label}, but the student predicts {classes} classes, "
+def label_range_message(label, classes, loader="train_dataloader"):
+    return (f"{loader}: a label is {label}, but the student predicts {classes} classes, "
             f"so labels must be in 0..{classes - 1} (or -100 for an unlabeled sample). Check the "
             f"dataset's labels, or give the student's last layer more outputs.")
+
+
+def check_eval_labels(logits, labels):
+    """Class-index labels of an evaluation batch (NumPy) within the student's classes, as the
+    training labels are: a metric would otherwise fail on an index (``Loss``) or quietly count
+    the sample as wrong (``topk``)."""
+    if (labels.dtype.kind not in "iu" or logits.ndim != labels.ndim + 1
+            or logits.shape[-1] < 2 or labels.size == 0):
+        return
+    classes = logits.shape[-1]
+    bad = labels[(labels != -100) & ((labels < 0) | (labels >= classes))]
+    if bad.size:
+        raise DataError(label_range_message(int(bad.reshape(-1)[0]), classes,
+                                            "eval_dataloader"))

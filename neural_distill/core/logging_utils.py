@@ -30,3 +30,32 @@ def warn_once(owner, key, message, category=UserWarning):
     if key not in seen:
         seen.add(key)
         warnings.warn(message, category, stacklevel=3)
+
+
+# Messages other packages log on import that say nothing about a user's run: torchao's optional
+# CUDA kernels that do not load on a machine without them (it works without), and torch's
+# notice that torchao still registers Enum types with pytree (a deprecation for torchao's
+# authors). Everything else those loggers say still shows.
+_IMPORT_NOISE = {
+    "torchao": ("Failed to load",),
+    "torch.utils._pytree": ("is an Enum subclass and is now natively supported",),
+}
+
+
+class _DropImportNoise(logging.Filter):
+    def __init__(self, starts):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not any(text in message for text in self.starts)
+
+
+def quiet_third_party_import_noise():
+    """Drop the known import-time notices of :data:`_IMPORT_NOISE` (idempotent; imports
+    nothing: the filters wait on the loggers' names)."""
+    for name, starts in _IMPORT_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropImportNoise) for f in logger.filters):
+            logger.addFilter(_DropImportNoise(starts))

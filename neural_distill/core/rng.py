@@ -10,9 +10,19 @@ import numpy as np
 
 
 def seed_all(seed, adapter):
+    """Python's, NumPy's and (given its ``adapter``) the framework's generators."""
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
-    adapter.seed(seed)
+    if adapter is not None:
+        adapter.seed(seed)
+
+
+def seed_run(tuning, adapter):
+    """``tuning.random_seed`` applied, and ``tuning.deterministic`` (kernels), before anything
+    random of a run: the factories that build its models and data, then the run itself."""
+    seed_all(tuning.get("random_seed", 1978), adapter)
+    if tuning.get("deterministic") and adapter is not None:
+        adapter.make_deterministic()
 
 
 def capture(adapter=None):

@@ -9,6 +9,10 @@ This module imports only the catalog at import time: the config layer builds its
 the catalog, and importing the catalog runs this file first.
 """
 
+# The config package first, whichever of the two is imported first: its schema is built from
+# the catalog, and the catalog's specs are made of config nodes (the package root, which used
+# to import config first, is now lazy).
+import neural_distill.config  # noqa: F401,E402  isort: skip
 from neural_distill.core.backends import BACKENDS
 from neural_distill.criterion.catalog import CATALOG, backend_class_name
 

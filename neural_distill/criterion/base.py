@@ -44,6 +44,7 @@ class DistillationCriterion:
     - ``needs_teacher``: whether a teacher must run (False for self-distillation);
       ``wants_labels``: whether ``distillation_loss`` takes the batch's ``labels=`` (DKD);
       ``per_token``: whether it takes ``tokens=`` (which tokens of a sequence count);
+      ``reads_features``: whether it reads intermediate features the models' forward records;
     - ``from_logits``: True/False when the criterion knows what the models output, None when it
       cannot say (the first-batch output check then stays quiet);
     - ``temperature``, ``loss_types``, ``add_origin_loss``: settings the run's checks and the
@@ -64,6 +65,7 @@ class DistillationCriterion:
     needs_teacher = True
     wants_labels = False
     per_token = False
+    reads_features = False
     from_logits = None
     temperature = None
     loss_types = None
@@ -208,6 +210,8 @@ class KnowledgeDistillationSpec(CatalogCriterion):
 
 class FeatureCriterionSpec(CatalogCriterion):
     """Criteria that read intermediate features: the origin loss is added on request."""
+
+    reads_features = True
 
     @property
     def loss_balancer(self):

@@ -69,8 +69,16 @@ def _pruned_student(config, source, base_dir, checkpoint, teacher, calibration):
 
 
 def write_run_info(run_dir, config_path):
-    with open(os.path.join(run_dir, RUN_INFO), "w", encoding="utf-8") as handle:
-        json.dump({"config": os.path.abspath(config_path)}, handle)
+    """The config file's path added to ``run_info.json`` (the run wrote its seed there when it
+    started)."""
+    path = os.path.join(run_dir, RUN_INFO)
+    info = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    info["config"] = os.path.abspath(config_path)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(info, handle)
 
 
 def read_records(run_dir):

@@ -8,6 +8,7 @@ The format of the contents is the backend's (``adapter.write_state`` / ``read_st
 module only knows the names: ``checkpoint-e<epoch>-s<global step><suffix>`` in a run folder.
 """
 
+import errno
 import logging
 import os
 import re
@@ -52,16 +53,46 @@ def atomic_write(path, write):
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException as exc:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        try:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        except OSError:  # a folder made read-only: nothing could be written there either
+            pass
+        if isinstance(exc, RuntimeError) and _WRITER_FAILURE.search(str(exc)):
+            # torch's zip writer says "file write failed" for a full disk or a read-only
+            # folder: the folder tells which.
+            code = _probe_folder(folder)
+            exc = OSError(code, os.strerror(code))
+            exc.filename = path
         if isinstance(exc, OSError):
             raise CheckpointError(
                 f"could not write {path}: {exc.strerror or exc}. The previous file (if any) is "
-                f"intact. Free disk space in {folder} or set tuning.workspace.path elsewhere."
+                f"intact. Free disk space in {folder} (or make it writable again), or set "
+                f"tuning.workspace.path elsewhere."
             ) from exc
         raise
     _fsync_folder(folder)
     return path
+
+
+_WRITER_FAILURE = re.compile(r"PytorchStreamWriter|file write failed|inline_container|"
+                             r"cannot be opened|unexpected pos")
+
+
+def _probe_folder(folder):
+    """The errno a failed write in ``folder`` most likely had: no permission, a read-only
+    file system, a full disk, or an input/output error otherwise."""
+    if not os.access(folder, os.W_OK):
+        return errno.EACCES
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return errno.EIO
+    if stats.f_flag & getattr(os, "ST_RDONLY", 1):
+        return errno.EROFS
+    if stats.f_bavail * stats.f_frsize < (1 << 20):
+        return errno.ENOSPC
+    return errno.EIO
 
 
 def checkpoint_name(epoch_index, global_step, suffix):

@@ -55,13 +55,14 @@ def scalar_loss(loss, adapter, owner=None, what="student_loss"):
 
 
 # ---------------------------------------------------------------------------- models
-def check_models(adapter, student, teachers):
+def check_models(adapter, student, teachers, runs_teacher=True):
     """The student must not be (or share weights with) a teacher: training it would change
-    the teacher, which distillation promises never to do."""
+    the teacher, which distillation promises never to do. A criterion that runs no teacher
+    (``runs_teacher=False``: self-distillation) may be given the student as its teacher."""
     if student is None or not teachers or adapter is None:
         return
     checks = backend(adapter.name)
-    for index, teacher in enumerate(teachers):
+    for index, teacher in enumerate(teachers if runs_teacher else ()):
         role = "teacher_model" if len(teachers) == 1 else f"teacher_model[{index}]"
         if teacher is student:
             raise ModelError(f"student_model and {role} are the same object: training the "

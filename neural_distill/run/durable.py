@@ -25,10 +25,11 @@ from neural_distill.core import rng
 from neural_distill.run.checkpoints import (
     CheckpointError, atomic_write, checkpoint_name, list_checkpoints, prune, read_latest, read_one,
     run_folders)
+from neural_distill.run.checkpoint_writer import BackgroundWriter, SyncWriter
 from neural_distill.config.loader import to_plain
 from neural_distill.core.process import is_main_process, world_size
 from neural_distill.core.run_record import representable
-from neural_distill.run.workspace import Workspace
+from neural_distill.run.workspace import RUN_INFO, Workspace
 
 FORMAT = 1
 logger = logging.getLogger("neural_distill")
@@ -105,6 +106,10 @@ class Durability:
         self.interrupted = False
         self._previous_sigint = None
         self._fingerprint = None
+        # Off the training thread where the backend can copy the state it saves.
+        background = (settings.get("checkpoint_writer", "background") == "background"
+                      and self.adapter.owned_copy({}) is not None)
+        self.writer = BackgroundWriter() if background else SyncWriter()
 
     # ------------------------------------------------------------------ resume
     def fingerprint(self):
@@ -195,6 +200,7 @@ class Durability:
     def skip_epoch(self, epoch_index):
         if self.pending is None or epoch_index >= self.pending["epoch_index"]:
             return False
+        self.run.take_prepared(None)  # opened before the resume: its order is not this run's
         self.adapter.advance_data_order(self.distiller.train_dataloader)
         return True
 
@@ -204,6 +210,8 @@ class Durability:
         pending = self.pending if (self.pending is not None
                                    and self.pending["epoch_index"] == epoch_index) else None
         skip = 0
+        prepared = self.run.take_prepared(loader)
+        batches = loader
         if pending is not None:
             # The data order of the interrupted epoch: its generators as they were when it began.
             rng.restore(pending["epoch_rng"]["rng"], self.adapter)
@@ -211,10 +219,12 @@ class Durability:
             skip = pending["steps_in_epoch"]
             self.run.state.steps_in_epoch = skip  # on_epoch_begin just reset it
             self.epoch_rng = pending["epoch_rng"]
+        elif prepared is not None:  # opened for the first-batch checks: trained on, not redone
+            self.epoch_rng, batches = prepared.epoch_rng, prepared.batches()
         else:
             self.epoch_rng = {"rng": rng.capture(self.adapter),
                               "data": self.adapter.data_order_state(loader)}
-        for batch_id, batch in enumerate(loader):
+        for batch_id, batch in enumerate(batches):
             if batch_id < skip:
                 continue
             if pending is not None:
@@ -238,6 +248,7 @@ class Durability:
             self.save(self.epoch_index, state.steps_in_epoch, self.epoch_rng)
         if self.interrupted:
             self.save(self.epoch_index, state.steps_in_epoch, self.epoch_rng)
+            self.flush()
             if self.run.state.best_weights is not None:
                 self.run.save_best()
             logger.warning("interrupted: checkpoint and best student saved in %s",
@@ -274,14 +285,31 @@ class Durability:
             "run_state": state.to_state(adapter),
             "position": {"epoch_index": epoch_index, "steps_in_epoch": steps_in_epoch,
                          "epoch_rng": epoch_rng},
-            "fingerprint": self.fingerprint(),
+            "fingerprint": (None if isinstance(self.writer, BackgroundWriter)
+                            else self.fingerprint()),
             "world_size": world_size(),
         }
         folder = self.run.workspace.path
         path = os.path.join(folder, checkpoint_name(epoch_index, state.global_step, self.suffix))
-        atomic_write(path, lambda temporary: adapter.write_state(contents, temporary))
-        prune(folder, self.keep)
+        if isinstance(self.writer, BackgroundWriter):
+            # The optimizer's state dict holds its live buffers; the rest is fresh already
+            # (snapshots are clones, the best weights are replaced, never updated in place).
+            contents["optimizer"] = adapter.owned_copy(contents["optimizer"])
+        keep = self.keep
+
+        def write():
+            if contents["fingerprint"] is None:
+                # Hashed here, off the training thread: the teachers never change.
+                contents["fingerprint"] = self.fingerprint()
+            atomic_write(path, lambda temporary: adapter.write_state(contents, temporary))
+            prune(folder, keep)
+
+        self.writer.submit(write)
         return path
+
+    def flush(self, raise_errors=True):
+        """Wait for the checkpoint being written (the run ends, fails or stops)."""
+        self.writer.wait(raise_errors)
 
     # ------------------------------------------------------------------ Ctrl-C
     def _on_sigint(self, signum, frame):
@@ -338,8 +366,10 @@ def restore_run(lifecycle, folder):
             and os.path.abspath(saved) != lifecycle.workspace.path:
         fresh = lifecycle.workspace.path
         lifecycle.workspace = ResumedWorkspace(saved)
-        if sorted(os.listdir(fresh)) == ["config.yaml"]:  # the folder this start just made
-            os.remove(os.path.join(fresh, "config.yaml"))
+        made = os.listdir(fresh)
+        if set(made) <= {"config.yaml", RUN_INFO}:  # the folder this start just made
+            for name in made:
+                os.remove(os.path.join(fresh, name))
             os.rmdir(fresh)
     if lifecycle.workspace is not None and hasattr(lifecycle.workspace, "rewrite_metrics"):
         lifecycle.workspace.rewrite_metrics(lifecycle.state.history)

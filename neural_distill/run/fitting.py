@@ -26,7 +26,8 @@ def fit(run):
     if teacher_missing(d):
         raise ModelError("fit: no teacher model. Set distiller.teacher_model first (or use "
                          "SelfKnowledgeDistillationLoss, which needs none).")
-    rng.seed_all(d.conf.tuning.random_seed, d.adapter)
+    # Before the config's dataset and collate factories (built below) draw anything.
+    rng.seed_run(d.conf.tuning, d.adapter)
     run.ended = False
     try:
         if d.train_func is not None:
@@ -36,8 +37,12 @@ def fit(run):
     except BaseException as exc:
         # A failed or interrupted run must not leave the teacher in eval mode or hooks
         # on the models, and keeps the best student it had (a diverged run too).
-        started = run.started
+        started, first_batch = run.started, run.first_step
         run.abort()
+        if first_batch is not None and isinstance(exc, (TypeError, ValueError, RuntimeError)):
+            # The first step was the first-batch pass (no dry run before it): explained alike.
+            checks.explain_first_batch_error(d.adapter, d.student_model, d.teachers,
+                                             first_batch, exc)
         if started and run.state.best_weights is not None:
             try:
                 run.save_best()

@@ -12,6 +12,7 @@ import time
 from neural_distill.run import checks, fitting
 from neural_distill.core.batches import is_one_shot
 from neural_distill.criterion.base import DistillationCriterion
+from neural_distill.criterion.registry import needs_teacher
 from neural_distill.run.durable import Durability, NoCheckpoints
 from neural_distill.errors import ModelError
 from neural_distill.run.evaluation import Evaluator, resolve_metric
@@ -21,6 +22,7 @@ from neural_distill.language.tokens import is_causal_lm
 from neural_distill.run.matcher_training import MatcherTraining
 from neural_distill.core.output_check import OutputCheck
 from neural_distill.pruning.run import run_pruner
+from neural_distill.run.prepared_epoch import PreparedEpoch, defers_checks
 from neural_distill.run.results import RunResults
 from neural_distill.run.state import RunState
 from neural_distill.run.step import DistillationStep
@@ -46,6 +48,9 @@ class RunLifecycle(RunResults):
         self.durable = None      # checkpoints and resume, for a run of a built-in loop
         self.builtin = False  # a built-in loop drives the run (set by fitting): resumable
         self._sparse_best = False  # the best student was evaluated at the final sparsity
+        self.prepared = None  # a built-in loop's first epoch, opened for the first batch
+        self.first_step = None  # the first batch, until its step's outputs are checked
+        self.first_teacher_output = None  # (the teacher's output on it,) for its step
         self._epoch_started_at = time.perf_counter()
 
     # ------------------------------------------------------------------ dispatch
@@ -78,7 +83,12 @@ class RunLifecycle(RunResults):
         if d.criterion is None:
             d.criterion = build_criterion(d)
         adapter.check_criterion(d.criterion)
-        checks.check_models(adapter, d.student_model, d.teachers)  # shared since assignment?
+        runs_teacher = needs_teacher(d.criterion)
+        # Shared since assignment? A criterion that runs no teacher runs none, even the student
+        # given as one (INC's self-distillation): the teachers are set aside for the run.
+        checks.check_models(adapter, d.student_model, d.teachers, runs_teacher)
+        if not runs_teacher:
+            d.teacher_set.set_aside()
         if self.matchers is None or self.matchers.criterion is not d.criterion:
             self.matchers = MatcherTraining(adapter.name, d.criterion,
                                             d.conf.distillation.train.optimizer)
@@ -96,6 +106,8 @@ class RunLifecycle(RunResults):
         self.workspace = (self.durable.workspace(found) if self.durable is not None
                           else Workspace(d.conf.tuning.workspace.path))
         self.workspace.write_config(d.conf)
+        self.workspace.write_run_info(d.conf_source, d.conf.tuning.random_seed,
+                                      d.conf.tuning.get("deterministic", False))
         running = self.state.running_losses
         # Zeroed in place, not replaced: a user's compiled TensorFlow step keeps updating the
         # variable it captured when it was traced.
@@ -128,9 +140,11 @@ class RunLifecycle(RunResults):
         try:
             if d.criterion is not None:
                 d.criterion.attach(d.student_model, d.teachers, d.teacher_set.keys)
-            # Peeking at a one-shot iterator loses its batch: only when matchers need it.
+            # Peeking at a one-shot iterator loses its batch: only when matchers need it (a
+            # built-in PyTorch loop trains on the batch it looked at: nothing is lost).
             if dataloader is not None and (d.criterion.needs_preparation
-                                           or not is_one_shot(dataloader)):
+                                           or not is_one_shot(dataloader)
+                                           or self._prepares(dataloader)):
                 self._first_batch(dataloader)
         except Exception:
             self.release()
@@ -146,8 +160,16 @@ class RunLifecycle(RunResults):
         # (cached criteria build no matchers, and the student's outputs are still checked).
         cached = fitting.cache_options(d).in_use and not d.criterion.needs_preparation
         teachers = [] if cached else d.teachers
-        batch = d.adapter.first_batch(dataloader)
+        if self._prepares(dataloader):
+            self.prepared = PreparedEpoch(d.adapter, dataloader)
+            batch = self.prepared.first
+        else:
+            batch = d.adapter.first_batch(dataloader)
         checks.check_batch(d.adapter, d.student_model, batch)
+        if self.prepared is not None and defers_checks(d.adapter, d.criterion, d.teachers,
+                                                       cached):
+            self.first_step = batch  # checked on the first step's own outputs
+            return
         try:
             student_output, teacher_outputs = d.adapter.dry_run(d.student_model, teachers,
                                                                 batch, d.criterion)
@@ -158,11 +180,35 @@ class RunLifecycle(RunResults):
         self.student_classes = checks.check_first_batch(d.adapter, d.criterion, batch,
                                                         student_output, teacher_outputs, self)
 
+    def _prepares(self, dataloader):
+        """A PyTorch built-in loop takes its first epoch from :class:`PreparedEpoch`."""
+        return (self.builtin and self.distiller.adapter.checks_first_step_outputs
+                and dataloader is not None)
+
+    def take_prepared(self, loader):
+        """The first epoch opened for the first batch, once, if it is ``loader``'s."""
+        prepared, self.prepared = self.prepared, None
+        return prepared if prepared is not None and prepared.loader is loader else None
+
+    def _check_first_step(self, inputs, student_output, teacher_output):
+        """The first-batch checks on the first training step's outputs; returns the teacher
+        output the step then uses (the teacher ran once, for both)."""
+        d, batch = self.distiller, self.first_step
+        self.first_step = None
+        if teacher_output is None:
+            teacher_output = self.step.teacher_output(inputs, student_output)
+        teacher_outputs = [teacher_output] if teacher_output is not None else []
+        self.output_check.check(d.adapter, d.criterion, student_output, teacher_outputs)
+        self.student_classes = checks.check_first_batch(d.adapter, d.criterion, batch,
+                                                        student_output, teacher_outputs, self)
+        return teacher_output
+
     def release(self):
         """Teachers back to their own mode and device; no hook of ours left on any model."""
         d = self.distiller
         if d.adapter is not None:
             d.teacher_set.release(d.adapter)
+        d.teacher_set.bring_back()
         if isinstance(d.criterion, DistillationCriterion):  # not one refused at start
             d.criterion.detach()
         if self.durable is not None:
@@ -177,9 +223,13 @@ class RunLifecycle(RunResults):
         return self.durable.attach(optimizer)
 
     def abort(self):
-        """A failed or interrupted run: models released, nothing more recorded."""
+        """A failed or interrupted run: models released, the checkpoint being written on disk
+        (its error only logged: the run's own error is on its way), nothing more recorded."""
+        if self.durable is not None:
+            self.durable.flush(raise_errors=False)
         self.release()
         self.started = False
+        self.prepared = self.first_step = self.first_teacher_output = None
 
     def _teacher_context(self):
         d = self.distiller
@@ -215,8 +265,24 @@ class RunLifecycle(RunResults):
     def on_step_begin(self, batch_id):
         self.state.step = batch_id
 
+    def check_first_output(self, inputs, student_output, generated_labels=None):
+        """Called by the PyTorch built-in loop between the student's forward and its loss on
+        every step: on the first, the first-batch checks (before the loss can fail on a label)
+        and the teacher's output, kept for ``on_after_compute_loss``. ``generated_labels``:
+        the step trains on generated completions (on-policy), checked instead of the batch."""
+        if self.first_step is not None:
+            if generated_labels is not None and isinstance(inputs, dict):
+                self.first_step = {**inputs, "labels": generated_labels}
+            self.first_teacher_output = (self._check_first_step(inputs, student_output, None),)
+
     def on_after_compute_loss(self, inputs, student_output, student_loss, teacher_output=None,
                               labels=None):
+        if self.first_teacher_output is not None:
+            if teacher_output is None:
+                teacher_output = self.first_teacher_output[0]
+            self.first_teacher_output = None
+        elif self.first_step is not None:
+            teacher_output = self._check_first_step(inputs, student_output, teacher_output)
         loss = self.step(inputs, student_output, student_loss, teacher_output,
                          running=self.state.running_losses, labels=labels)
         self.stop_if_diverged(self.guard.observe(loss, self._where()))
@@ -271,6 +337,10 @@ class RunLifecycle(RunResults):
                                         "criterion" + adapter.checkpoint_suffix)
         checks.check_returned_weights(adapter, state.best_weights)
         d.logger.info("best student%s saved to %s", self.best_score_text(), self.save_best())
+        if self.durable is not None:
+            # The last checkpoint was written while the best student was copied and saved:
+            # on disk now (its error raised) before fit() returns.
+            self.durable.flush()
 
     def _pruning_checkpoint(self, event):
         """A student evaluated before the sparsity schedule ended is not the sparse student

@@ -8,7 +8,6 @@ import zipfile
 import zlib
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from neural_distill.errors import ConfigError, DataError
 from neural_distill.core.factories import resolve
@@ -102,6 +101,9 @@ def drive_epochs(hooks, loader, epochs, train_step, *, total_epochs=None, steps=
     ``skip_epoch(index)`` and ``batches(loader, index)`` yielding ``(batch_id, batch)`` past
     what was trained; None trains every batch.
     """
+    # Here, not at import: tqdm.auto (and its package-metadata lookup) is tens of ms.
+    from tqdm.auto import tqdm
+
     done = 0
     for epoch_index, epoch in enumerate(epochs):
         if max_batches is not None and done >= max_batches:

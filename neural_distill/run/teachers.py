@@ -40,6 +40,7 @@ class Teachers:
         self.assigned = None
         self.models, self.keys = [], []
         self._states = []
+        self._aside = None  # (models, keys) set aside for a run that runs no teacher
 
     def assign(self, model, check):
         """One model, a list of models, or a dict {checkpoint path: model}; ``check(model,
@@ -70,6 +71,17 @@ class Teachers:
         else:
             models, keys = [check(model, "teacher_model")], [0]
         self.assigned, self.models, self.keys = model, models, keys
+
+    def set_aside(self):
+        """No teacher for this run (its criterion runs none); :meth:`bring_back` after it."""
+        if self._aside is None:
+            self._aside = (self.models, self.keys)
+            self.models, self.keys = [], []
+
+    def bring_back(self):
+        if self._aside is not None:
+            self.models, self.keys = self._aside
+            self._aside = None
 
     def enter(self, adapter, device):
         """Teachers in inference mode on ``device``; idempotent (entering twice would record

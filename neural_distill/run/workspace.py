@@ -17,6 +17,8 @@ from neural_distill.errors import ConfigError
 from neural_distill.core.process import is_main_process
 from neural_distill.core.run_record import config_yaml
 
+RUN_INFO = "run_info.json"
+
 
 def json_safe(value):
     """``value`` as JSON can hold it: a non-finite float becomes its string ("nan", "inf")."""
@@ -55,6 +57,22 @@ class Workspace:
                 handle.write(config_yaml(to_plain(config)))
         except OSError as exc:
             raise ConfigError(file_error_message(self.path, exc, "writing config.yaml")) \
+                from exc
+
+    def write_run_info(self, source, seed, deterministic=False):
+        """``run_info.json`` when the run starts (a killed run's folder has one too): the seed
+        the run used and, for a config file, its path (``report`` reads factories relative to
+        its folder)."""
+        if not self.writes:
+            return
+        info = {"seed": seed, "deterministic": bool(deterministic)}
+        if isinstance(source, str) and os.path.isfile(source):
+            info["config"] = os.path.abspath(source)
+        try:
+            with open(self.file(RUN_INFO), "w", encoding="utf-8") as handle:
+                json.dump(info, handle)
+        except OSError as exc:
+            raise ConfigError(file_error_message(self.path, exc, f"writing {RUN_INFO}")) \
                 from exc
 
     def log_metrics(self, record):

@@ -21,7 +21,7 @@ LAYERS = [
     # pruning/schedule: the neutral pruning schedule the config classes validate patterns with.
     ("config", ["config", "criterion.catalog", "pruning.schedule"]),
     ("criterion", ["criterion", "teacher_cache", "run.state", "run.workspace",
-                   "run.checkpoints", "run.loop_common"]),
+                   "run.checkpoints", "run.checkpoint_writer", "run.loop_common"]),
     ("backends", ["adapters"]),
     ("experiment", ["run", "distillation", "training", "report", "commands", "common",
                     "cache_teacher", "compat", "plan", "pruning"]),

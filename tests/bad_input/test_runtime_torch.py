@@ -80,7 +80,7 @@ class NanAt:
     def __iter__(self):
         this_pass, self.passes = self.passes, self.passes + 1
         for index, (x, y) in enumerate(self.items):
-            if this_pass == self.epoch + 1 and index == self.step:  # +1: preflight's peek
+            if this_pass == self.epoch and index == self.step:  # one pass per epoch (no peek)
                 x = x.clone()
                 x[0, 0] = self.value
             yield x, y

@@ -253,6 +253,10 @@ class TensorflowAdapter(BackendAdapter):
         keras.utils.set_random_seed(seed % (2 ** 32))
 
     @staticmethod
+    def make_deterministic():
+        tf.config.experimental.enable_op_determinism()
+
+    @staticmethod
     def rng_state():
         # Keras' global SeedGenerator (dropout without an explicit seed) and TensorFlow's
         # global generator; op-level random ops seeded by set_random_seed follow their own

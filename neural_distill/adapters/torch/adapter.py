@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import hashlib
+import os
 import random
 
 import numpy as np
@@ -32,6 +33,7 @@ class TorchAdapter(BackendAdapter):
     name = "torch"
     state_suffix = ".pt"
     criterion_example = "PyTorchKnowledgeDistillationLoss"
+    checks_first_step_outputs = True  # adapters/torch/loop.py calls check_first_output
 
     @staticmethod
     def set_threads(threads):
@@ -181,7 +183,7 @@ class TorchAdapter(BackendAdapter):
     def copy_with_state(self, model, state):
         if self.is_sharded(model):  # the user's own class, not the sharded one
             return distributed.sharding().plain_copy(model, state)
-        clone = copy.deepcopy(model)
+        clone = copy.deepcopy(model, _detached_attributes(model))
         if state is not None:
             clone.load_state_dict(state)
         clone.eval()
@@ -231,6 +233,13 @@ class TorchAdapter(BackendAdapter):
     def seed(seed):
         random.seed(seed)
         torch.manual_seed(seed)
+
+    @staticmethod
+    def make_deterministic():
+        # cuBLAS needs a fixed workspace for deterministic matrix products (CUDA >= 10.2).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
     @staticmethod
     def rng_state():
@@ -301,6 +310,15 @@ class TorchAdapter(BackendAdapter):
         else:
             optimizer.load_state_dict(state)
 
+    def owned_copy(self, tree):
+        if isinstance(tree, torch.Tensor):
+            return tree.detach().clone()
+        if isinstance(tree, dict):
+            return {key: self.owned_copy(value) for key, value in tree.items()}
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(self.owned_copy(value) for value in tree)
+        return tree
+
     @staticmethod
     def write_state(state, path):
         torch.save(state, path)
@@ -315,6 +333,14 @@ class TorchAdapter(BackendAdapter):
 
     def run_builtin_loop(self, distiller):
         loop.run(self, distiller)
+
+
+def _detached_attributes(model):
+    """A deepcopy memo giving detached copies of the tensors a model keeps from its last
+    forward with gradients (``self.last = out``): deepcopy refuses non-leaf tensors."""
+    return {id(value): value.detach().clone() for module in model.modules()
+            for value in vars(module).values()
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None}
 
 
 ADAPTER = TorchAdapter()

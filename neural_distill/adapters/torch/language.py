@@ -51,22 +51,34 @@ class LanguageModelBatches:
         self.on_policy = (OnPolicy(on_policy, student, list(teachers), seed)
                           if on_policy else None)
 
-    def forward(self, model, inputs, labels):
+    def forward(self, model, inputs, labels, checked=None):
+        """``(inputs, output, loss, labels)`` of the student on a batch; ``checked(inputs,
+        output)`` (the run's first-batch checks) runs on the output before a loss is taken,
+        except when the model computes its own loss in the same call."""
+        checked = checked or (lambda inputs, output, generated_labels=None: None)
         generated = False
         if self.on_policy is not None and isinstance(inputs, dict):
             inputs, labels, generated = self.on_policy.maybe_generate(inputs, labels)
+        # A generated batch is the one trained: its labels are checked instead of the data's.
+        checked_labels = labels if generated else None
         if generated and not self.on_policy.seq_kd:
             # The labels are the student's own samples: only the teacher's term teaches.
-            return inputs, call_model(model, inputs), None, labels
+            output = call_model(model, inputs)
+            checked(inputs, output, labels)
+            return inputs, output, None, labels
         if self.model_loss and labels is not None and isinstance(inputs, dict):
             if not bool((labels != IGNORE_INDEX).any()):
                 # Every label is -100: the model's mean would be 0/0 (NaN, NaN gradients);
                 # the batch is taught by the teacher alone, as an unlabeled one.
-                return inputs, call_model(model, inputs), None, labels
+                output = call_model(model, inputs)
+                checked(inputs, output, checked_labels)
+                return inputs, output, None, labels
             output = call_model(model, {**inputs, "labels": labels})
+            checked(inputs, output, checked_labels)
             loss = getattr(output, "loss", None)
             if loss is None and isinstance(output, dict):
                 loss = output.get("loss")
             return inputs, output, loss, labels
         output = call_model(model, inputs)
+        checked(inputs, output, checked_labels)
         return inputs, output, self.criterion.student_loss(output, labels), labels

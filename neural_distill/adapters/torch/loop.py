@@ -173,6 +173,7 @@ def run(adapter, distiller):
     # Checkpoints and resume (neural_distill/durable.py): finished epochs and batches skipped.
     # After the schedule: resuming restores the optimizer's learning rate too.
     progress = distiller.run.track(optimizer)
+    first_output = distiller.run.check_first_output
 
     lm = LanguageModelBatches(student, criterion, distiller.teachers, train.get("on_policy"),
                               conf.tuning.random_seed)
@@ -182,7 +183,8 @@ def run(adapter, distiller):
         inputs = to_device(inputs, device)
         if labels is not None:
             labels = to_device(labels, device)
-        return lm.forward(trained, inputs, labels)
+        # The first step's outputs are checked before its loss (first_output).
+        return lm.forward(trained, inputs, labels, checked=first_output)
 
     try:
         train_loop(distiller, trained, loader, forward, optimizer, epochs,
