@@ -132,7 +132,7 @@ class _PruningPart(Dispatcher):
     weights are sparse first and quantized from their sparse values."""
 
     def __init__(self, config, groups, model, backend, framework):
-        if backend is None or not hasattr(backend, "build_pruner"):
+        if backend is None:
             raise ModelError(f"prepare_compression: pruning during training is implemented "
                              f"for PyTorch models, got a {framework} model (docs/pruning.md)")
         self.config = config

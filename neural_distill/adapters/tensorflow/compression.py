@@ -19,6 +19,14 @@ def prepare_qat(model, config):
     return prepare(model, config)
 
 
+def build_pruner(model, groups, where):
+    # Keras 3 has no supported way to re-zero a variable after each optimizer step inside a
+    # compiled train step without owning the step: refused rather than half done.
+    raise ModelError(f"prepare_compression: {where}: pruning during training is implemented "
+                     f"for PyTorch models; this model is a Keras model. Prune a PyTorch "
+                     f"student, or leave the pruning config out (docs/pruning.md).")
+
+
 def _layers_with_weights(model):
     return [layer.name for layer in getattr(model, "layers", [])
             if layer.weights and not isinstance(layer, keras.layers.InputLayer)]
