@@ -205,16 +205,13 @@ def cmd_run(args):
 
 
 def _seeding_adapter(config):
-    """The adapter whose framework the factories will use: model.framework, else PyTorch
-    when it is installed (a Keras 3 factory draws its initial weights from Python's
-    generator, seeded either way); None when neither is known."""
-    import importlib.util
-
+    """The adapter whose framework the factories will use: model.framework, else the guess of
+    the backend table (``core.backends.SEEDING_GUESS``); None when neither is known."""
     from neural_distill.adapters import adapter_for_framework, framework_of_config_name
+    from neural_distill.core.backends import guess_installed_framework
 
-    framework = framework_of_config_name(config.model.get("framework"))
-    if framework is None and importlib.util.find_spec("torch") is not None:
-        framework = "torch"
+    framework = (framework_of_config_name(config.model.get("framework"))
+                 or guess_installed_framework())
     return adapter_for_framework(framework) if framework is not None else None
 
 

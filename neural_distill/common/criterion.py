@@ -6,16 +6,18 @@ computed by the caller; not a criterion of the catalog, so only this path has it
 
 from neural_distill import criterion as _criterion
 
-# name -> the backend whose ``inc_criteria`` module defines it
-_EXTRA = {"TensorflowKnowledgeDistillationLossExternal": "tensorflow"}
+# INC's names that are no criterion of the catalog, defined in a backend's ``inc_criteria``
+# module; the backend is the one whose criterion prefix the name starts with.
+_EXTRA = ("TensorflowKnowledgeDistillationLossExternal",)
 
 
 def __getattr__(name):
     if name in _EXTRA:
-        from neural_distill.core.backends import backend
+        from neural_distill.core.backends import BACKENDS
 
-        backend(_EXTRA[name]).require()
-        return getattr(backend(_EXTRA[name]).module("inc_criteria"), name)
+        owner = next(b for b in BACKENDS.values() if name.startswith(b.criterion_prefix))
+        owner.require()
+        return getattr(owner.module("inc_criteria"), name)
     return getattr(_criterion, name)
 
 

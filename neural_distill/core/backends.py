@@ -85,6 +85,21 @@ CONFIG_FRAMEWORKS = tuple(n for b in (BACKENDS["torch"], BACKENDS["tensorflow"])
                           for n in b.config_names)
 
 
+# When a config does not say (`model.framework`), the framework its factories most likely use
+# for seeding before they run: the first of these that is installed. PyTorch first: a Keras 3
+# factory draws its initial weights from Python's generator, which is seeded either way.
+SEEDING_GUESS = ("torch", "tensorflow")
+
+
+def guess_installed_framework():
+    """The first backend of :data:`SEEDING_GUESS` whose framework is installed (nothing is
+    imported), or None."""
+    for name in SEEDING_GUESS:
+        if importlib.util.find_spec(BACKENDS[name].packages[0]) is not None:
+            return name
+    return None
+
+
 def backend(name):
     return BACKENDS[name]
 
