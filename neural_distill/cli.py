@@ -16,9 +16,9 @@ from neural_distill.core import rng
 from neural_distill.config.loader import read_yaml, validate
 from neural_distill.core.backends import imported_backends
 from neural_distill.errors import ConfigError, NeuralDistillError
-from neural_distill.pruning.student import prune_spec
 from neural_distill.core.logging_utils import quiet_third_party_import_noise
-from neural_distill.report.runs import build_model, factory_spec
+from neural_distill.report.runs import build_model
+from neural_distill.commands.run_models import build_run_models, seeding_adapter
 from neural_distill.commands.validate_run import check_for_run
 
 DESCRIPTION = """\
@@ -164,27 +164,7 @@ def cmd_run(args):
     _quiet(args)
     distiller = Distillation(_as_conf(config, args.config))
     distiller.log_summary = False  # printed below, on stdout
-    base_dir = os.path.dirname(os.path.abspath(args.config))
-    # Seeded before the factories run: the models' initial weights and anything else a
-    # factory draws are part of what one seed reproduces.
-    rng.seed_run(config.tuning, _seeding_adapter(config))
-    wants_teacher = config.model.get("teacher") is not None and not _reads_teacher_cache(
-        config, base_dir)
-    teacher = None
-    if prune_spec(config.model.get("student")) is not None and wants_teacher:
-        # The student is cut from this very teacher; otherwise the factories run in their
-        # usual order (student first), so unseeded factories draw the same numbers as before.
-        teacher = build_model(config, "teacher", args.config, base_dir)
-    distiller.student_model = build_model(
-        config, "student", args.config, base_dir, teacher=teacher,
-        calibration=_calibration(distiller, config, teacher))
-    if distiller.student_model is None:
-        raise ConfigError(f"{args.config}: model.student: the factory "
-                          f"{factory_spec(config.model.student)[0]} returned None; it must "
-                          f"return the student model (a torch.nn.Module or a keras.Model)")
-    if wants_teacher:
-        distiller.teacher_model = teacher if teacher is not None else build_model(
-            config, "teacher", args.config, base_dir)
+    build_run_models(distiller, config, args.config)
     _set_threads(args.threads)  # the factories may have imported torch just now
     distiller.fit()
     if not distiller.workspace.writes:
@@ -204,35 +184,6 @@ def cmd_run(args):
     return 0
 
 
-def _seeding_adapter(config):
-    """The adapter whose framework the factories will use: model.framework, else the guess of
-    the backend table (``core.backends.SEEDING_GUESS``); None when neither is known."""
-    from neural_distill.adapters import adapter_for_framework, framework_of_config_name
-    from neural_distill.core.backends import guess_installed_framework
-
-    framework = (framework_of_config_name(config.model.get("framework"))
-                 or guess_installed_framework())
-    return adapter_for_framework(framework) if framework is not None else None
-
-
-def _calibration(distiller, config, teacher):
-    """The training data a student cut from the teacher is calibrated on (None otherwise)."""
-    from neural_distill.adapters import adapter_for_model
-
-    if prune_spec(config.model.get("student")) is None or teacher is None:
-        return None
-    return distiller.run.config_dataloader("distillation.train",
-                                           adapter_for_model(teacher, "model.teacher"))
-
-
-def _reads_teacher_cache(config, base_dir):
-    """Whether a written offline teacher cache stands in for the teacher (then none is built)."""
-    from neural_distill.teacher_cache.options import TeacherCacheOptions
-
-    return TeacherCacheOptions.from_section(config.distillation.train.teacher_cache,
-                                            base_dir).offline_written
-
-
 def cmd_cache_teacher(args):
     from neural_distill.commands.cache_teacher import write_offline_cache
     from neural_distill.distillation import Distillation
@@ -245,7 +196,7 @@ def cmd_cache_teacher(args):
     _quiet(args)
     distiller = Distillation(_as_conf(config, args.config))
     base_dir = os.path.dirname(os.path.abspath(args.config))
-    rng.seed_run(config.tuning, _seeding_adapter(config))  # the teacher run would build
+    rng.seed_run(config.tuning, seeding_adapter(config))  # the teacher run would build
     distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
     folder = os.path.abspath(args.output) if args.output else None
     index = write_offline_cache(distiller, folder, progress_bar=not args.quiet)

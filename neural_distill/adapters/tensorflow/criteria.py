@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from neural_distill.adapters.inc_criterion import IncLogitCriterionMethods
 from neural_distill.core.shapes import same_but_leading_ones, warn_reshaped
-from neural_distill.criterion.base import (FeatureCriterionSpec, IntermediateLayersSpec,
-                              KnowledgeDistillationSpec, SelfDistillationSpec)
-from neural_distill.criterion.logit_specs import DecoupledKDSpec, WeightedLogitCriterion
+from neural_distill.criterion.base import (
+    FeatureCriterionSpec, IntermediateLayersSpec, SelfDistillationSpec)
+from neural_distill.criterion.logit_specs import (
+    DecoupledKDSpec, KnowledgeDistillationSpec, WeightedLogitCriterion)
 from neural_distill.errors import ModelError
 from neural_distill.adapters.tensorflow import checks as tf_checks
 from neural_distill.adapters.tensorflow import losses
@@ -68,7 +69,7 @@ class _Criterion:
 class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistillationSpec,
                                           _Criterion):
     """Logit distillation for Keras models; the arguments and the math are
-    :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
+    :class:`~neural_distill.criterion.logit_specs.KnowledgeDistillationSpec`'s (docs/criteria.md).
     ``student_model`` / ``teacher_model`` and INC's methods: ``adapters/inc_criterion.py``.
     """
 

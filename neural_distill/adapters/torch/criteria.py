@@ -8,9 +8,9 @@ import torch
 from neural_distill.adapters.inc_criterion import (IncFeatureCriterionMethods,
                                                   IncLogitCriterionMethods)
 from neural_distill.core.shapes import same_but_leading_ones, warn_reshaped
-from neural_distill.criterion.base import (IntermediateLayersSpec, KnowledgeDistillationSpec,
-                              SelfDistillationSpec)
-from neural_distill.criterion.logit_specs import DecoupledKDSpec, WeightedLogitCriterion
+from neural_distill.criterion.base import IntermediateLayersSpec, SelfDistillationSpec
+from neural_distill.criterion.logit_specs import (
+    DecoupledKDSpec, KnowledgeDistillationSpec, WeightedLogitCriterion)
 from neural_distill.errors import ModelError
 from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import losses
@@ -32,7 +32,7 @@ def _student_term(loss_fn, student_output, labels, from_logits):
 class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistillationSpec,
                                        torch.nn.Module):
     """Logit distillation for PyTorch models; the arguments and the math are
-    :class:`~neural_distill.criterion.base.KnowledgeDistillationSpec`'s (docs/criteria.md).
+    :class:`~neural_distill.criterion.logit_specs.KnowledgeDistillationSpec`'s (docs/criteria.md).
     ``student_model`` / ``teacher_model`` and INC's methods: ``adapters/inc_criterion.py``.
     """
 

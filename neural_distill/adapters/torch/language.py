@@ -12,7 +12,8 @@ Two things differ from a classifier's step (docs/language_models.md):
 
 import inspect
 
-from neural_distill.criterion.base import FeatureCriterionSpec, KnowledgeDistillationSpec
+from neural_distill.criterion.base import FeatureCriterionSpec
+from neural_distill.criterion.logit_specs import KnowledgeDistillationSpec
 from neural_distill.adapters.torch.on_policy import OnPolicy
 from neural_distill.adapters.torch.outputs import call_model
 from neural_distill.language.tokens import IGNORE_INDEX
