@@ -37,6 +37,7 @@ class DistillationCriterion:
     a criterion directly instead of probing it for optional methods:
 
     - ``distillation_loss(student_output, teacher_output)`` the term (the one required method);
+      ``student_loss(student_output, labels)`` the student's own loss in the built-in loops;
       ``combine(student_loss, term)`` the criterion's loss from the two, weighed by its
       ``loss_balancer``;
     - ``needs_teacher``: whether a teacher must run (False for self-distillation);
@@ -73,6 +74,11 @@ class DistillationCriterion:
 
     def distillation_loss(self, student_output, teacher_output):
         raise NotImplementedError(f"{type(self).__name__} must define distillation_loss")
+
+    def student_loss(self, student_output, labels):
+        """The student's own loss against the labels, in the built-in loops; None: none (the
+        distillation term alone trains)."""
+        return None
 
     @property
     def loss_balancer(self):
