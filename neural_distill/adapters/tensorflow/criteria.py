@@ -170,7 +170,8 @@ class _WeightedLogitLoss(_Criterion):
         return f"{type(self).__name__}({self._settings()})"
 
 
-class TensorflowDecoupledKnowledgeDistillationLoss(DecoupledKDSpec, _WeightedLogitLoss):
+# _WeightedLogitLoss first: its student_loss must win over the protocol's default (None).
+class TensorflowDecoupledKnowledgeDistillationLoss(_WeightedLogitLoss, DecoupledKDSpec):
     """DKD for Keras models: ``w0 * CE + w1 * (alpha * TCKD + beta * NCKD)``
     (docs/criteria.md); the target class comes from ``labels``."""
 
@@ -203,7 +204,7 @@ class TensorflowDecoupledKnowledgeDistillationLoss(DecoupledKDSpec, _WeightedLog
                                    self.temperature)
 
 
-class TensorflowDISTLoss(WeightedLogitCriterion, _WeightedLogitLoss):
+class TensorflowDISTLoss(_WeightedLogitLoss, WeightedLogitCriterion):
     """DIST for Keras models: ``w0 * CE + w1 * T^2 * (beta * inter + gamma * intra)``
     (docs/criteria.md)."""
 
