@@ -73,6 +73,10 @@ class Event(str, Enum):
 
 HOOK_NAMES = tuple(event.value for event in Event)
 
+# Keyword spellings a hook also takes: the reference documents call the first argument of
+# on_after_compute_loss ``input``, DESIGN's wave-3 contract ``inputs``; both name it.
+KEYWORD_ALIASES = {Event.AFTER_COMPUTE_LOSS: {"inputs": "input"}}
+
 
 def _hook_method(event):
     signature = event.signature
@@ -81,10 +85,17 @@ def _hook_method(event):
     defaults = tuple(spec[1] for spec in event.params if len(spec) > 1)
     most = len(event.params)
     least = most - len(defaults)
+    aliases = KEYWORD_ALIASES.get(event, {})
 
     def hook(self, *args, **kwargs):
         if not kwargs and least <= len(args) <= most:
             return self.dispatch(event, *args, *defaults[len(args) - least:])
+        for alias, name in aliases.items():
+            if alias in kwargs:
+                if name in kwargs:
+                    raise TypeError(f"{event.value}() got both '{name}' and '{alias}' (the "
+                                    f"same argument): pass one of them")
+                kwargs[name] = kwargs.pop(alias)
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         return self.dispatch(event, *bound.args[1:])

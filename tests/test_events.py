@@ -184,3 +184,23 @@ def test_positional_and_keyword_calls_dispatch_the_same_arguments():
                   lambda: hooks.on_epoch_begin(1, 2), lambda: hooks.on_epoch_begin(epoch=1, x=2)]:
         with pytest.raises(TypeError):
             wrong()
+
+
+def test_the_loss_hook_takes_inputs_as_well_as_input_by_keyword():
+    # The reference documents name the first argument ``input``, DESIGN's wave-3 contract
+    # ``inputs``: both keywords reach the same parameter, on every generated hook.
+    from neural_distill.events import Hooks
+
+    class Recorder(Hooks):
+        def dispatch(self, event, *args):
+            self.args = args
+            return super().dispatch(event, *args)
+
+    hooks = Recorder()
+    assert hooks.on_after_compute_loss(inputs="x", student_output="o", student_loss=3.0,
+                                       labels="y") == 3.0
+    assert hooks.args == ("x", "o", 3.0, None, "y")
+    hooks.on_after_compute_loss(input="x2", student_output="o", student_loss=1.0)
+    assert hooks.args[0] == "x2"
+    with pytest.raises(TypeError, match="both 'input' and 'inputs'"):
+        hooks.on_after_compute_loss(input="a", inputs="b", student_output="o", student_loss=1.0)
