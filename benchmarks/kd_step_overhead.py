@@ -31,12 +31,12 @@ def make_models(in_features, classes):
     return teacher, student
 
 
-def hand_written(student, teacher, loader, lr):
+def hand_written(student, teacher, loader, lr, epochs=1):
     """The loop a careful user writes by hand."""
     optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9)
     teacher.eval()
     student.train()
-    for x, y in loader:
+    for x, y in (batch for _ in range(epochs) for batch in loader):
         out = student(x)
         student_loss = F.cross_entropy(out, y)
         with torch.no_grad():

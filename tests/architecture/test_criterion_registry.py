@@ -138,7 +138,7 @@ TOY_TF = '''
 from ...criterion.base import CatalogCriterion  # noqa: E402
 
 
-class TensorflowToyScaledLoss(CatalogCriterion, _Criterion):
+class TensorflowToyScaledLoss(CatalogCriterion, CriterionBase):
     yaml_name = "ToyScaledLoss"
 
     def __init__(self, scale=None):

@@ -14,60 +14,29 @@ layer machinery; the matchers inside are Keras layers.
 import difflib
 import warnings
 
-import h5py
-import numpy as np
 import tensorflow as tf
 
 from neural_distill.adapters.inc_criterion import IncLogitCriterionMethods
 from neural_distill.core.shapes import same_but_leading_ones, warn_reshaped
 from neural_distill.criterion.base import (
     FeatureCriterionSpec, IntermediateLayersSpec, SelfDistillationSpec)
-from neural_distill.criterion.logit_specs import (
-    DecoupledKDSpec, KnowledgeDistillationSpec, WeightedLogitCriterion)
+from neural_distill.criterion.logit_specs import KnowledgeDistillationSpec
 from neural_distill.errors import ModelError
 from neural_distill.adapters.tensorflow import checks as tf_checks
 from neural_distill.adapters.tensorflow import losses
+from neural_distill.adapters.tensorflow.criterion_parts import (
+    CriterionBase, check_same_shape, label_cross_entropy)
+# DKD and DIST live in their own module; the registry looks them up here by name.
+from neural_distill.adapters.tensorflow.logit_criteria import (  # noqa: F401
+    TensorflowDecoupledKnowledgeDistillationLoss, TensorflowDISTLoss)
 from neural_distill.adapters.tensorflow.features import (
     FeatureCapture, build_matcher, model_kind, select, symbolic_shape)
 from neural_distill.adapters.tensorflow.outputs import logits_of, static_shape
 from neural_distill.adapters.tensorflow.tokens import valid_rows
 
 
-def _check_same_shape(student, teacher):
-    """Shapes that are known and differ are a user error, reported before any math."""
-    s, t = static_shape(student), static_shape(teacher)
-    differ = len(s) != len(t) or any(a is not None and b is not None and a != b
-                                     for a, b in zip(s, t))
-    if differ:
-        raise ModelError(
-            f"student output shape {s} and teacher output shape {t} disagree: logit "
-            f"distillation needs both models to predict the same classes. Check the models' "
-            f"last layers (or pass the right teacher_output to on_after_compute_loss).")
-
-
-class _Criterion:
-    """What every TensorFlow criterion shares: weights I/O and the trainable variables."""
-
-    framework = "tensorflow"
-    needs_teacher = True
-
-    def save_weights(self, path):
-        """The trainable state (matchers) as HDF5, one dataset per variable path."""
-        with h5py.File(path, "w") as handle:
-            for variable in self.trainable_variables:
-                handle.create_dataset(variable.path, data=np.asarray(variable.numpy()))
-
-    def load_weights(self, path):
-        with h5py.File(path, "r") as handle:
-            for variable in self.trainable_variables:
-                if variable.path not in handle:
-                    raise ModelError(f"{path}: no weights for criterion variable "
-                                     f"'{variable.path}' (it holds {sorted(handle)})")
-                variable.assign(handle[variable.path][()])
-
-
 class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistillationSpec,
-                                          _Criterion):
+                                          CriterionBase):
     """Logit distillation for Keras models; the arguments and the math are
     :class:`~neural_distill.criterion.logit_specs.KnowledgeDistillationSpec`'s (docs/criteria.md).
     ``student_model`` / ``teacher_model`` and INC's methods: ``adapters/inc_criterion.py``.
@@ -102,9 +71,9 @@ class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDis
         s_size, t_size = student.shape[-1], teacher.shape[-1]
         mismatch = s_size is not None and t_size is not None and s_size != t_size
         if mismatch:
-            _check_same_shape(student[..., :1], teacher[..., :1])
+            check_same_shape(student[..., :1], teacher[..., :1])
         else:
-            _check_same_shape(student, teacher)
+            check_same_shape(student, teacher)
         shapes = (static_shape(student), static_shape(teacher))
         student, teacher, selected = valid_rows(student, teacher, tokens)
         if mismatch:
@@ -142,92 +111,12 @@ class TensorflowKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDis
         return f"{type(self).__name__}({self._settings()})"
 
 
-def _same_logits(student_output, teacher_output):
-    student = logits_of(student_output, "student output")
-    teacher = logits_of(teacher_output, "teacher output")
-    _check_same_shape(student, teacher)
-    return student, tf.stop_gradient(teacher)
-
-
-class _WeightedLogitLoss(_Criterion):
-    """``student_loss`` (cross-entropy against the labels), ``__call__`` and the repr of the
-    logit criteria of ``criterion.logit_specs``."""
-
-    def student_loss(self, student_output, labels):
-        if labels is None:
-            return None
-        return losses.label_cross_entropy(logits_of(student_output, "student output"),
-                                          tf.convert_to_tensor(labels))
-
-    def __call__(self, student_output, teacher_output, labels=None):
-        if self.wants_labels:
-            distill = self.distillation_loss(student_output, teacher_output, labels)
-        else:
-            distill = self.distillation_loss(student_output, teacher_output)
-        return self.combine(self.student_loss(student_output, labels), distill)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self._settings()})"
-
-
-# _WeightedLogitLoss first: its student_loss must win over the protocol's default (None).
-class TensorflowDecoupledKnowledgeDistillationLoss(_WeightedLogitLoss, DecoupledKDSpec):
-    """DKD for Keras models: ``w0 * CE + w1 * (alpha * TCKD + beta * NCKD)``
-    (docs/criteria.md); the target class comes from ``labels``."""
-
-    def __init__(self, alpha=None, beta=None, temperature=None, loss_weights=None,
-                 logit_standardization=None):
-        self._configure_from_spec(alpha=alpha, beta=beta, temperature=temperature,
-                                  loss_weights=loss_weights,
-                                  logit_standardization=logit_standardization)
-
-    def distillation_loss(self, student_output, teacher_output, labels=None):
-        student, teacher = _same_logits(student_output, teacher_output)
-        if self.logit_standardization:
-            student, teacher = (losses.standardize_logits(student),
-                                losses.standardize_logits(teacher))
-        classes = teacher.shape[-1]
-        top1 = tf.argmax(tf.reshape(teacher, [-1, classes]), axis=-1, output_type=tf.int32)
-        if labels is None:
-            self._warn_no_labels_once()
-            target = top1
-        else:
-            labels = tf.convert_to_tensor(labels)
-            if labels.dtype.is_floating and labels.shape[-1] == classes:  # soft labels
-                target = tf.argmax(tf.reshape(labels, [-1, classes]), axis=-1,
-                                   output_type=tf.int32)
-            else:
-                target = tf.reshape(tf.cast(labels, tf.int32), [-1])
-            # Unlabeled samples (-100, e.g. a transfer set) take the teacher's top-1 class.
-            target = tf.where(target == losses.IGNORE_INDEX, top1, target)
-        return losses.decoupled_kd(student, teacher, target, self.alpha, self.beta,
-                                   self.temperature)
-
-
-class TensorflowDISTLoss(_WeightedLogitLoss, WeightedLogitCriterion):
-    """DIST for Keras models: ``w0 * CE + w1 * T^2 * (beta * inter + gamma * intra)``
-    (docs/criteria.md)."""
-
-    yaml_name = "DISTLoss"
-
-    def __init__(self, beta=None, gamma=None, temperature=None, loss_weights=None):
-        self._configure_from_spec(beta=beta, gamma=gamma, temperature=temperature,
-                                  loss_weights=loss_weights)
-
-    def distillation_loss(self, student_output, teacher_output):
-        student, teacher = _same_logits(student_output, teacher_output)
-        return losses.dist_loss(student, teacher, self.beta, self.gamma, self.temperature)
-
-
-class _FeatureCriterionBase(FeatureCriterionSpec, _Criterion):
+class _FeatureCriterionBase(FeatureCriterionSpec, CriterionBase):
     """Shared parts of the criteria that read intermediate features (not logits alone)."""
 
     def student_loss(self, student_output, labels):
         """Cross-entropy of the student's logits with the labels (used by add_origin_loss)."""
-        if labels is None:
-            return None
-        return losses.label_cross_entropy(logits_of(student_output, "student output"),
-                                          tf.convert_to_tensor(labels))
+        return label_cross_entropy(student_output, labels)
 
     def _student_features_now(self, capture, inputs, what):
         """Run the student through its capture when this step's forward did not record.
