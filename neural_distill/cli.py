@@ -200,10 +200,16 @@ def cmd_cache_teacher(args):
     distiller.teacher_model = build_model(config, "teacher", args.config, base_dir)
     folder = os.path.abspath(args.output) if args.output else None
     index = write_offline_cache(distiller, folder, progress_bar=not args.quiet)
-    samples = sum(shard["count"] for shard in index["shards"])
-    record_bytes = np.dtype(index["dtype"]).itemsize * int(np.prod(index["record_shape"]))
-    print(f"teacher cache: {samples} samples, {record_bytes} bytes per sample "
-          f"({index['codec']['compression']}), written to {index['folder']}")
+    compression = index["codec"]["compression"]
+    if index.get("layout") == "tokens":  # a language model's per-token records
+        print(f"teacher cache: {index['samples']} samples, {index['tokens']} counted tokens, "
+              f"{index['bytes_per_token']} bytes per token ({compression}), "
+              f"{len(index['shards'])} shards written to {index['folder']}")
+    else:
+        samples = sum(shard["count"] for shard in index["shards"])
+        record_bytes = np.dtype(index["dtype"]).itemsize * int(np.prod(index["record_shape"]))
+        print(f"teacher cache: {samples} samples, {record_bytes} bytes per sample "
+              f"({compression}), written to {index['folder']}")
     print(f"next: neural-distill run {args.config}   (reads it: "
           f"distillation.train.teacher_cache.path)")
     return 0

@@ -35,6 +35,10 @@ class BackendAdapter:
     # and checks the first step's own outputs between its forward and its loss
     # (``distiller.run.check_first_output``) instead of a dry run before training.
     checks_first_step_outputs = False
+    # Whether the backend's per-token criterion reads a language model's teacher outputs from
+    # per-token cache records (teacher_cache/token_records.py); otherwise such outputs are
+    # not cached.
+    reads_token_records = False
 
     def set_threads(self, threads):
         """Change the framework's CPU threads after it was imported (before, the environment

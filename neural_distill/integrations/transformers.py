@@ -58,7 +58,7 @@ from neural_distill.adapters import framework_of_config_name
 from neural_distill.compat.itrex import check_provider, checked_function, run_train_func
 from neural_distill.adapters.torch.on_policy import OnPolicy
 from neural_distill.config.python_api import DistillationConfig
-from neural_distill.criterion.registry import needs_teacher
+from neural_distill.teacher_cache.options import TeacherCacheOptions, teacher_runs
 from neural_distill.run.durable import restore_run
 from neural_distill.errors import ConfigError, DataError, ModelError
 from neural_distill.run.evaluation import resolve_metric
@@ -275,11 +275,14 @@ class DistillationMixin:
                     f"{type(self).__name__}.distill: got a teacher both in teacher_model= and "
                     f"in DistillationConfig(teacher_model=...), and they differ. Give it once.")
             teacher = teacher_model
-        if teacher is None and needs_teacher(config.criterion):
+        # A written offline cache (teacher_cache.path) stands in for the teacher.
+        cache = TeacherCacheOptions.from_section(config.teacher_cache, os.getcwd())
+        if teacher is None and teacher_runs(config.criterion, cache):
             raise ModelError(
                 f"{type(self).__name__}.distill: no teacher model. Pass "
                 f"distill(distillation_config, teacher_model=teacher) or "
-                f"DistillationConfig(teacher_model=teacher, ...).")
+                f"DistillationConfig(teacher_model=teacher, ...), or an offline cache written "
+                f"by `neural-distill cache-teacher` in teacher_cache.path.")
         if teacher is self.model:
             raise ModelError(f"{type(self).__name__}.distill: the teacher is the student itself "
                              f"(trainer.model). Pass a separate teacher model.")

@@ -78,3 +78,34 @@ class TokenBatch:
         if mask is not None and tuple(shape_of(mask)) == batch_seq:
             return "mask", mask
         return None, None
+
+
+def valid_token_array(tokens, batch_seq, to_numpy):
+    """The rule as a NumPy bool ``[batch, seq]`` array for an output of leading shape
+    ``batch_seq``, or None when every position counts. ``to_numpy`` turns the batch's tensors
+    into arrays (the backend's). The teacher cache keys and stores a batch's tokens by it, so it
+    must pick exactly the rows the criterion's own (framework) mask picks."""
+    import numpy as np
+
+    def shape_of(tensor):
+        return tuple(getattr(tensor, "shape", ()))
+
+    def is_integer(tensor):
+        dtype = getattr(tensor, "dtype", None)
+        if dtype is None:
+            return False
+        name = str(dtype).rsplit(".", 1)[-1]  # torch.int64 / tf int32 / numpy int64
+        return name.startswith(("int", "uint", "long", "short")) and name != "bool"
+
+    if tokens is None or len(batch_seq) != 2:
+        return None
+    kind, tensor = tokens.rule(tuple(batch_seq), shape_of, is_integer)
+    if kind is None:
+        return None
+    values = np.asarray(tensor if isinstance(tensor, np.ndarray) else to_numpy(tensor))
+    if kind == CAUSAL:
+        valid = values[:, 1:] != IGNORE_INDEX
+        return np.concatenate([valid, np.zeros((valid.shape[0], 1), bool)], axis=1)
+    if kind == TOKEN:
+        return values != IGNORE_INDEX
+    return values != 0

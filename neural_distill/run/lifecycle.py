@@ -27,6 +27,7 @@ from neural_distill.run.results import RunResults
 from neural_distill.run.state import RunState
 from neural_distill.run.step import DistillationStep
 from neural_distill.teacher_cache.run_cache import build_run_cache
+from neural_distill.teacher_cache.token_records import TokenTargets
 from neural_distill.run.workspace import Workspace
 
 
@@ -190,14 +191,19 @@ class RunLifecycle(RunResults):
         prepared, self.prepared = self.prepared, None
         return prepared if prepared is not None and prepared.loader is loader else None
 
-    def _check_first_step(self, inputs, student_output, teacher_output):
+    def _check_first_step(self, inputs, student_output, teacher_output, labels=None):
         """The first-batch checks on the first training step's outputs; returns the teacher
-        output the step then uses (the teacher ran once, for both)."""
+        output the step then uses (the teacher ran once, for both). ``labels``: the step's
+        (else the batch's), which say which tokens a per-token cache keeps."""
         d, batch = self.distiller, self.first_step
         self.first_step = None
         if teacher_output is None:
-            teacher_output = self.step.teacher_output(inputs, student_output)
-        teacher_outputs = [teacher_output] if teacher_output is not None else []
+            if labels is None and batch is not None:
+                labels = d.adapter.split_batch(batch)[1]
+            teacher_output = self.step.teacher_output(inputs, student_output, labels=labels)
+        # Top-k records of a per-token cache are no logits to check (token_records.py).
+        teacher_outputs = ([teacher_output] if teacher_output is not None
+                           and not isinstance(teacher_output, TokenTargets) else [])
         self.output_check.check(d.adapter, d.criterion, student_output, teacher_outputs)
         self.student_classes = checks.check_first_batch(d.adapter, d.criterion, batch,
                                                         student_output, teacher_outputs, self)
@@ -282,7 +288,8 @@ class RunLifecycle(RunResults):
                 teacher_output = self.first_teacher_output[0]
             self.first_teacher_output = None
         elif self.first_step is not None:
-            teacher_output = self._check_first_step(inputs, student_output, teacher_output)
+            teacher_output = self._check_first_step(inputs, student_output, teacher_output,
+                                                    labels)
         loss = self.step(inputs, student_output, student_loss, teacher_output,
                          running=self.state.running_losses, labels=labels)
         self.stop_if_diverged(self.guard.observe(loss, self._where()))
@@ -310,7 +317,10 @@ class RunLifecycle(RunResults):
                   "time_s": round(time.perf_counter() - self._epoch_started_at, 3)}
         state.running_losses.reset()
         if self.step.cache is not None:
-            record["teacher_cache_hit_rate"] = round(self.step.cache.end_epoch()["hit_rate"], 4)
+            cache_stats = self.step.cache.end_epoch()
+            record["teacher_cache_hit_rate"] = round(cache_stats["hit_rate"], 4)
+            if cache_stats.get("bytes_per_token") is not None:  # per-token records
+                record["teacher_cache_bytes_per_token"] = cache_stats["bytes_per_token"]
         if state.epochs_done % self.distiller.conf.distillation.train.frequency == 0:
             record.update(self.evaluate())
         self.record(record)

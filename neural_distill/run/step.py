@@ -21,12 +21,15 @@ balancer (``org_loss_weight``, ``kd_loss_weight``) and one term per teacher (``t
 averaged over the teachers it samples for the step.
 """
 
+import numpy as np
+
 from neural_distill.run.checks import scalar_loss
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ModelError
 from neural_distill.core.logging_utils import get_logger
-from neural_distill.language.tokens import TokenBatch
+from neural_distill.language.tokens import TokenBatch, valid_token_array
 from neural_distill.teacher_cache.run_cache import numpy_inputs
+from neural_distill.teacher_cache.token_records import TokenTargets
 
 
 class DistillationStep:
@@ -61,7 +64,7 @@ class DistillationStep:
         # model.teacher_precision: a factory of the context the teachers' forward runs in.
         self.teacher_context = teacher_context
 
-    def teacher_output(self, inputs, student_output=None, eager=True):
+    def teacher_output(self, inputs, student_output=None, eager=True, labels=None):
         """The teachers' output for ``inputs``; None when the criterion needs no teacher.
 
         With a cache, a batch whose samples are all cached is served without running the
@@ -69,7 +72,10 @@ class DistillationStep:
         stores the criterion's teacher features, and on a hit hands them to the criterion. Cached
         outputs are placed like ``student_output``. A compiled (traced) TensorFlow step passes
         ``eager=False``: NumPy cannot look inside a traced tensor, so its loop consults the
-        cache before the compiled step instead.
+        cache before the compiled step instead. For a per-token criterion over a language
+        model's ``[batch, positions, vocab]`` logits the cache keeps the counted tokens only
+        (``labels`` and the attention mask say which: language/tokens.py), and a top-k cache
+        hands the criterion a ``TokenTargets`` instead of logits.
         """
         if not self.needs_teacher:
             return None
@@ -81,12 +87,17 @@ class DistillationStep:
                 "tf.function, where the batch has no values to look up, so the teacher runs "
                 "every step. Call the hooks from an eager loop (or use fit()) to use the cache.")
             cache = None
-        served = self.cached_outputs(inputs) if cache is not None else None
+        valid = vocab = None
+        if cache is not None and cache.active and cache.tokens is not None:
+            valid, vocab = self._counted_tokens(inputs, student_output, labels)
+        served = self.cached_outputs(inputs, valid, vocab) if cache is not None else None
         if served is not None:
             logits, features = served
             if features:
                 self.criterion.use_teacher_features(
                     [self.adapter.as_teacher_output(f, student_output) for f in features])
+            if isinstance(logits, TokenTargets):
+                return logits
             return self.adapter.as_teacher_output(logits, student_output)
         if not self.teachers:
             raise ModelError("on_after_compute_loss: no teacher_model is set and no "
@@ -104,17 +115,31 @@ class DistillationStep:
             kept = cache.add(self.adapter.to_numpy(
                 self.adapter.logits_of(output, "teacher output")), features)
             if not cache.codec.lossless:  # every epoch trains on the same (decoded) targets
-                output = self.adapter.as_teacher_output(kept, student_output)
+                output = (kept if isinstance(kept, TokenTargets)
+                          else self.adapter.as_teacher_output(kept, student_output))
         return output
 
-    def cached_outputs(self, inputs):
+    def _counted_tokens(self, inputs, student_output, labels):
+        """``(valid, vocab)``: the bool ``[batch, positions]`` NumPy mask of the tokens a
+        per-token criterion counts and the student's vocabulary size, or ``(None, None)``
+        when the student's output has no token axis."""
+        if not self.criterion.per_token or student_output is None:
+            return None, None
+        shape = tuple(self.adapter.logits_of(student_output, "student output").shape)
+        if len(shape) != 3:
+            return None, None
+        valid = valid_token_array(TokenBatch(inputs, labels, self.causal), shape[:2],
+                                  self.adapter.to_numpy)
+        return (np.ones(shape[:2], bool) if valid is None else valid), shape[2]
+
+    def cached_outputs(self, inputs, valid=None, vocab=None):
         """``(logits, features)`` (NumPy; ``features`` is ``[]`` for a logits-only cache) the
         teacher cache holds for every sample of ``inputs``, or None: no active cache, or a
         sample it does not hold."""
         cache = self.cache
         if cache is None or not cache.active:
             return None
-        cached = cache.lookup(numpy_inputs(self.adapter, inputs))
+        cached = cache.lookup(numpy_inputs(self.adapter, inputs), valid, vocab)
         if cached is None:
             return None
         if cache.features:  # [logits, feature per mapping...]
@@ -159,12 +184,13 @@ class DistillationStep:
 
     def _term(self, inputs, student_output, teacher_output, labels=None):
         if teacher_output is None:
-            teacher_output = self.teacher_output(inputs, student_output)
+            teacher_output = self.teacher_output(inputs, student_output, labels=labels)
         elif self.needs_teacher:  # self-distillation reads the student's own outputs
             teacher_output = self.adapter.as_teacher_output(teacher_output, student_output)
         if self.output_check is not None:
+            checked = self.needs_teacher and not isinstance(teacher_output, TokenTargets)
             self.output_check.check(self.adapter, self.criterion, student_output,
-                                    [teacher_output] if self.needs_teacher else [])
+                                    [teacher_output] if checked else [])
         return self._distillation_loss(inputs, student_output, teacher_output, labels)
 
     def _mean_term(self, inputs, student_output, teachers, labels=None):

@@ -12,9 +12,12 @@ import numpy as np
 
 from neural_distill.errors import DataError
 from neural_distill.core.logging_utils import get_logger
-from neural_distill.teacher_cache.keys import sample_keys, token_mask
+from neural_distill.teacher_cache.keys import sample_keys, token_keys, token_mask
 from neural_distill.teacher_cache.shards import read_index, read_shards, write_shards
+from neural_distill.teacher_cache.token_shards import TokenShardWriter, read_token_shards
 from neural_distill.teacher_cache.store import RowStore
+from neural_distill.teacher_cache.token_records import TokenRecords
+from neural_distill.teacher_cache.token_store import TokenStore
 
 
 class TeacherCache:
@@ -28,10 +31,13 @@ class TeacherCache:
             storing once full.
         min_hit_rate: from the second epoch on, a lower batch hit rate switches the cache off.
         features: also keep the teachers' features (``add(logits, features)``); dense only.
+        token_codec: ``vocab -> codec`` of per-token records (``token_records.py``), used when
+            the step hands ``lookup`` the batch's counted tokens; None: per-token outputs are
+            refused (the run goes on without the cache).
     """
 
     def __init__(self, codec, fingerprint, max_bytes=1 << 30, spill_dir=None, min_hit_rate=0.05,
-                 offline_folder=None, features=False):
+                 offline_folder=None, features=False, token_codec=None):
         self.codec = codec
         self.fingerprint = fingerprint
         self.max_bytes = max_bytes
@@ -49,26 +55,36 @@ class TeacherCache:
         self._pending_keys = None
         self._pending_width = None   # padded positions of the last miss's token inputs
         self.refused = None          # why the cache switched itself off for good, if it did
+        self.tokens = (None if token_codec is None else TokenRecords(
+            token_codec, max_bytes, None if spill_dir is None else spill_dir + "_tokens"))
+        self._pending_tokens = None  # (keys, counts, valid) of the last per-token miss
         self._logger = get_logger()
         if offline_folder is not None:
             self._load(offline_folder)
 
     # ---------------------------------------------------------------- the step's side
-    def lookup(self, inputs):
-        """The cached logits for this batch (float32 NumPy), or None on any miss."""
+    def lookup(self, inputs, valid=None, vocab=None):
+        """The cached logits for this batch (float32 NumPy), or None on any miss.
+
+        ``valid`` (a bool ``[batch, positions]`` array: the tokens a per-token loss counts)
+        asks for per-token records; ``vocab`` is then the student's vocabulary size, checked
+        against the cache's."""
         if not self.active:
             return None
+        if valid is not None and self.tokens is not None:
+            return self._lookup_tokens(inputs, valid, vocab)
+        if self.offline and self.tokens is not None and self.tokens.store is not None:
+            raise DataError(
+                "teacher_cache: the offline cache at distillation.train.teacher_cache.path holds "
+                "per-token records of a language model, and this run's criterion does not read "
+                "per-token outputs (a PyTorch KnowledgeDistillationLoss over token logits does)."
+                " Write the cache for this run, or set teacher_cache.path to null.")
         keys = sample_keys(inputs)
         self._lookups += 1
         rows = self.store.rows_for(keys) if self.store is not None else None
         if rows is None:
             if self.offline:
-                raise DataError(
-                    "teacher_cache: a training batch holds samples that the offline cache at "
-                    "distillation.train.teacher_cache.path does not have: the data differ from "
-                    "those the cache was written for (another dataset, another preprocessing, "
-                    "or random augmentation). Write the cache again for these data, or set "
-                    "teacher_cache.path to null to run the teacher.")
+                self._missing_from_offline()
             self._pending_keys = keys
             mask = token_mask(inputs)
             self._pending_width = None if mask is None else mask.shape[1]
@@ -85,6 +101,9 @@ class TeacherCache:
         Returns the logits the criterion should use: the same ones for a lossless codec; for a
         lossy one the decoded copy, so every epoch trains on the same targets.
         """
+        pending, self._pending_tokens = self._pending_tokens, None
+        if pending is not None:
+            return self._add_tokens(np.asarray(logits, dtype=np.float32), *pending)
         keys, self._pending_keys = self._pending_keys, None
         width, self._pending_width = self._pending_width, None
         logits = np.asarray(logits, dtype=np.float32)
@@ -117,6 +136,48 @@ class TeacherCache:
                     f"samples; raise distillation.train.teacher_cache.max_bytes or set "
                     f"spill: true to keep the rest on disk")
         return logits if self.codec.lossless else self.codec.decode(records, self.classes)
+
+    # ------------------------------------------------------------ per-token records
+    def _lookup_tokens(self, inputs, valid, vocab):
+        self._lookups += 1
+        try:
+            keys, counts = token_keys(inputs, valid)
+        except DataError as exc:
+            if self.offline:
+                raise
+            self._refuse(str(exc).removeprefix("teacher_cache: "))
+            return None
+        self.tokens.check_vocab(vocab, "teacher_cache")
+        store = self.tokens.store
+        spans = store.spans_for(keys) if store is not None else None
+        if spans is None:
+            if self.offline:
+                self._missing_from_offline()
+            self._pending_tokens = (keys, counts, valid)
+            return None
+        self._hits += 1
+        return self.tokens.served(store.take(spans), valid)
+
+    def _add_tokens(self, logits, keys, counts, valid):
+        if logits.ndim != 3 or logits.shape[:2] != valid.shape:
+            self._refuse(f"the teacher's output {list(logits.shape)} has no [batch, positions"
+                         f", vocab] layout matching the tokens {list(valid.shape)}")
+            return logits
+        records = self.tokens.encode(logits, valid)
+        if self.storing and not self.tokens.store_records(keys, counts, records):
+            self._stop_storing(
+                f"max_bytes ({self.max_bytes} bytes) is reached after {len(self.tokens.store)} "
+                f"samples; raise distillation.train.teacher_cache.max_bytes or set spill: true "
+                f"to keep the rest on disk")
+        return logits if self.codec.lossless else self.tokens.served(records, valid)
+
+    def _missing_from_offline(self):
+        raise DataError(
+            "teacher_cache: a training batch holds samples that the offline cache at "
+            "distillation.train.teacher_cache.path does not have: the data differ from "
+            "those the cache was written for (another dataset, another preprocessing, "
+            "or random augmentation). Write the cache again for these data, or set "
+            "teacher_cache.path to null to run the teacher.")
 
     def _join(self, parts):
         """One record per sample: every part flattened, side by side, in a dtype that holds
@@ -152,6 +213,8 @@ class TeacherCache:
         """Close an epoch's statistics; switch the cache off when it does not pay."""
         stats = {"lookups": self._lookups, "hits": self._hits,
                  "hit_rate": self._hits / self._lookups if self._lookups else 0.0}
+        if self.tokens is not None and self.tokens.store is not None:
+            stats["bytes_per_token"] = self.tokens.bytes_per_token
         self.epochs.append(stats)
         self._lookups = self._hits = 0
         if (self.active and not self.offline and len(self.epochs) >= 2
@@ -188,15 +251,23 @@ class TeacherCache:
 
     def _refuse_token_outputs(self, what, shape):
         # Keys ignore padding, but per-token outputs do not: a sentence padded to another
-        # width in its next batch needs outputs at other positions, and the loss reads the
-        # teacher's outputs at padded positions too, which no cache can rebuild.
-        self.refused = (
+        # width in its next batch needs outputs at other positions. Per-token records
+        # (token_records.py) place them by the batch's own mask, but only for a criterion that
+        # says which tokens it reads (a per-token logit criterion).
+        self._refuse(
             f"{what} are per token ({list(shape)}, with the {shape[0]} samples' padded "
             f"positions) and the token inputs are padded per batch (attention_mask), so a "
-            f"sample's positions change with its batch. Only per-sample outputs ([batch, "
-            f"classes], e.g. sequence classification) are cached")
+            f"sample's positions change with its batch. Per-token records serve a per-token "
+            f"logit criterion (KnowledgeDistillationLoss over a language model's logits, in "
+            f"PyTorch); other criteria are cached for per-sample outputs ([batch, classes]) "
+            f"only")
+
+    def _refuse(self, why):
+        self.refused = why
         self.active = self.storing = False
         self.store = None
+        if self.tokens is not None:
+            self.tokens.store = None
         self._logger.warning("teacher_cache: off for this run: %s. The teacher runs on every "
                              "batch.", self.refused)
 
@@ -211,6 +282,11 @@ class TeacherCache:
                 "record_shape": list(self.store.record_shape) if self.store else None,
                 "dtype": self.store.dtype.str if self.store else None}
 
+    def token_header(self):
+        """What identifies a per-token cache on disk (``token_shards``)."""
+        return {"fingerprint": self.fingerprint, "codec": self.codec.describe(),
+                "token_codec": self.tokens.codec.describe()}
+
     def save(self, folder):
         """Write what is stored as an offline cache (``shards``)."""
         if self.refused is not None:
@@ -218,6 +294,11 @@ class TeacherCache:
         if self.features:
             raise DataError("teacher_cache: offline caches hold the teachers' logits only, not "
                             "their intermediate features")
+        if self.tokens is not None and self.tokens.store is not None:
+            writer = TokenShardWriter(folder, self.token_header())
+            keys, spans, rows = self.tokens.store.items()
+            writer.add(keys, spans[:, 1], rows)
+            return writer.close(self.tokens.vocab)
         if self.store is None or not len(self.store):
             raise DataError("teacher_cache: nothing to write; the teacher produced no outputs")
         keys, records = self.store.items()
@@ -232,10 +313,39 @@ class TeacherCache:
                 f"{self.fingerprint}). Write it again with `neural-distill cache-teacher`.")
         if index.get("codec") != self.codec.describe():
             raise DataError(
-                f"teacher cache {folder}: written with {index.get('codec')}, but this run's "
-                f"teacher_cache settings ask for {self.codec.describe()}. Use the same "
-                f"compression settings, or write the cache again.")
+                f"teacher cache {folder}: written with {_differences(index.get('codec'))}, but "
+                f"this run asks for {_differences(self.codec.describe(), index.get('codec'))}"
+                f". Use the same compression settings (distillation.train.teacher_cache and the "
+                f"criterion's temperature), or write the cache again.")
+        if index.get("layout") == "tokens":
+            self._load_tokens(folder, index)
+            return
         self.classes = index["classes"]
         self.store = RowStore(tuple(index["record_shape"]), index["dtype"], float("inf"))
         for keys, records in read_shards(folder, index):
             self.store.add(keys, records)
+
+    def _load_tokens(self, folder, index):
+        if self.tokens is None:
+            raise DataError(f"teacher cache {folder}: it holds per-token records of a language "
+                            f"model, which this run's criterion does not read.")
+        tokens = self.tokens
+        tokens.vocab = self.classes = index["classes"]
+        tokens.codec = tokens.codec_for_vocab(tokens.vocab)
+        if index.get("token_codec") != tokens.codec.describe():
+            raise DataError(
+                f"teacher cache {folder}: its per-token records are "
+                f"{_differences(index.get('token_codec'), tokens.codec.describe())}, this run "
+                f"asks for {_differences(tokens.codec.describe(), index.get('token_codec'))}."
+                f" Use the same settings, or write the cache again.")
+        tokens.store = TokenStore.from_segments(index["row_shape"], index["dtype"],
+                                                read_token_shards(folder, index))
+
+
+def _differences(settings, other=None):
+    """``settings`` as ``key=value`` text, only the keys where ``other`` differs (if given)."""
+    if not isinstance(settings, dict):
+        return repr(settings)
+    keys = [key for key in settings
+            if other is None or not isinstance(other, dict) or other.get(key) != settings[key]]
+    return ", ".join(f"{key}={settings[key]!r}" for key in keys) or repr(settings)

@@ -119,3 +119,36 @@ def fingerprint(named_arrays, extra=""):
         digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
         digest.update(array.reshape(-1).view(np.uint8))
     return digest.hexdigest()
+
+
+def token_keys(inputs, valid, where="teacher_cache"):
+    """Per-sample keys of a per-token cache: the sample's key (its real tokens) joined with
+    which of its real tokens count (``valid``: the loss's bool ``[batch, seq]`` rule, or None:
+    every position). Records hold one row per counted token, in order, so the same sentence
+    with other tokens counted (other labels) is another entry.
+
+    Returns ``(keys, counts)``; raises DataError when a counted position is padding (the
+    attention mask's 0): the teacher's output there depends on the batch's padding, which no
+    cache can rebuild.
+    """
+    keys = sample_keys(inputs, where)
+    if valid is None:
+        return keys, None
+    valid = np.asarray(valid, bool)
+    mask = token_mask(inputs)
+    if mask is not None and mask.shape == valid.shape:
+        if (valid & ~mask).any():
+            raise DataError(
+                f"{where}: the loss counts padded positions (attention_mask 0) of this batch "
+                f"(labels other than -100 under the padding?), and the teacher's outputs there "
+                f"depend on the batch's padding. Set the labels of padded positions to -100 "
+                f"(Hugging Face collators do), or turn the cache off.")
+        patterns = [row[keep] for row, keep in zip(valid, mask)]
+    else:
+        patterns = list(valid)
+    digest = _xxh3_128()
+    seed = _seed("counted tokens")
+    joined = [digest(key + np.packbits(pattern).tobytes()
+                     + len(pattern).to_bytes(4, "little"), seed)
+              for key, pattern in zip(keys, patterns)]
+    return joined, valid.sum(axis=1)

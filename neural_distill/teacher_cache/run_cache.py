@@ -32,9 +32,24 @@ def teacher_fingerprint(adapter, teachers, teacher_weights, codec, features=""):
 
 
 def codec_for(options, criterion):
+    if options.compression == "topk" and getattr(criterion, "logit_standardization", False):
+        raise ConfigError("distillation.train.teacher_cache.compression: topk keeps the "
+                          "teacher's tempered probabilities, but logit_standardization: true "
+                          "standardizes its raw logits; use compression: none or float16.")
     return build_codec(options, criterion.temperature,
                        (criterion.loss_types or [None, None])[1],
                        criterion.from_logits is not False)
+
+
+def token_codec_for(adapter, criterion, codec):
+    """``vocab -> codec`` of per-token records for a per-token criterion, else None."""
+    if not (criterion.per_token and adapter.reads_token_records):
+        return None
+    if codec.name == "topk":
+        from neural_distill.teacher_cache.token_codec import TokenTopKCodec
+
+        return lambda vocab: TokenTopKCodec(codec.k, codec.temperature, vocab)
+    return lambda vocab: codec
 
 
 def build_run_cache(options, adapter, criterion, teachers, teacher_weights, spill_dir):
@@ -61,7 +76,8 @@ def build_run_cache(options, adapter, criterion, teachers, teacher_weights, spil
     mark = teacher_fingerprint(adapter, teachers, teacher_weights, codec) if teachers else None
     return TeacherCache(codec, mark, max_bytes=options.max_bytes,
                         spill_dir=spill_dir if options.spill else None,
-                        min_hit_rate=options.min_hit_rate, offline_folder=folder)
+                        min_hit_rate=options.min_hit_rate, offline_folder=folder,
+                        token_codec=token_codec_for(adapter, criterion, codec))
 
 
 def _features_cache(options, adapter, criterion, teachers, teacher_weights, spill_dir, folder):

@@ -26,7 +26,7 @@ FORMAT = 2  # 2: keys are XXH3-128 row digests (1: a NumPy SplitMix64 row hash)
 INDEX = "index.json"
 
 
-def _sha256(path):
+def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -34,7 +34,8 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _save_atomic(path, array):
+def save_array_atomic(path, array):
+    """``np.save`` under a temporary name, synced, then renamed into place."""
     temporary = path + ".tmp"
     with open(temporary, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
@@ -50,19 +51,35 @@ def write_shards(folder, keys, records, header, shard_rows=65536):
     shards = []
     for number, start in enumerate(range(0, max(len(keys), 1), shard_rows)):
         names = {"keys": f"keys_{number:05d}.npy", "records": f"records_{number:05d}.npy"}
-        _save_atomic(os.path.join(folder, names["keys"]), key_array[start:start + shard_rows])
-        _save_atomic(os.path.join(folder, names["records"]), records[start:start + shard_rows])
+        save_array_atomic(os.path.join(folder, names["keys"]),
+                          key_array[start:start + shard_rows])
+        save_array_atomic(os.path.join(folder, names["records"]),
+                          records[start:start + shard_rows])
         shards.append({**names, "count": int(min(shard_rows, len(keys) - start)),
-                       "sha256": {kind: _sha256(os.path.join(folder, name))
+                       "sha256": {kind: file_sha256(os.path.join(folder, name))
                                   for kind, name in names.items()}})
     index = {"format": FORMAT, **header, "shards": shards}
-    temporary = os.path.join(folder, INDEX + ".tmp")
+    write_json_atomic(os.path.join(folder, INDEX), index)
+    return index
+
+
+def write_json_atomic(path, value):
+    temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(index, handle, indent=1)
+        json.dump(value, handle, indent=1)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, os.path.join(folder, INDEX))
-    return index
+    os.replace(temporary, path)
+
+
+def read_json(path):
+    """A JSON file's value, or None when it is missing or unreadable (a progress file a crash
+    cut short is started over)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 def read_index(folder):
@@ -90,7 +107,7 @@ def read_shards(folder, index):
         arrays = []
         for kind in ("keys", "records"):
             path = os.path.join(folder, shard[kind])
-            if not os.path.isfile(path) or _sha256(path) != shard["sha256"][kind]:
+            if not os.path.isfile(path) or file_sha256(path) != shard["sha256"][kind]:
                 raise DataError(f"teacher cache {folder}: shard {shard[kind]} is missing or "
                                 f"corrupt (its checksum differs from index.json). Delete the "
                                 f"folder and write the cache again.")

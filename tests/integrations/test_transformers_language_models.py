@@ -106,3 +106,56 @@ def test_distill_on_policy_generates_from_the_prompts(tmp_path):
     assert all(prompt.shape == (8, 3) for prompt in calls)  # the tokens before the labels
     history = trainer.distillation_history
     assert history and all(np.isfinite(r["loss"]) for r in history if "loss" in r)
+
+
+class _Forwards:
+    def __init__(self, model):
+        self.calls = 0
+        self.handle = model.register_forward_hook(lambda *_: self._count())
+
+    def _count(self):
+        self.calls += 1
+
+
+def _epochs_trainer(tmp_path, student, epochs):
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4,
+        num_train_epochs=epochs, learning_rate=1e-3, report_to=[], use_cpu=True,
+        save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=3)
+    return NLPTrainer(model=student, args=args, train_dataset=Rows())
+
+
+def test_distill_with_a_top_k_token_cache_runs_the_teacher_in_the_first_epoch_only(tmp_path):
+    # Shuffled by the Trainer's sampler, padded as the rows are: 4 batches an epoch.
+    student, teacher = gpt2(1, 0), gpt2(2, 1)
+    forwards = _Forwards(teacher)
+    trainer = _epochs_trainer(tmp_path, student, epochs=3)
+    trainer.distill(DistillationConfig(
+        criterion=KnowledgeDistillationLossConfig(temperature=2.0, loss_types=["CE", "KL"]),
+        teacher_cache={"enabled": True, "compression": "topk", "top_k": 4}),
+        teacher_model=teacher)
+    forwards.handle.remove()
+    assert forwards.calls == 4
+    epochs = [r for r in trainer.distillation_history if "teacher_cache_hit_rate" in r]
+    assert [r["teacher_cache_hit_rate"] for r in epochs] == [0.0, 1.0, 1.0]
+    assert all(r["teacher_cache_bytes_per_token"] <= 2.5 * 4 + 16 for r in epochs)
+
+
+def test_distill_reads_an_offline_token_cache_without_a_teacher(tmp_path, workspace):
+    from neural_distill import Distillation, write_offline_cache
+
+    folder = str(tmp_path / "cache")
+    cache = {"compression": "topk", "top_k": 4, "path": folder}
+    criterion = {"temperature": 2.0, "loss_types": ["CE", "KL"]}
+    writer = Distillation({"distillation": {"train": {
+        "criterion": {"KnowledgeDistillationLoss": criterion}, "teacher_cache": cache}},
+        "tuning": {"workspace": {"path": workspace}}})
+    writer.student_model, writer.teacher_model = gpt2(1, 0), gpt2(2, 1)
+    writer.train_dataloader = torch.utils.data.DataLoader(Rows(), batch_size=5)
+    index = write_offline_cache(writer, progress_bar=False)
+    assert index["samples"] == 16
+    trainer = _epochs_trainer(tmp_path, gpt2(1, 0), epochs=2)
+    trainer.distill(DistillationConfig(
+        criterion=KnowledgeDistillationLossConfig(**criterion), teacher_cache=cache))
+    epochs = [r for r in trainer.distillation_history if "teacher_cache_hit_rate" in r]
+    assert [r["teacher_cache_hit_rate"] for r in epochs] == [1.0, 1.0]

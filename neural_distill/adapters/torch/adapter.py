@@ -34,6 +34,7 @@ class TorchAdapter(BackendAdapter):
     state_suffix = ".pt"
     criterion_example = "PyTorchKnowledgeDistillationLoss"
     checks_first_step_outputs = True  # adapters/torch/loop.py calls check_first_output
+    reads_token_records = True  # criteria.py reads TokenTargets (teacher_cache/token_records.py)
 
     @staticmethod
     def set_threads(threads):

@@ -16,7 +16,8 @@ from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import losses
 from neural_distill.adapters.torch.features import FeatureCapture, build_matcher, select
 from neural_distill.adapters.torch.outputs import logits_of
-from neural_distill.adapters.torch.tokens import valid_rows
+from neural_distill.adapters.torch.tokens import valid_rows, valid_token_mask
+from neural_distill.teacher_cache.token_records import TokenTargets
 
 
 def _student_term(loss_fn, student_output, labels, from_logits):
@@ -53,6 +54,8 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
     def distillation_loss(self, student_output, teacher_output, tokens=None):
         """D(z_s, z_t); over a sequence axis, over the valid tokens of ``tokens`` (a
         ``language.tokens.TokenBatch``) only, averaged over the batch's valid tokens."""
+        if isinstance(teacher_output, TokenTargets):
+            return self._top_k_loss(student_output, teacher_output, tokens)
         student = logits_of(student_output, "student output")
         teacher = logits_of(teacher_output, "teacher output")
         if same_but_leading_ones(student.shape, teacher.shape):
@@ -83,6 +86,30 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
             student, teacher = (losses.standardize_logits(student),
                                 losses.standardize_logits(teacher))
         return self._kd_fn(student, teacher, self.temperature, self.from_logits)
+
+    def _top_k_loss(self, student_output, targets, tokens):
+        """D over the k + 1 buckets of a top-k teacher cache (``adapters/torch/topk_losses.py``)
+        at the counted tokens; the targets hold one row per counted token, in order."""
+        from neural_distill.adapters.torch.topk_losses import topk_divergence
+
+        student = logits_of(student_output, "student output")
+        mask = valid_token_mask(student, tokens)
+        rows = student[mask] if mask is not None else student.reshape(-1, student.shape[-1])
+        if rows.shape[0] != len(targets) or student.shape[-1] != targets.vocab_size:
+            raise ModelError(
+                f"teacher_cache: the cached top-k targets hold {len(targets)} tokens over a "
+                f"vocabulary of {targets.vocab_size}; the student's output "
+                f"{tuple(student.shape)} counts {rows.shape[0]} tokens over "
+                f"{student.shape[-1]}. The cache was written for other data or another "
+                f"tokenizer: write it again (or set teacher_cache.enabled: false).")
+        if targets.temperature != self.temperature:
+            raise ModelError(f"teacher_cache: the top-k targets were kept at temperature "
+                             f"{targets.temperature}, the criterion's is {self.temperature}")
+        device = rows.device
+        return topk_divergence(rows, torch.as_tensor(targets.indices, device=device),
+                               torch.as_tensor(targets.log_probs, device=device),
+                               torch.as_tensor(targets.log_tail, device=device),
+                               self.loss_types[1], self.temperature, beta=self.beta)
 
     def _common_ids(self, student, teacher, student_shape, teacher_shape):
         common = min(student.shape[-1], teacher.shape[-1])

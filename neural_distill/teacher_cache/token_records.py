@@ -1,0 +1,104 @@
+"""The per-token side of the teacher cache: a language model's teacher outputs kept one record
+per *counted* token (docs/teacher_cache.md, "Language models").
+
+A causal LM's teacher output is ``[batch, positions, vocab]``, padded per batch. The loss reads
+it only at the positions the valid-token rule counts (``language/tokens.py``: the answer tokens
+of a prompt/answer batch, the real tokens of a padded one), so only those rows are stored, in
+order, under a key made of the sample's real tokens and which of them count
+(``keys.token_keys``). A sentence batched with other sentences, padded to another width or
+shuffled into another batch finds its rows again; the batch's own mask says where they go.
+
+What the criterion gets back:
+
+- a dense codec (``none`` / ``float16``): a ``[batch, positions, vocab]`` float32 array holding
+  the stored logits at the counted positions and zeros elsewhere (positions the loss never
+  reads), so a ``none`` cache trains exactly as the teacher would;
+- ``topk`` (``token_codec.TokenTopKCodec``): a :class:`TokenTargets`, the k largest tempered
+  log-probabilities and the tail mass of each counted token, which the criterion compares
+  with the student's distribution collapsed onto the same k + 1 buckets
+  (``adapters/torch/topk_losses.py``); the dense ``[.., vocab]`` tensor is never rebuilt.
+"""
+
+import numpy as np
+
+from neural_distill.errors import DataError
+from neural_distill.teacher_cache.token_store import TokenStore
+
+
+class TokenTargets:
+    """A batch's top-k teacher targets, one row per counted token in row-major order of the
+    batch's valid-token mask: ``indices`` int64 ``[n, k]``, ``log_probs`` float32 ``[n, k]``
+    and ``log_tail`` float32 ``[n]`` (a proper distribution over k + 1 buckets at
+    ``temperature``), for a vocabulary of ``vocab_size``."""
+
+    __slots__ = ("indices", "log_probs", "log_tail", "vocab_size", "temperature")
+
+    def __init__(self, indices, log_probs, log_tail, vocab_size, temperature):
+        self.indices = indices
+        self.log_probs = log_probs
+        self.log_tail = log_tail
+        self.vocab_size = vocab_size
+        self.temperature = temperature
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class TokenRecords:
+    """Per-token records of one cache: encodes the counted rows of teacher outputs, stores them
+    by sample (``TokenStore``) and rebuilds what the criterion reads.
+
+    ``codec_for_vocab(vocab)`` builds the codec once the first output shows the vocabulary.
+    """
+
+    def __init__(self, codec_for_vocab, max_bytes=float("inf"), spill_dir=None):
+        self.codec_for_vocab = codec_for_vocab
+        self.max_bytes = max_bytes
+        self.spill_dir = spill_dir
+        self.codec = None
+        self.vocab = None
+        self.store = None
+
+    @property
+    def per_token_codec(self):
+        return getattr(self.codec, "per_token", False)
+
+    @property
+    def bytes_per_token(self):
+        """Bytes one counted token takes in the store (a top-k record's header included)."""
+        return None if self.store is None else self.store.row_bytes
+
+    def encode(self, logits, valid):
+        """The records of ``logits`` ``[batch, positions, vocab]`` at ``valid``'s positions."""
+        if self.codec is None:
+            self.vocab = int(logits.shape[-1])
+            self.codec = self.codec_for_vocab(self.vocab)
+        elif logits.shape[-1] != self.vocab:
+            raise DataError(f"teacher_cache: the teacher's vocabulary changed from {self.vocab} "
+                            f"to {logits.shape[-1]} entries between batches")
+        rows = logits[valid]
+        return self.codec.encode(rows)
+
+    def store_records(self, keys, counts, records):
+        """False once the store is full."""
+        if self.store is None:
+            self.store = TokenStore(records.shape[1:], records.dtype, self.max_bytes,
+                                    self.spill_dir)
+        return self.store.add(keys, counts, records)
+
+    def check_vocab(self, vocab, where):
+        if vocab is not None and self.vocab is not None and vocab != self.vocab:
+            raise DataError(
+                f"{where}: the cached teacher outputs have a vocabulary of {self.vocab} "
+                f"tokens, the student's output has {vocab}: the cache was written for another "
+                f"tokenizer (or model head). Write the cache again for this tokenizer.")
+
+    def served(self, records, valid):
+        """What the criterion reads for a batch whose counted positions are ``valid``."""
+        if self.per_token_codec:
+            indices, log_probs, log_tail = self.codec.decode(records)
+            return TokenTargets(indices, log_probs, log_tail, self.vocab,
+                                self.codec.temperature)
+        dense = np.zeros(valid.shape + (self.vocab,), np.float32)
+        dense[valid] = self.codec.decode(records)
+        return dense
