@@ -62,6 +62,13 @@ def test_round_trip_matches_the_reference(vocab, k, temperature):
     step = largest / (2.0 ** codec.value_bits - 1.5) * (1 + 1e-6)
     assert (error <= step[:, None] + 1e-6 * (1 + np.abs(ref_kept))).all()
     assert (error.max(axis=1) <= codec.error_bound(records)).all()
+    # The parts of the bound: the renormalization is one shift of all kept values, so
+    # differences to rank 1 (stored exactly) see the quantization alone, at most s / 2 ...
+    rounding = 1e-6 * (1 + np.abs(ref_kept))
+    relative = (log_probs - log_probs[:, :1]).astype(np.float64) - (ref_kept - ref_kept[:, :1])
+    assert (np.abs(relative) <= step[:, None] / 2 + rounding).all()
+    # ... and the shift itself (seen on rank 1) is at most s / 2 too.
+    assert (np.abs(log_probs[:, 0] - ref_kept[:, 0]) <= step / 2 + rounding[:, 0]).all()
     if k > 2:  # the bound is not vacuous: quantization error is really there and below it
         assert error.max() > 1e-5
     np.testing.assert_allclose(log_tail, ref_tail.astype(np.float32), rtol=2e-6, atol=1e-7)
