@@ -93,8 +93,9 @@ class TokenTopKCodec:
         self.token_bytes = HEADER_BYTES + (self.stream_bits + 7) // 8
         # Grid span in steps: < 2**b - 1 so an increment of at most G / s + 1 fits b bits.
         self._levels = 2.0 ** self.value_bits - 1.5
-        self._index_layout = _field_layout(0, self.k, self.index_bits)
-        self._code_layout = _field_layout(self.k * self.index_bits, self.codes, self.value_bits)
+        self._widths = np.concatenate([np.full(self.k, self.index_bits),
+                                       np.full(self.codes, self.value_bits)]).astype(np.int64)
+        self._layout = _field_layout(self._widths)
 
     # ------------------------------------------------------------------ encode
     def encode(self, logits):
@@ -116,6 +117,10 @@ class TokenTopKCodec:
         scaled = logits.astype(np.float64) / self.temperature
         top = scaled.max(axis=1, keepdims=True)
         log_norm = top + np.log(np.exp(scaled - top).sum(axis=1, keepdims=True))
+        if not np.isfinite(log_norm).all():
+            raise DataError("teacher logits: a token's logits hold NaN or infinity, so its "
+                            "distribution is undefined; check the teacher (its precision, its "
+                            "input) before caching it")
         log_p = np.take_along_axis(scaled, index, axis=1) - log_norm
         return self.encode_selected(index, log_p)
 
@@ -129,6 +134,10 @@ class TokenTopKCodec:
         if log_p.shape != (n, self.k) or indices.shape != (n, self.k):
             raise DataError(f"top-k record: expected indices and log-probabilities of shape "
                             f"[tokens, {self.k}], got {indices.shape} and {log_p.shape}")
+        if n and (indices.min() < 0 or indices.max() >= self.vocab_size):
+            raise DataError(f"top-k record: class indices must lie in [0, {self.vocab_size}), "
+                            f"got {indices.min()}..{indices.max()}; the record was selected "
+                            "over another vocabulary")
         # Descending by value, ties by lower class index: the record does not depend on the
         # order the selection returned.
         order = np.lexsort((indices, -log_p), axis=1) if n else indices
@@ -158,9 +167,7 @@ class TokenTopKCodec:
         records = np.zeros((n, self.token_bytes), np.uint8)
         records[:, :HEADER_BYTES] = header.view(np.uint8)
         fields = np.concatenate([indices.astype(np.uint64), codes], axis=1)
-        widths = np.concatenate([np.full(self.k, self.index_bits),
-                                 np.full(self.codes, self.value_bits)]).astype(np.uint64)
-        records[:, HEADER_BYTES:] = _pack(fields, widths, self.token_bytes - HEADER_BYTES)
+        records[:, HEADER_BYTES:] = _pack(fields, self._widths, self.token_bytes - HEADER_BYTES)
         return records
 
     # ------------------------------------------------------------------ decode
@@ -170,16 +177,14 @@ class TokenTopKCodec:
         records = self._check_records(records)
         n = records.shape[0]
         header = np.ascontiguousarray(records[:, :HEADER_BYTES]).view(np.float32)
-        # Seven zero bytes after the stream let every field be read as one 8-byte word.
-        stream = np.zeros((n, self.token_bytes - HEADER_BYTES + 7), np.uint8)
-        stream[:, :-7] = records[:, HEADER_BYTES:]
-        indices = _unpack(stream, *self._index_layout).astype(np.int64)
+        fields = _unpack(records[:, HEADER_BYTES:], *self._layout)
+        indices = fields[:, :self.k].astype(np.int64)
         log_p = np.empty((n, self.k), np.float64)
         log_p[:, 0] = header[:, 0]
         if self.k > 1:
             log_p[:, 1] = header[:, 1]
         if self.codes:
-            offsets = np.cumsum(_unpack(stream, *self._code_layout), axis=1, dtype=np.float64)
+            offsets = np.cumsum(fields[:, self.k:], axis=1, dtype=np.float64)
             log_p[:, 2:] = header[:, 1:2] - header[:, 3:4].astype(np.float64) * offsets
         log_tail = header[:, 2].astype(np.float64)
         # Renormalize the kept values to the stored kept mass 1 - r; the tail stays exact.
@@ -215,17 +220,24 @@ class TokenTopKCodec:
         return records
 
 
-def _field_layout(start_bit, count, width):
-    """Where fields of one width start: byte offsets (each read as 8 bytes) and bit shifts."""
-    bits = start_bit + np.arange(count, dtype=np.int64) * width
-    gather = (bits // 8)[:, None] + np.arange(8)
-    return gather, (bits % 8).astype(np.uint64), np.uint64((1 << width) - 1)
+def _field_layout(widths):
+    """How to read fields of these bit widths: each as one little-endian word (4 bytes while
+    every field fits in 25 bits, else 8) at the field's first byte, shifted and masked."""
+    starts = np.cumsum(widths) - widths
+    word = 4 if widths.max(initial=1) <= 25 else 8
+    dtype = np.dtype(f"<u{word}")
+    gather = ((starts // 8)[:, None] + np.arange(word)).ravel()
+    masks = ((np.ones(len(widths), np.uint64) << widths.astype(np.uint64)) - np.uint64(1))
+    return gather, (starts % 8).astype(dtype), masks.astype(dtype), word
 
 
-def _unpack(stream, gather, shifts, mask):
-    """Fields of a little-endian bit stream ``[N, bytes + 7]`` -> ``uint64 [N, fields]``."""
-    words = np.ascontiguousarray(stream[:, gather]).view("<u8")[..., 0]
-    return (words >> shifts) & mask
+def _unpack(stream, gather, shifts, masks, word):
+    """Fields of the little-endian bit streams ``[N, bytes]`` -> ``[N, fields]`` unsigned."""
+    # A few zero bytes after the stream let the last fields be read as whole words too.
+    padded = np.zeros((stream.shape[0], stream.shape[1] + word - 1), np.uint8)
+    padded[:, :stream.shape[1]] = stream
+    words = np.take(padded, gather, axis=1).view(shifts.dtype).reshape(len(stream), len(shifts))
+    return (words >> shifts) & masks
 
 
 def _pack(fields, widths, stream_bytes):
@@ -233,10 +245,9 @@ def _pack(fields, widths, stream_bytes):
     n = fields.shape[0]
     if not fields.shape[1]:
         return np.zeros((n, stream_bytes), np.uint8)
-    field_of_bit = np.repeat(np.arange(len(widths)), widths.astype(np.int64))
+    field_of_bit = np.repeat(np.arange(len(widths)), widths)
     bit_in_field = (np.arange(len(field_of_bit))
-                    - np.repeat(np.cumsum(widths) - widths, widths.astype(np.int64)).astype(
-                        np.int64)).astype(np.uint64)
+                    - np.repeat(np.cumsum(widths) - widths, widths)).astype(np.uint64)
     bits = ((fields[:, field_of_bit] >> bit_in_field) & np.uint64(1)).astype(np.uint8)
     packed = np.packbits(bits, axis=1, bitorder="little")
     out = np.zeros((n, stream_bytes), np.uint8)

@@ -8,7 +8,7 @@ the documented bound, the tail exact to float32, and k + 1 buckets that sum to 1
 import numpy as np
 import pytest
 
-from neural_distill.errors import ConfigError
+from neural_distill.errors import ConfigError, DataError
 from neural_distill.teacher_cache.token_codec import TokenTopKCodec
 
 
@@ -181,8 +181,18 @@ def test_describe_names_everything_the_record_depends_on():
     assert codec.per_token and not codec.lossless and codec.name == "topk"
 
 
+def test_non_finite_logits_and_foreign_indices_are_data_errors():
+    codec = TokenTopKCodec(2, 1.0, 5)
+    logits = np.zeros((2, 5), np.float32)
+    logits[1, 3] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        codec.encode(logits)
+    with pytest.raises(DataError, match=r"\[0, 5\)"):
+        codec.encode_selected(np.array([[0, 5]]), np.log([[0.5, 0.25]]))
+
+
 def test_records_of_another_layout_are_refused():
     codec = TokenTopKCodec(8, 1.0, 100)
     other = TokenTopKCodec(16, 1.0, 100).encode(np.zeros((2, 100), np.float32))
-    with pytest.raises(Exception, match="rebuild"):
+    with pytest.raises(DataError, match="rebuild"):
         codec.decode(other)
