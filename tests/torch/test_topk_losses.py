@@ -22,7 +22,9 @@ torch.set_num_threads(1)
 def reference_buckets(student, indices, temperature):
     q = ref.softmax(np.asarray(student, np.float64) / temperature)
     kept = np.take_along_axis(q, indices, axis=1)
-    tail = q.sum(axis=1) - kept.sum(axis=1)
+    is_kept = np.zeros(q.shape, bool)
+    np.put_along_axis(is_kept, indices, True, axis=1)
+    tail = np.where(is_kept, 0.0, q).sum(axis=1)  # the others summed, no cancellation
     return np.concatenate([kept, tail[:, None]], axis=1)
 
 
@@ -72,6 +74,21 @@ def test_each_kind_matches_the_numpy_reference(kind, beta, temperature):
     assert got.dtype == torch.float32 and got.dim() == 0
     np.testing.assert_allclose(got.item(), want, rtol=1e-5, atol=1e-6)
     assert want > 1e-3  # a real distance, not two zeros agreeing
+
+
+@pytest.mark.parametrize("kind", ["KL", "RKL", "JSD", "CE"])
+def test_a_student_sure_of_the_kept_classes_keeps_a_finite_tail(kind):
+    """The student's tail mass ~e^-150: 1 - sum q would be 0 in float32, the bucket is not."""
+    rng = np.random.default_rng(12)
+    indices, log_probs, log_tail = teacher_record(rng, 3, 40, 4, 1.0)
+    student = rng.normal(size=(3, 40)).astype(np.float32)
+    np.put_along_axis(student, indices, 150.0, axis=1)
+    got = topk_divergence(*as_torch(student, indices, log_probs, log_tail), kind)
+    want = reference_divergence(kind, student, indices, log_probs, log_tail, 1.0)
+    assert np.isfinite(got.item()) and want > 1e-3
+    if kind in ("KL", "CE"):  # the teacher's tail costs it ~150 nats, so the tail is really used
+        assert want > 50.0
+    np.testing.assert_allclose(got.item(), want, rtol=1e-5)
 
 
 def test_jsd_ends_are_kl_and_reverse_kl():
