@@ -27,7 +27,7 @@ from neural_distill.language.tokens import TokenBatch, is_causal_lm, valid_token
 from neural_distill.teacher_cache.keys import token_keys
 from neural_distill.teacher_cache.run_cache import (
     codec_for, numpy_inputs, teacher_fingerprint, token_codec_for)
-from neural_distill.teacher_cache.token_records import TokenRecords
+from neural_distill.teacher_cache.token_records import TokenRecords, counted_records
 from neural_distill.teacher_cache.token_shards import SHARD_BYTES, TokenShardWriter
 
 
@@ -83,14 +83,14 @@ def write_offline_cache(distiller, folder=None, dataloader=None, progress_bar=Tr
                     continue
             elif cache.lookup(arrays) is not None:
                 continue
-            output = adapter.to_numpy(adapter.logits_of(
+            output = adapter.logits_of(
                 adapter.teachers_forward(teachers, inputs, distiller.teacher_weights),
-                "teacher output"))
+                "teacher output")
             if tokens is not None and tokens.take(arrays, labels, output):
                 bar.set_postfix(tokens=tokens.writer.tokens,
                                 bytes_per_token=tokens.writer.bytes_per_token, refresh=False)
                 continue
-            cache.add(output)
+            cache.add(adapter.to_numpy(output))
     finally:
         bar.close()
         for teacher, state in zip(teachers, states):
@@ -131,14 +131,16 @@ class _TokenWriting:
         keys, _ = token_keys(arrays, self._counted(arrays, labels, batch_seq))
         return all(key in self.writer.done_keys for key in keys)
 
-    def take(self, arrays, labels, output):
-        """Stream the batch's per-token records; False when the output is per sample."""
-        if self.per_sample or output.ndim != 3:
+    def take(self, arrays, labels, logits):
+        """Stream the batch's per-token records (``logits``: the teachers' output tensor);
+        False when the output is per sample."""
+        shape = tuple(logits.shape)
+        if self.per_sample or len(shape) != 3:
             self.per_sample = self.writer is None
             return False
-        valid = self._counted(arrays, labels, output.shape[:2])
+        valid = self._counted(arrays, labels, shape[:2])
         keys, counts = token_keys(arrays, valid)
-        records = self.records.encode(np.asarray(output, np.float32), valid)
+        records = counted_records(self.adapter, self.records, logits, valid)
         if self.writer is None:
             self.writer = TokenShardWriter(self.folder, {
                 "fingerprint": self.fingerprint, "codec": self.codec.describe(),

@@ -29,7 +29,7 @@ from neural_distill.errors import ModelError
 from neural_distill.core.logging_utils import get_logger
 from neural_distill.language.tokens import TokenBatch, valid_token_array
 from neural_distill.teacher_cache.run_cache import numpy_inputs
-from neural_distill.teacher_cache.token_records import TokenTargets
+from neural_distill.teacher_cache.token_records import TokenTargets, counted_records
 
 
 class DistillationStep:
@@ -110,14 +110,25 @@ class DistillationStep:
                 output = self.adapter.teachers_forward(self.teachers, inputs,
                                                        self.teacher_weights)
         if cache is not None and cache.active:
-            features = ([self.adapter.to_numpy(f) for f in self.criterion.teacher_features()]
-                        if cache.features else None)
-            kept = cache.add(self.adapter.to_numpy(
-                self.adapter.logits_of(output, "teacher output")), features)
+            if cache.pending_tokens is not None:
+                kept = self._store_tokens(cache, output)
+            else:
+                features = ([self.adapter.to_numpy(f) for f in self.criterion.teacher_features()]
+                            if cache.features else None)
+                kept = cache.add(self.adapter.to_numpy(
+                    self.adapter.logits_of(output, "teacher output")), features)
             if not cache.codec.lossless:  # every epoch trains on the same (decoded) targets
                 output = (kept if isinstance(kept, TokenTargets)
                           else self.adapter.as_teacher_output(kept, student_output))
         return output
+
+    def _store_tokens(self, cache, output):
+        """Give a per-token cache the records of the teacher's counted rows."""
+        logits = self.adapter.logits_of(output, "teacher output")
+        if len(logits.shape) != 3 or tuple(logits.shape[:2]) != cache.pending_tokens.shape:
+            return cache.add(self.adapter.to_numpy(logits))  # refused, with the shapes
+        return cache.add_token_records(
+            counted_records(self.adapter, cache.tokens, logits, cache.pending_tokens))
 
     def _counted_tokens(self, inputs, student_output, labels):
         """``(valid, vocab)``: the bool ``[batch, positions]`` NumPy mask of the tokens a

@@ -158,18 +158,36 @@ class TeacherCache:
         self._hits += 1
         return self.tokens.served(store.take(spans), valid)
 
-    def _add_tokens(self, logits, keys, counts, valid):
-        if logits.ndim != 3 or logits.shape[:2] != valid.shape:
-            self._refuse(f"the teacher's output {list(logits.shape)} has no [batch, positions"
-                         f", vocab] layout matching the tokens {list(valid.shape)}")
-            return logits
-        records = self.tokens.encode(logits, valid)
+    @property
+    def pending_tokens(self):
+        """The counted-token mask of the last per-token miss (the step stores its records with
+        :meth:`add_token_records`), or None."""
+        return None if self._pending_tokens is None else self._pending_tokens[2]
+
+    def add_token_records(self, records):
+        """Store the last per-token miss's records (one per counted token, made by
+        ``token_records.counted_records`` or ``tokens.encode``).
+
+        Returns what the criterion should read for the batch: None for a lossless codec (the
+        teacher's own output), else the decoded records (so every epoch trains on the same
+        targets)."""
+        keys, counts, valid = self._pending_tokens
+        self._pending_tokens = None
         if self.storing and not self.tokens.store_records(keys, counts, records):
             self._stop_storing(
                 f"max_bytes ({self.max_bytes} bytes) is reached after {len(self.tokens.store)} "
                 f"samples; raise distillation.train.teacher_cache.max_bytes or set spill: true "
                 f"to keep the rest on disk")
-        return logits if self.codec.lossless else self.tokens.served(records, valid)
+        return None if self.codec.lossless else self.tokens.served(records, valid)
+
+    def _add_tokens(self, logits, keys, counts, valid):
+        if logits.ndim != 3 or logits.shape[:2] != valid.shape:
+            self._refuse(f"the teacher's output {list(logits.shape)} has no [batch, positions"
+                         f", vocab] layout matching the tokens {list(valid.shape)}")
+            return logits
+        self._pending_tokens = (keys, counts, valid)
+        served = self.add_token_records(self.tokens.encode(logits, valid))
+        return logits if served is None else served
 
     def _missing_from_offline(self):
         raise DataError(

@@ -68,16 +68,20 @@ class TokenRecords:
         """Bytes one counted token takes in the store (a top-k record's header included)."""
         return None if self.store is None else self.store.row_bytes
 
+    def ensure_codec(self, vocab):
+        """The codec for a teacher vocabulary of ``vocab`` entries (built at the first)."""
+        if self.codec is None:
+            self.vocab = int(vocab)
+            self.codec = self.codec_for_vocab(self.vocab)
+        elif vocab != self.vocab:
+            raise DataError(f"teacher_cache: the teacher's vocabulary changed from {self.vocab} "
+                            f"to {vocab} entries between batches")
+        return self.codec
+
     def encode(self, logits, valid):
         """The records of ``logits`` ``[batch, positions, vocab]`` at ``valid``'s positions."""
-        if self.codec is None:
-            self.vocab = int(logits.shape[-1])
-            self.codec = self.codec_for_vocab(self.vocab)
-        elif logits.shape[-1] != self.vocab:
-            raise DataError(f"teacher_cache: the teacher's vocabulary changed from {self.vocab} "
-                            f"to {logits.shape[-1]} entries between batches")
-        rows = logits[valid]
-        return self.codec.encode(rows)
+        self.ensure_codec(logits.shape[-1])
+        return self.codec.encode(logits[valid])
 
     def store_records(self, keys, counts, records):
         """False once the store is full."""
@@ -102,3 +106,15 @@ class TokenRecords:
         dense = np.zeros(valid.shape + (self.vocab,), np.float32)
         dense[valid] = self.codec.decode(records)
         return dense
+
+
+def counted_records(adapter, records, logits, valid):
+    """The records (``records``: a :class:`TokenRecords`) of a teacher output tensor's
+    counted rows (``valid``), picked on the tensor's device and, for top-k records, reduced
+    there to their top k (``adapter.top_k_log_probs``): a ``[batch, positions, vocab]``
+    output never crosses to the host whole."""
+    rows = adapter.counted_rows(logits, valid)
+    codec = records.ensure_codec(int(logits.shape[-1]))
+    if records.per_token_codec:
+        return codec.encode_selected(*adapter.top_k_log_probs(rows, codec.k, codec.temperature))
+    return codec.encode(adapter.to_numpy(rows))

@@ -340,3 +340,49 @@ def test_cli_cache_teacher_streams_token_shards_and_a_run_reads_them(tmp_path):
     run = cli("run", "distill.yaml", "--quiet")
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "teacher_built").read_text() == "x"  # not built again
+
+
+# ----------------------------------------------------------------------------- the targets
+@pytest.mark.parametrize("kd_type", ["KL", "RKL", "JSD"])
+def test_top_k_targets_reach_the_counted_tokens_in_order(workspace, kd_type):
+    """With k = vocab - 1 the tail bucket is one class: the bucket divergence is the dense
+    one, so the cached loss equals the teacher's up to the quantization bound. Misplaced rows
+    (another token's record) would not."""
+    batch = collate(rows(6, seed=4))
+    inputs = {name: value for name, value in batch.items() if name != "labels"}
+    losses = []
+    for cache in (None, {"enabled": True, "compression": "topk", "top_k": VOCAB - 1}):
+        distiller = distiller_for(workspace, cache, kd_type=kd_type)
+        distiller.on_train_begin()
+        student = distiller.student_model
+        output = student(**inputs)
+        first = distiller.on_after_compute_loss(inputs, output, None, labels=batch["labels"])
+        again = distiller.on_after_compute_loss(inputs, output, None, labels=batch["labels"])
+        losses.append((first.item(), again.item()))
+        if cache:
+            assert distiller.run.step.cache.epochs == [] and distiller.run.step.cache._hits == 1
+    (plain, _), (cached_miss, cached_hit) = losses
+    assert cached_miss == cached_hit  # the first epoch trains on the decoded records too
+    assert cached_hit == pytest.approx(plain, rel=2e-3)
+
+
+def test_bytes_per_token_meet_the_target_at_k_64():
+    from neural_distill.teacher_cache.cache import TeacherCache
+    from neural_distill.teacher_cache.codecs import TopKCodec
+    from neural_distill.teacher_cache.token_codec import TokenTopKCodec
+
+    vocab = 32000
+    cache = TeacherCache(TopKCodec(64, 1.0), "t",
+                         token_codec=lambda v: TokenTopKCodec(64, 1.0, v))
+    ids = np.arange(12).reshape(2, 6) + 2
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    valid = np.ones((2, 6), bool)
+    valid[:, -1] = False
+    assert cache.lookup(inputs, valid, vocab) is None
+    logits = np.random.default_rng(0).normal(size=(2, 6, vocab)).astype(np.float32)
+    targets = cache.add(logits)
+    assert len(targets) == 10 and targets.indices.shape == (10, 64)
+    stats = cache.end_epoch()
+    assert stats["bytes_per_token"] <= 2.5 * 64 + 16
+    hit = cache.lookup(inputs, valid, vocab)
+    np.testing.assert_array_equal(hit.indices, targets.indices)

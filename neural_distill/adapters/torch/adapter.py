@@ -13,7 +13,7 @@ from neural_distill.core.batches import split_batch
 from neural_distill.errors import ModelError
 from neural_distill.adapters.base import BackendAdapter
 from neural_distill.adapters.torch import checks as torch_checks
-from neural_distill.adapters.torch import data, distributed, loop
+from neural_distill.adapters.torch import data, distributed, loop, tokens
 from neural_distill.adapters.torch.outputs import call_model, logits_of, to_device
 from neural_distill.adapters.torch.state import RunningLosses
 from neural_distill.adapters.torch.precision import teacher_autocast
@@ -168,6 +168,9 @@ class TorchAdapter(BackendAdapter):
         return split_batch(batch, lambda b: isinstance(b, torch.Tensor), where)
 
     logits_of = staticmethod(logits_of)
+    # Per-token cache records, selected on the logits' device (teacher_cache/token_records.py).
+    counted_rows = staticmethod(tokens.counted_rows)
+    top_k_log_probs = staticmethod(tokens.top_k_log_probs)
 
     # ---------------------------------------------------------------- weights
     @staticmethod

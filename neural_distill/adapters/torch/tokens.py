@@ -39,3 +39,24 @@ def valid_rows(student, teacher, tokens):
     if mask is None:
         return student, teacher
     return student[mask], teacher[mask]
+
+
+def counted_rows(logits, valid):
+    """The ``[n, vocab]`` rows of ``logits`` ``[batch, positions, vocab]`` at ``valid`` (a
+    NumPy bool mask), still on the logits' device: a cache copies these, not the batch."""
+    return logits[torch.as_tensor(valid, device=logits.device)]
+
+
+@torch.no_grad()
+def top_k_log_probs(rows, k, temperature):
+    """``(indices, log_probs, log_tail)`` as NumPy: the k largest log-probabilities of
+    ``softmax(rows / temperature)`` and the log of the mass left, computed where ``rows`` are
+    (one ``topk`` on the GPU), so only ``[n, k]`` reaches the host."""
+    scaled = rows.float() / temperature
+    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
+    values, indices = torch.topk(scaled, k, dim=-1)
+    log_probs = (values - log_norm).double()
+    kept = log_probs.exp().sum(-1)
+    # log(1 - kept) without cancelling to -inf when the kept mass is 1 to float precision
+    log_tail = torch.log1p(-kept.clamp(max=1.0 - 1e-12))
+    return indices.cpu().numpy(), log_probs.cpu().numpy(), log_tail.cpu().numpy()
