@@ -208,6 +208,19 @@ class BackendAdapter:
     def to_numpy(self, value):
         raise NotImplementedError
 
+    # A per-token teacher cache's records are picked where the teacher's logits are, so a
+    # [batch, positions, vocab] output is never copied to the host whole
+    # (teacher_cache/token_records.counted_records).
+    @_backend
+    def counted_rows(self, logits, valid):
+        """The ``[n, vocab]`` rows of ``logits`` at ``valid`` (a NumPy bool mask)."""
+        raise NotImplementedError
+
+    @_backend
+    def top_k_log_probs(self, rows, k, temperature):
+        """``(indices, log_probs, log_tail)`` (NumPy) of ``softmax(rows / temperature)``."""
+        raise NotImplementedError
+
     def tracing(self):
         """Whether the caller runs inside a graph being traced (a TensorFlow ``tf.function``),
         where tensors have no values to hash or copy out."""

@@ -63,3 +63,32 @@ def test_running_losses_round_trip_through_plain_state(framework):
     assert again.read() == running.read() == {"loss": 4.0, "distillation_loss": 3.0,
                                               "student_loss": 1.0}
     assert running.reset().read() == {}
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_counted_rows_and_their_top_k_match_numpy(framework):
+    """The per-token cache's selection on the device (teacher_cache/token_records.py)."""
+    import numpy as np
+
+    adapter = _adapter(framework)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(2, 5, 12)).astype(np.float32)
+    valid = rng.random((2, 5)) < 0.6
+    if framework == "torch":
+        import torch
+
+        tensor = torch.tensor(logits)
+    else:
+        import tensorflow as tf
+
+        tensor = tf.constant(logits)
+    rows = adapter.counted_rows(tensor, valid)
+    np.testing.assert_array_equal(adapter.to_numpy(rows), logits[valid])
+    indices, log_probs, log_tail = adapter.top_k_log_probs(rows, 3, 2.0)
+    scaled = logits[valid].astype(np.float64) / 2.0
+    log_p = scaled - np.log(np.exp(scaled).sum(-1, keepdims=True))
+    expected = np.sort(log_p, axis=-1)[:, ::-1][:, :3]
+    np.testing.assert_allclose(np.take_along_axis(log_p, indices.astype(int), -1), expected,
+                               atol=1e-6)
+    np.testing.assert_allclose(log_probs, expected, atol=1e-5)
+    np.testing.assert_allclose(log_tail, np.log1p(-np.exp(expected).sum(-1)), atol=1e-5)

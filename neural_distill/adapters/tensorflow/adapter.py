@@ -20,7 +20,7 @@ from neural_distill.core.batches import split_batch
 from neural_distill.errors import ModelError
 from neural_distill.adapters.base import BackendAdapter
 from neural_distill.adapters.tensorflow import checks as tf_checks
-from neural_distill.adapters.tensorflow import data, features, loop
+from neural_distill.adapters.tensorflow import data, features, loop, tokens
 from neural_distill.adapters.tensorflow.cloning import clone_model
 from neural_distill.adapters.tensorflow.outputs import is_tensor, logits_of, model_input, to_tensor
 from neural_distill.adapters.tensorflow.state import ArraysOnly, RunningLosses
@@ -167,6 +167,8 @@ class TensorflowAdapter(BackendAdapter):
         return split_batch(batch, _single_input, where)
 
     logits_of = staticmethod(logits_of)
+    counted_rows = staticmethod(tokens.counted_rows)
+    top_k_log_probs = staticmethod(tokens.top_k_log_probs)
 
     # ---------------------------------------------------------------- weights
     @staticmethod

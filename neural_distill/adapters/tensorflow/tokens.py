@@ -50,3 +50,19 @@ def valid_rows(student, teacher, tokens):
     if mask is None:
         return student, teacher, False
     return tf.boolean_mask(student, mask), tf.boolean_mask(teacher, mask), True
+
+
+def counted_rows(logits, valid):
+    """The ``[n, vocab]`` rows of ``logits`` at ``valid`` (a NumPy bool mask), on its device."""
+    return tf.boolean_mask(logits, tf.constant(np.asarray(valid, bool)))
+
+
+def top_k_log_probs(rows, k, temperature):
+    """``(indices, log_probs, log_tail)`` as NumPy: the k largest log-probabilities of
+    ``softmax(rows / temperature)`` and the log of the mass left."""
+    scaled = tf.cast(rows, tf.float32) / temperature
+    log_norm = tf.reduce_logsumexp(scaled, axis=-1, keepdims=True)
+    values, indices = tf.math.top_k(scaled, k=k)
+    log_probs = tf.cast(values - log_norm, tf.float64)
+    kept = tf.minimum(tf.reduce_sum(tf.exp(log_probs), axis=-1), 1.0 - 1e-12)
+    return indices.numpy(), log_probs.numpy(), tf.math.log1p(-kept).numpy()
