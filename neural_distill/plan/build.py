@@ -64,7 +64,9 @@ def _epochs(train):
 def _cache(config, criterion, output_shape, samples):
     """The teacher cache's bytes per sample and for the training set, or why there is none."""
     from neural_distill.criterion.registry import entry
+    from neural_distill.teacher_cache.options import TeacherCacheOptions
     from neural_distill.teacher_cache.run_cache import codec_for
+    from neural_distill.teacher_cache.token_codec import TokenTopKCodec
 
     settings = dict(config.distillation.train.get("teacher_cache") or {})
     name, _ = criterion_name_and_args(config.distillation.train.criterion)
@@ -73,9 +75,18 @@ def _cache(config, criterion, output_shape, samples):
         return {"supported": False, "compression": settings.get("compression", "none"),
                 "reason": f"the teacher cache does not serve {name} here (it keeps logits "
                           f"for logit criteria)"}
-    codec = codec_for(settings, criterion)
-    per_sample = codec.bytes_per_sample(tuple(output_shape[1:]))
+    codec = codec_for(TeacherCacheOptions.from_section(settings, "."), criterion)
+    per_token = None
+    if criterion.per_token and len(output_shape) == 3:
+        # A language model: one record per counted token (teacher_cache/token_records.py);
+        # at most every position counts, so this is an upper bound.
+        per_token = (TokenTopKCodec(codec.k, codec.temperature, output_shape[2]).token_bytes
+                     if codec.name == "topk" else codec.bytes_per_sample(output_shape[2:]))
+        per_sample = per_token * int(output_shape[1])
+    else:
+        per_sample = codec.bytes_per_sample(tuple(output_shape[1:]))
     return {"supported": True, "compression": codec.name, "bytes_per_sample": per_sample,
+            "bytes_per_token": per_token,
             "samples": samples, "bytes": per_sample * samples if samples else None,
             "max_bytes": settings.get("max_bytes", 1 << 30), "enabled": settings.get("enabled")}
 
@@ -194,8 +205,12 @@ def plan_lines(plan):
     cache = plan["teacher_cache"]
     if cache["supported"]:
         total = _size(cache["bytes"]) if cache["bytes"] is not None else "unknown (no len)"
-        lines.append(f"teacher cache ({cache['compression']}): {cache['bytes_per_sample']:,} "
-                     f"bytes per sample x {cache['samples'] or '?'} samples = {total}")
+        per_token = cache.get("bytes_per_token")
+        each = (f"at most {cache['bytes_per_sample']:,} bytes per sample ({per_token:,} per "
+                f"counted token)" if per_token else f"{cache['bytes_per_sample']:,} bytes per "
+                f"sample")
+        lines.append(f"teacher cache ({cache['compression']}): {each} x "
+                     f"{cache['samples'] or '?'} samples = {total}")
     else:
         lines.append(f"teacher cache: none ({cache['reason']})")
     lines += [f"recommendation: {reason}" for reason in plan["recommendation"]["reasons"]]
