@@ -76,7 +76,11 @@ class TokenShardWriter:
     def add(self, keys, counts, records):
         """Buffer the records of samples not written yet (``counts[i]`` rows each)."""
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        keep = [i for i, key in enumerate(keys) if key not in self.done_keys]
+        keep, seen = [], set()
+        for i, key in enumerate(keys):  # a sentence twice in one batch is written once
+            if key not in self.done_keys and key not in seen:
+                keep.append(i)
+                seen.add(key)
         if not keep:
             return
         layout = (tuple(records.shape[1:]), records.dtype.str)

@@ -293,7 +293,9 @@ def test_cli_cache_teacher_streams_token_shards_and_a_run_reads_them(tmp_path):
     import textwrap
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # 30 distinct rows, 6 of them twice (in one batch or in two): each written once.
     ids = np.array([[2 + (start + i) % (VOCAB - 2) for i in range(8)] for start in range(30)])
+    ids = np.concatenate([ids, ids[[0, 2, 4, 11, 20, 29]]])
     labels = ids.copy()
     labels[:, :3] = -100  # the prompt does not count
     np.savez(tmp_path / "tokens.npz", x=ids, y=labels)
@@ -386,3 +388,16 @@ def test_bytes_per_token_meet_the_target_at_k_64():
     assert stats["bytes_per_token"] <= 2.5 * 64 + 16
     hit = cache.lookup(inputs, valid, vocab)
     np.testing.assert_array_equal(hit.indices, targets.indices)
+
+
+def test_a_sentence_twice_in_a_batch_is_written_once(tmp_path):
+    from neural_distill.teacher_cache.token_shards import TokenShardWriter, read_token_shards
+
+    writer = TokenShardWriter(str(tmp_path), {"fingerprint": "t"})
+    rows_of = np.arange(10, dtype=np.float32).reshape(5, 2)
+    writer.add([b"a" * 16, b"b" * 16, b"a" * 16], np.array([2, 1, 2]), rows_of)
+    index = writer.close(classes=2)
+    assert index["samples"] == 2 and index["tokens"] == 3
+    (keys, spans, stored), = read_token_shards(str(tmp_path), index)
+    assert keys == [b"a" * 16, b"b" * 16] and spans.tolist() == [[0, 2], [2, 1]]
+    np.testing.assert_array_equal(stored, rows_of[:3])
