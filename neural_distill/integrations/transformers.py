@@ -58,6 +58,7 @@ from neural_distill.adapters import framework_of_config_name
 from neural_distill.compat.itrex import check_provider, checked_function, run_train_func
 from neural_distill.adapters.torch.on_policy import OnPolicy
 from neural_distill.config.python_api import DistillationConfig
+from neural_distill.language.tokens import GeneratedBatch
 from neural_distill.teacher_cache.options import TeacherCacheOptions, teacher_runs
 from neural_distill.run.durable import restore_run
 from neural_distill.errors import ConfigError, DataError, ModelError
@@ -224,6 +225,8 @@ class DistillationMixin:
                 inputs = {**batch, label_names[0]: labels}
         labeled = [name for name in label_names if inputs.get(name) is not None]
         teacher_inputs = {k: v for k, v in inputs.items() if k not in label_names}
+        if generated:  # never looked up nor stored by the teacher cache
+            teacher_inputs = GeneratedBatch(teacher_inputs)
         # The token labels say which positions the per-token term counts.
         token_labels = inputs.get(labeled[0]) if labeled else None
         if generated and not on_policy.seq_kd:

@@ -109,3 +109,8 @@ def valid_token_array(tokens, batch_seq, to_numpy):
     if kind == TOKEN:
         return values != IGNORE_INDEX
     return values != 0
+
+
+class GeneratedBatch(dict):
+    """Token inputs the run generated itself (on-policy completions): new every time, so the
+    teacher cache neither looks them up nor stores them (run/step.py)."""

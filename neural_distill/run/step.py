@@ -27,7 +27,7 @@ from neural_distill.run.checks import scalar_loss
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ModelError
 from neural_distill.core.logging_utils import get_logger
-from neural_distill.language.tokens import TokenBatch, valid_token_array
+from neural_distill.language.tokens import GeneratedBatch, TokenBatch, valid_token_array
 from neural_distill.teacher_cache.run_cache import numpy_inputs
 from neural_distill.teacher_cache.token_records import TokenTargets, counted_records
 
@@ -79,7 +79,8 @@ class DistillationStep:
         """
         if not self.needs_teacher:
             return None
-        cache = self.cache if eager else None
+        # On-policy completions are new every time: neither looked up nor stored.
+        cache = self.cache if eager and not isinstance(inputs, GeneratedBatch) else None
         if cache is not None and cache.active and self.adapter.tracing():
             # A user's own tf.function: logged once per trace, i.e. about once.
             get_logger().warning(

@@ -29,7 +29,8 @@ class TeacherCache:
         max_bytes: memory bound of the stored records.
         spill_dir: where records past ``max_bytes`` go (memory-mapped ``.npy``); None = stop
             storing once full.
-        min_hit_rate: from the second epoch on, a lower batch hit rate switches the cache off.
+        min_hit_rate: from the second epoch on, when fewer of the samples looked up are found
+            (a lower sample hit rate), the cache switches itself off.
         features: also keep the teachers' features (``add(logits, features)``); dense only.
         token_codec: ``vocab -> codec`` of per-token records (``token_records.py``), used when
             the step hands ``lookup`` the batch's counted tokens; None: per-token outputs are
@@ -52,6 +53,7 @@ class TeacherCache:
         self.parts = None            # with features: (per-sample shape, dtype) of each part
         self.epochs = []             # per-epoch {"lookups", "hits"}
         self._lookups = self._hits = 0
+        self._samples = self._samples_found = 0  # what the off-switch reads
         self._pending_keys = None
         self._pending_width = None   # padded positions of the last miss's token inputs
         self.refused = None          # why the cache switched itself off for good, if it did
@@ -82,6 +84,7 @@ class TeacherCache:
         keys = sample_keys(inputs)
         self._lookups += 1
         rows = self.store.rows_for(keys) if self.store is not None else None
+        self._count_samples(keys, rows, self.store.index if self.store is not None else ())
         if rows is None:
             if self.offline:
                 self._missing_from_offline()
@@ -150,6 +153,7 @@ class TeacherCache:
         self.tokens.check_vocab(vocab, "teacher_cache")
         store = self.tokens.store
         spans = store.spans_for(keys) if store is not None else None
+        self._count_samples(keys, spans, store.spans if store is not None else ())
         if spans is None:
             if self.offline:
                 self._missing_from_offline()
@@ -227,23 +231,37 @@ class TeacherCache:
             start += size
         return parts
 
+    def _count_samples(self, keys, found, index):
+        self._samples += len(keys)
+        self._samples_found += (len(keys) if found is not None
+                                else sum(key in index for key in keys))
+
     def end_epoch(self):
-        """Close an epoch's statistics; switch the cache off when it does not pay."""
+        """Close an epoch's statistics; switch the cache off when it does not pay.
+
+        The off-switch reads the share of *samples* found, not of batches: a batch is served
+        only when every sample is stored, so a run whose epoch 1 left some samples out
+        (on-policy completions took their batches) serves few batches in epoch 2 while
+        storing the rest, and serves all in epoch 3; random augmentation finds none."""
         stats = {"lookups": self._lookups, "hits": self._hits,
-                 "hit_rate": self._hits / self._lookups if self._lookups else 0.0}
+                 "hit_rate": self._hits / self._lookups if self._lookups else 0.0,
+                 "sample_hit_rate": (self._samples_found / self._samples
+                                     if self._samples else 0.0)}
         if self.tokens is not None and self.tokens.store is not None:
             stats["bytes_per_token"] = self.tokens.bytes_per_token
         self.epochs.append(stats)
-        self._lookups = self._hits = 0
+        self._lookups = self._hits = self._samples = self._samples_found = 0
         if (self.active and not self.offline and len(self.epochs) >= 2
-                and stats["lookups"] and stats["hit_rate"] < self.min_hit_rate):
+                and stats["lookups"] and stats["sample_hit_rate"] < self.min_hit_rate):
             self.active = self.storing = False
             self.store = None
+            if self.tokens is not None:
+                self.tokens.store = None
             self._logger.warning(
-                "teacher_cache: %.1f%% of the batches of epoch %d were found in the cache: the "
+                "teacher_cache: %.1f%% of the samples of epoch %d were found in the cache: the "
                 "training inputs differ every epoch (random augmentation, or new data), so "
                 "stored outputs are never reused. The cache is off for the rest of the run.",
-                100 * stats["hit_rate"], len(self.epochs))
+                100 * stats["sample_hit_rate"], len(self.epochs))
         return stats
 
     def _check_compression(self, sample_shape):

@@ -101,7 +101,7 @@ def test_dense_cache_returns_exactly_what_the_teacher_gave_in_any_batch_order():
     assert cache.lookup(x[4:]) is None
     cache.add(z[4:])
     stats = cache.end_epoch()
-    assert stats == {"lookups": 2, "hits": 0, "hit_rate": 0.0}
+    assert stats == {"lookups": 2, "hits": 0, "hit_rate": 0.0, "sample_hit_rate": 0.0}
     order = np.array([7, 0, 3, 5])
     np.testing.assert_array_equal(cache.lookup(x[order]), z[order])
     assert cache.end_epoch()["hit_rate"] == 1.0

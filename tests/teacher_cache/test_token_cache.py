@@ -401,3 +401,39 @@ def test_a_sentence_twice_in_a_batch_is_written_once(tmp_path):
     (keys, spans, stored), = read_token_shards(str(tmp_path), index)
     assert keys == [b"a" * 16, b"b" * 16] and spans.tolist() == [[0, 2], [2, 1]]
     np.testing.assert_array_equal(stored, rows_of[:3])
+
+
+def test_on_policy_completions_bypass_the_cache(workspace):
+    distiller = distiller_for(workspace, {"enabled": True, "compression": "topk", "top_k": 8})
+    distiller.conf.distillation.train["on_policy"] = {"fraction": 0.5, "max_new_tokens": 3,
+                                                      "temperature": 1.0, "seq_kd": False}
+    distiller.train_dataloader = data = loader(shuffle=True)
+    teacher, student = distiller.teacher_model, distiller.student_model
+    completions = []
+    generate = student.generate
+    student.generate = lambda *args, **kwargs: completions.append(1) or generate(*args, **kwargs)
+    count = ForwardCount(teacher)
+    try:
+        distiller.fit()
+    finally:
+        count.remove()
+    generated = len(completions)
+    assert 0 < generated < 3 * len(data)
+    cache = distiller.run.step.cache
+    assert cache.active  # samples missed in epoch 1 are stored in epoch 2: not switched off
+    assert set(cache.tokens.store.spans) <= _data_keys()  # never a completion
+    assert count.calls == generated + sum(stats["lookups"] - stats["hits"]
+                                          for stats in cache.epochs)
+    assert cache.epochs[-1]["sample_hit_rate"] > 0.5
+
+
+def _data_keys():
+    from neural_distill.teacher_cache.keys import token_keys
+
+    keys = set()
+    for row in rows():
+        batch = collate([row])
+        valid = np.concatenate([batch["labels"].numpy()[:, 1:] != -100, [[False]]], axis=1)
+        keys.update(token_keys({"input_ids": batch["input_ids"].numpy(),
+                                "attention_mask": batch["attention_mask"].numpy()}, valid)[0])
+    return keys

@@ -346,7 +346,7 @@ def test_on_policy_settings_are_validated(workspace):
     distiller.student_model = tiny_lm(seed=0)
     distiller.teacher_model = tiny_lm(layers=2, seed=1)
     distiller.train_dataloader = _counting_batches(rows=8)[1]
-    with pytest.raises(ConfigError, match="on_policy and teacher_cache.enabled"):
+    with pytest.raises(ConfigError, match="on_policy.fraction 1 and teacher_cache.enabled"):
         distiller.fit()
 
 

@@ -139,10 +139,14 @@ def run(adapter, distiller):
     """``Distillation.fit()``'s built-in loop, configured by ``distillation.train``."""
     conf = distiller.conf
     train = conf.distillation.train
-    if train.get("on_policy") and train.teacher_cache.get("enabled"):
-        raise ConfigError(f"{distiller.conf_source}: distillation.train.on_policy and "
-                          f"teacher_cache.enabled: generated batches are new every step, so "
-                          f"a cache of the teacher's outputs would only grow. Use one of them.")
+    on_policy = train.get("on_policy")
+    if on_policy and on_policy.get("fraction", 0.5) >= 1 and train.teacher_cache.get("enabled"):
+        # Generated batches bypass the cache (run/step.py); with every batch generated it
+        # would never be used.
+        raise ConfigError(f"{distiller.conf_source}: distillation.train.on_policy.fraction 1 "
+                          f"and teacher_cache.enabled: every batch is generated anew, so the "
+                          f"cache would never serve one. Lower the fraction or turn the cache "
+                          f"off.")
     device = distributed.init_process_group(
         adapter.resolve_device(conf.device, f"{distiller.conf_source}: device"))
     if conf.get("threads") is not None:

@@ -17,7 +17,7 @@ import random
 import torch
 
 from neural_distill.errors import DataError
-from neural_distill.language.tokens import IGNORE_INDEX
+from neural_distill.language.tokens import IGNORE_INDEX, GeneratedBatch
 
 
 def _prompt_lengths(input_ids, attention_mask, labels):
@@ -67,7 +67,7 @@ class OnPolicy:
                             f"generate from; it has {sorted(inputs)}")
         inputs, labels = self.generate(inputs, labels)
         self.generated_batches += 1
-        return inputs, labels, True
+        return GeneratedBatch(inputs), labels, True
 
     def generate(self, inputs, labels):
         model = self.teachers[0] if self.seq_kd else self.student
