@@ -88,10 +88,10 @@ class DistillationStep:
                 "tf.function, where the batch has no values to look up, so the teacher runs "
                 "every step. Call the hooks from an eager loop (or use fit()) to use the cache.")
             cache = None
-        valid = vocab = None
+        valid = None
         if cache is not None and cache.active and cache.tokens is not None:
-            valid, vocab = self._counted_tokens(inputs, student_output, labels)
-        served = self.cached_outputs(inputs, valid, vocab) if cache is not None else None
+            valid = self._counted_tokens(inputs, student_output, labels)
+        served = self.cached_outputs(inputs, valid) if cache is not None else None
         if served is not None:
             logits, features = served
             if features:
@@ -132,26 +132,25 @@ class DistillationStep:
             counted_records(self.adapter, cache.tokens, logits, cache.pending_tokens))
 
     def _counted_tokens(self, inputs, student_output, labels):
-        """``(valid, vocab)``: the bool ``[batch, positions]`` NumPy mask of the tokens a
-        per-token criterion counts and the student's vocabulary size, or ``(None, None)``
-        when the student's output has no token axis."""
+        """The bool ``[batch, positions]`` NumPy mask of the tokens a per-token criterion
+        counts, or None when the student's output has no token axis."""
         if not self.criterion.per_token or student_output is None:
-            return None, None
+            return None
         shape = tuple(self.adapter.logits_of(student_output, "student output").shape)
         if len(shape) != 3:
-            return None, None
+            return None
         valid = valid_token_array(TokenBatch(inputs, labels, self.causal), shape[:2],
                                   self.adapter.to_numpy)
-        return (np.ones(shape[:2], bool) if valid is None else valid), shape[2]
+        return np.ones(shape[:2], bool) if valid is None else valid
 
-    def cached_outputs(self, inputs, valid=None, vocab=None):
+    def cached_outputs(self, inputs, valid=None):
         """``(logits, features)`` (NumPy; ``features`` is ``[]`` for a logits-only cache) the
         teacher cache holds for every sample of ``inputs``, or None: no active cache, or a
         sample it does not hold."""
         cache = self.cache
         if cache is None or not cache.active:
             return None
-        cached = cache.lookup(numpy_inputs(self.adapter, inputs), valid, vocab)
+        cached = cache.lookup(numpy_inputs(self.adapter, inputs), valid)
         if cached is None:
             return None
         if cache.features:  # [logits, feature per mapping...]

@@ -65,16 +65,16 @@ class TeacherCache:
             self._load(offline_folder)
 
     # ---------------------------------------------------------------- the step's side
-    def lookup(self, inputs, valid=None, vocab=None):
+    def lookup(self, inputs, valid=None):
         """The cached logits for this batch (float32 NumPy), or None on any miss.
 
         ``valid`` (a bool ``[batch, positions]`` array: the tokens a per-token loss counts)
-        asks for per-token records; ``vocab`` is then the student's vocabulary size, checked
-        against the cache's."""
+        asks for per-token records (the student's vocabulary is compared with the records' by
+        the criterion, under its ``vocab_mismatch``)."""
         if not self.active:
             return None
         if valid is not None and self.tokens is not None:
-            return self._lookup_tokens(inputs, valid, vocab)
+            return self._lookup_tokens(inputs, valid)
         if self.offline and self.tokens is not None and self.tokens.store is not None:
             raise DataError(
                 "teacher_cache: the offline cache at distillation.train.teacher_cache.path holds "
@@ -141,7 +141,7 @@ class TeacherCache:
         return logits if self.codec.lossless else self.codec.decode(records, self.classes)
 
     # ------------------------------------------------------------ per-token records
-    def _lookup_tokens(self, inputs, valid, vocab):
+    def _lookup_tokens(self, inputs, valid):
         self._lookups += 1
         try:
             keys, counts = token_keys(inputs, valid)
@@ -150,7 +150,6 @@ class TeacherCache:
                 raise
             self._refuse(str(exc).removeprefix("teacher_cache: "))
             return None
-        self.tokens.check_vocab(vocab, "teacher_cache")
         store = self.tokens.store
         spans = store.spans_for(keys) if store is not None else None
         self._count_samples(keys, spans, store.spans if store is not None else ())

@@ -90,13 +90,6 @@ class TokenRecords:
                                     self.spill_dir)
         return self.store.add(keys, counts, records)
 
-    def check_vocab(self, vocab, where):
-        if vocab is not None and self.vocab is not None and vocab != self.vocab:
-            raise DataError(
-                f"{where}: the cached teacher outputs have a vocabulary of {self.vocab} "
-                f"tokens, the student's output has {vocab}: the cache was written for another "
-                f"tokenizer (or model head). Write the cache again for this tokenizer.")
-
     def served(self, records, valid):
         """What the criterion reads for a batch whose counted positions are ``valid``."""
         if self.per_token_codec:

@@ -8,6 +8,7 @@ different lengths, padded per batch by the collate function, labels -100 on prom
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from helpers import assert_states_identical, state_arrays
 from neural_distill import Distillation
-from neural_distill.errors import DataError
+from neural_distill.errors import DataError, ModelError
 
 transformers = pytest.importorskip("transformers")
 
@@ -240,7 +241,7 @@ def test_another_teacher_or_vocabulary_is_refused(workspace, tmp_path):
         other_teacher.fit()
     other_vocab = _student_run(workspace, folder, {"compression": "topk", "top_k": 4},
                                student=tiny_lm(seed=0, vocab=VOCAB + 8))
-    with pytest.raises(DataError, match="vocabulary of 40"):
+    with pytest.raises(ModelError, match="the student's logits have 48 classes"):
         other_vocab.fit()
 
 
@@ -380,13 +381,13 @@ def test_bytes_per_token_meet_the_target_at_k_64():
     inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     valid = np.ones((2, 6), bool)
     valid[:, -1] = False
-    assert cache.lookup(inputs, valid, vocab) is None
+    assert cache.lookup(inputs, valid) is None
     logits = np.random.default_rng(0).normal(size=(2, 6, vocab)).astype(np.float32)
     targets = cache.add(logits)
     assert len(targets) == 10 and targets.indices.shape == (10, 64)
     stats = cache.end_epoch()
     assert stats["bytes_per_token"] <= 2.5 * 64 + 16
-    hit = cache.lookup(inputs, valid, vocab)
+    hit = cache.lookup(inputs, valid)
     np.testing.assert_array_equal(hit.indices, targets.indices)
 
 
@@ -437,3 +438,21 @@ def _data_keys():
         keys.update(token_keys({"input_ids": batch["input_ids"].numpy(),
                                 "attention_mask": batch["attention_mask"].numpy()}, valid)[0])
     return keys
+
+
+def test_vocab_mismatch_truncate_works_with_dense_records_and_is_refused_by_top_k(workspace):
+    for compression in ("none", "topk"):
+        distiller = distiller_for(workspace, {"enabled": True, "compression": compression,
+                                              "top_k": 4}, epochs=2,
+                                  student=tiny_lm(seed=0, vocab=VOCAB + 8))
+        distiller.conf.distillation.train.criterion["KnowledgeDistillationLoss"][
+            "vocab_mismatch"] = "truncate"
+        distiller.train_dataloader = loader(shuffle=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the truncation warning
+            if compression == "none":
+                distiller.fit()
+                assert distiller.history[-1]["teacher_cache_hit_rate"] == 1.0
+            else:
+                with pytest.raises(ModelError, match="compression: none"):
+                    distiller.fit()

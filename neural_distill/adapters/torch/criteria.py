@@ -12,6 +12,7 @@ from neural_distill.criterion.base import IntermediateLayersSpec, SelfDistillati
 from neural_distill.criterion.logit_specs import (
     DecoupledKDSpec, KnowledgeDistillationSpec, WeightedLogitCriterion)
 from neural_distill.errors import ModelError
+from neural_distill.language.vocab import mismatch_error
 from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import losses
 from neural_distill.adapters.torch.features import FeatureCapture, build_matcher, select
@@ -93,15 +94,22 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
         from neural_distill.adapters.torch.topk_losses import topk_divergence
 
         student = logits_of(student_output, "student output")
+        if student.shape[-1] != targets.vocab_size:
+            if self.vocab_mismatch == "truncate":
+                raise ModelError(
+                    f"{self.yaml_name}: vocab_mismatch: truncate compares the first "
+                    f"{min(student.shape[-1], targets.vocab_size)} ids, but the top-k teacher "
+                    f"cache keeps the teacher's distribution over all its {targets.vocab_size}"
+                    f" ids. Use teacher_cache compression: none (or float16) with truncate.")
+            raise mismatch_error(self.yaml_name, tuple(student.shape),
+                                 tuple(student.shape[:-1]) + (targets.vocab_size,))
         mask = valid_token_mask(student, tokens)
         rows = student[mask] if mask is not None else student.reshape(-1, student.shape[-1])
-        if rows.shape[0] != len(targets) or student.shape[-1] != targets.vocab_size:
+        if rows.shape[0] != len(targets):
             raise ModelError(
-                f"teacher_cache: the cached top-k targets hold {len(targets)} tokens over a "
-                f"vocabulary of {targets.vocab_size}; the student's output "
-                f"{tuple(student.shape)} counts {rows.shape[0]} tokens over "
-                f"{student.shape[-1]}. The cache was written for other data or another "
-                f"tokenizer: write it again (or set teacher_cache.enabled: false).")
+                f"teacher_cache: the cached top-k targets hold {len(targets)} tokens; the "
+                f"student's output {tuple(student.shape)} counts {rows.shape[0]}. Hand "
+                f"on_after_compute_loss the same labels the cache was looked up with.")
         if targets.temperature != self.temperature:
             raise ModelError(f"teacher_cache: the top-k targets were kept at temperature "
                              f"{targets.temperature}, the criterion's is {self.temperature}")
