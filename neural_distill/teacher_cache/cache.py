@@ -346,12 +346,7 @@ class TeacherCache:
                 f"teacher cache {folder}: it was written for another teacher or other cache "
                 f"settings (fingerprint {index.get('fingerprint')}, this run "
                 f"{self.fingerprint}). Write it again with `neural-distill cache-teacher`.")
-        if index.get("codec") != self.codec.describe():
-            raise DataError(
-                f"teacher cache {folder}: written with {_differences(index.get('codec'))}, but "
-                f"this run asks for {_differences(self.codec.describe(), index.get('codec'))}"
-                f". Use the same compression settings (distillation.train.teacher_cache and the "
-                f"criterion's temperature), or write the cache again.")
+        _same_settings(folder, index.get("codec"), self.codec.describe())
         if index.get("layout") == "tokens":
             self._load_tokens(folder, index)
             return
@@ -367,14 +362,19 @@ class TeacherCache:
         tokens = self.tokens
         tokens.vocab = self.classes = index["classes"]
         tokens.codec = tokens.codec_for_vocab(tokens.vocab)
-        if index.get("token_codec") != tokens.codec.describe():
-            raise DataError(
-                f"teacher cache {folder}: its per-token records are "
-                f"{_differences(index.get('token_codec'), tokens.codec.describe())}, this run "
-                f"asks for {_differences(tokens.codec.describe(), index.get('token_codec'))}."
-                f" Use the same settings, or write the cache again.")
+        _same_settings(folder, index.get("token_codec"), tokens.codec.describe())
         tokens.store = TokenStore.from_segments(index["row_shape"], index["dtype"],
                                                 read_token_shards(folder, index))
+
+
+def _same_settings(folder, written, asked):
+    """Raise unless a cache's recorded codec settings are the ones this run asks for."""
+    if written != asked:
+        raise DataError(
+            f"teacher cache {folder}: written with {_differences(written, asked)}, but this run "
+            f"asks for {_differences(asked, written)}. Use the same compression settings "
+            f"(distillation.train.teacher_cache and the criterion's temperature), or write the "
+            f"cache again.")
 
 
 def _differences(settings, other=None):

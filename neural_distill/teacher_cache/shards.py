@@ -101,20 +101,22 @@ def read_index(folder):
     return index
 
 
+def load_checked(folder, shard, kind, mmap=False):
+    """The array of ``shard[kind]``, after its SHA-256 is checked against the one recorded;
+    ``mmap``: memory-mapped (read from disk as it is used)."""
+    path = os.path.join(folder, shard[kind])
+    if not os.path.isfile(path) or file_sha256(path) != shard["sha256"][kind]:
+        raise DataError(f"teacher cache {folder}: shard {shard[kind]} is missing or corrupt "
+                        f"(its checksum differs from the one recorded). Delete the folder and "
+                        f"write the cache again.")
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except ValueError as exc:
+        raise DataError(f"teacher cache {path}: not a plain array file ({exc})") from None
+
+
 def read_shards(folder, index):
     """Yield (keys, records) per shard, each shard checked against its recorded sha256."""
     for shard in index["shards"]:
-        arrays = []
-        for kind in ("keys", "records"):
-            path = os.path.join(folder, shard[kind])
-            if not os.path.isfile(path) or file_sha256(path) != shard["sha256"][kind]:
-                raise DataError(f"teacher cache {folder}: shard {shard[kind]} is missing or "
-                                f"corrupt (its checksum differs from index.json). Delete the "
-                                f"folder and write the cache again.")
-            try:
-                arrays.append(np.load(path, allow_pickle=False))
-            except ValueError as exc:
-                raise DataError(f"teacher cache {path}: not a plain array file ({exc})") \
-                    from None
-        key_array, records = arrays
+        key_array, records = (load_checked(folder, shard, kind) for kind in ("keys", "records"))
         yield [bytes(row) for row in key_array], records

@@ -26,7 +26,7 @@ import numpy as np
 from neural_distill.errors import DataError
 from neural_distill.teacher_cache.keys import KEY_BYTES
 from neural_distill.teacher_cache.shards import (
-    FORMAT, INDEX, file_sha256, read_json, save_array_atomic, write_json_atomic)
+    FORMAT, INDEX, file_sha256, load_checked, read_json, save_array_atomic, write_json_atomic)
 
 PROGRESS = "progress.json"
 LAYOUT = "tokens"
@@ -63,7 +63,7 @@ class TokenShardWriter:
             return
         for shard in progress.get("shards", []):
             try:
-                keys = _load_checked(self.folder, shard, "keys")
+                keys = load_checked(self.folder, shard, "keys")
             except DataError:
                 break  # the shards after a damaged one are written again
             self.shards.append(shard)
@@ -152,25 +152,13 @@ class TokenShardWriter:
         return index
 
 
-def _load_checked(folder, shard, kind, mmap=False):
-    path = os.path.join(folder, shard[kind])
-    if not os.path.isfile(path) or file_sha256(path) != shard["sha256"][kind]:
-        raise DataError(f"teacher cache {folder}: shard {shard[kind]} is missing or corrupt "
-                        f"(its checksum differs from the one recorded). Delete the folder and "
-                        f"write the cache again.")
-    try:
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except ValueError as exc:
-        raise DataError(f"teacher cache {path}: not a plain array file ({exc})") from None
-
-
 def read_token_shards(folder, index):
     """``(keys, spans, rows)`` per shard, checked against their SHA-256; ``rows`` are
     memory-mapped (read from disk as batches need them)."""
     segments = []
     for shard in index["shards"]:
-        keys = _load_checked(folder, shard, "keys")
-        spans = _load_checked(folder, shard, "spans")
-        rows = _load_checked(folder, shard, "rows", mmap=True)
+        keys = load_checked(folder, shard, "keys")
+        spans = load_checked(folder, shard, "spans")
+        rows = load_checked(folder, shard, "rows", mmap=True)
         segments.append(([bytes(row) for row in keys], np.asarray(spans), rows))
     return segments
