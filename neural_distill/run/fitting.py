@@ -13,6 +13,7 @@ from neural_distill.criterion.specs import criterion_name_and_args
 from neural_distill.errors import DataError, ModelError
 from neural_distill.run.loop_common import epoch_range
 from neural_distill.teacher_cache.options import TeacherCacheOptions, teacher_runs
+from neural_distill.teacher_cache.shards import read_index
 
 
 def fit(run):
@@ -24,6 +25,9 @@ def fit(run):
     if d.criterion is None:
         d.criterion = build_criterion(d)
     if teacher_missing(d):
+        folder = cache_options(d).offline_folder
+        if folder is not None:
+            read_index(folder)  # says why the configured offline cache cannot stand in
         raise ModelError("fit: no teacher model. Set distiller.teacher_model first (or use "
                          "SelfKnowledgeDistillationLoss, which needs none).")
     # Before the config's dataset and collate factories (built below) draw anything.

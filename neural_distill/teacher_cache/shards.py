@@ -85,6 +85,10 @@ def read_json(path):
 def read_index(folder):
     path = os.path.join(folder, INDEX)
     if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(folder, "progress.json")):  # token_shards.PROGRESS
+            raise DataError(f"teacher cache {folder}: its writing was interrupted (progress.json"
+                            f" but no {INDEX}). Run `neural-distill cache-teacher CONFIG` again:"
+                            f" it resumes from the shards already written.")
         raise DataError(f"teacher cache {folder}: no {INDEX} there. Write the cache first with "
                         f"`neural-distill cache-teacher CONFIG` (or check "
                         f"distillation.train.teacher_cache.path).")

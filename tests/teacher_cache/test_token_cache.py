@@ -261,6 +261,9 @@ def test_an_interrupted_writer_resumes_from_its_last_shard(workspace, tmp_path):
     progress = json.loads((folder / "progress.json").read_text())
     written = sum(shard["samples"] for shard in progress["shards"])
     assert 0 < written < 18 and not (folder / "index.json").exists()
+    with pytest.raises(DataError, match="interrupted .* run `neural-distill cache-teacher"
+                                        "|interrupted.*resumes"):
+        _student_run(workspace, folder, cache).fit()
     teacher = tiny_lm(layers=2, width=24, seed=1)
     count = ForwardCount(teacher)
     try:
