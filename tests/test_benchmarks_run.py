@@ -22,6 +22,8 @@ BENCHMARKS = {
     "loss_check_overhead.py": (TINY + ["--batch-size", "16"], "ratio with/without"),
     "trainer_algorithm_overhead.py": (TINY + ["--batch-size", "16"], "ratio ours/hand"),
     "teacher_cache.py": (TINY + ["--batch-size", "16"], "no cache / warm cache (speed-up)"),
+    "lm_teacher_cache.py": (TINY + ["--batch-size", "8"],
+                            "no cache / warm top-k cache (speed-up)"),
     "tf_kd_step_overhead.py": (TINY + ["--batch-size", "16"], "ours / keras Distiller"),
     "checkpoint_overhead.py": (["--steps", "3", "--repeats", "1"], "one checkpoint write alone"),
     "short_epoch_overhead.py": (TINY + ["--batch-size", "16", "--epochs", "2"],

@@ -70,10 +70,12 @@ def batches(pairs, batch_size, seed):
              "labels": labels[i]} for i in order.split(batch_size)]
 
 
-def gpt2(layers, width, seed):
+def gpt2(layers, width, seed, vocab_size=VOCAB):
+    """``vocab_size`` above the task's 14 tokens pads the vocabulary (rows no example uses),
+    as a real tokenizer's would be."""
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=layers, n_embd=width, n_head=4, vocab_size=VOCAB, n_positions=PROMPT + ANSWER,
+        n_layer=layers, n_embd=width, n_head=4, vocab_size=vocab_size, n_positions=PROMPT + ANSWER,
         bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS))
 
 
@@ -90,8 +92,8 @@ def exact_match(model, pairs):
     return float((answer == ids[:, PROMPT:]).all(-1).float().mean())
 
 
-def train_teacher(train_pairs, steps, seed):
-    model = gpt2(2, 96, seed=100 + seed)
+def train_teacher(train_pairs, steps, seed, vocab_size=VOCAB):
+    model = gpt2(2, 96, seed=100 + seed, vocab_size=vocab_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps,
                                                    pct_start=0.1)
@@ -127,6 +129,14 @@ def methods():
 
 def train_student(name, setting, teacher, train_pairs, steps, seed, workspace,
                   lr_schedule="cosine"):
+    return student_distiller(setting, teacher, train_pairs, steps, seed, workspace,
+                             lr_schedule).fit()
+
+
+def student_distiller(setting, teacher, train_pairs, steps, seed, workspace, lr_schedule="cosine",
+                      vocab_size=VOCAB, temperature=1.0, teacher_cache=None):
+    """The student's run, ready to ``fit()``; ``teacher_cache`` is the
+    ``distillation.train.teacher_cache`` section (none when left out)."""
     loss_types, weights, on_policy = setting
     data = batches(train_pairs, 32, seed=seed)
     epochs = -(-steps // len(data))
@@ -134,21 +144,24 @@ def train_student(name, setting, teacher, train_pairs, steps, seed, workspace,
              "optimizer": {"AdamW": {"learning_rate": 3e-3, "weight_decay": 0.0}},
              "lr_schedule": {lr_schedule: {}},
              "criterion": {"KnowledgeDistillationLoss": {
-                 "temperature": 1.0, "loss_types": loss_types, "loss_weights": weights}}}
+                 "temperature": temperature, "loss_types": loss_types,
+                 "loss_weights": weights}}}
     if "JSD" in loss_types:  # GKD's interpolation, explicit whatever the default
         train["criterion"]["KnowledgeDistillationLoss"]["beta"] = 0.5
     if epochs * len(data) > steps:
         train["iteration"] = -(-steps // epochs)  # batches per epoch: about `steps` in all
     if on_policy:
         train["on_policy"] = on_policy
+    if teacher_cache is not None:
+        train["teacher_cache"] = teacher_cache
     distiller = Distillation({"distillation": {"train": train},
                               "tuning": {"random_seed": seed,
                                          "workspace": {"path": workspace,
                                                        "checkpoint_every_epochs": 0}}})
-    distiller.student_model = gpt2(1, 48, seed=seed)
+    distiller.student_model = gpt2(1, 48, seed=seed, vocab_size=vocab_size)
     distiller.teacher_model = teacher
     distiller.train_dataloader = data
-    return distiller.fit()
+    return distiller
 
 
 def main(argv=None):

@@ -1,0 +1,142 @@
+"""What a per-token teacher cache costs in quality: dense vs top-k records on the adder LM.
+
+    python examples/lm_arithmetic/cache_quality.py                  # seeds 0 1 2, T = 1
+    python examples/lm_arithmetic/cache_quality.py --temperature 2  # a heavier tempered tail
+    python examples/lm_arithmetic/cache_quality.py --seeds 0 --student-steps 100 --teacher-steps 100
+
+compare.py's task and models (its functions, imported), with the vocabulary padded to
+``--vocab-size`` (default 1024) as a real tokenizer's would be: the task uses 14 tokens, the
+other rows of the embedding and the output layer are never seen in the data, but the teacher
+still spreads some probability over them, and that tail is what a top-k record squeezes into
+one bucket. One 2x96 teacher is trained; for each seed the same 1x48 student (same initial
+weights, same batches, same steps) is distilled with compare.py's KD setting (``[CE, KL]``,
+``[0.5, 0.5]``) through
+
+- ``teacher_cache: {enabled: true, compression: none}``: dense records, bit-identical to no
+  cache (checked on the first seed: the uncached run's weights are compared to the bit);
+- ``compression: topk`` at each ``--top-k``;
+
+and, for reference, trained alone (``loss_weights: [1, 0]``). The teacher's forward passes are
+counted by a hook: with a cache they all fall in the first epoch.
+"""
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import transformers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import exact_match, problems, student_distiller, train_teacher  # noqa: E402
+
+KD = (["CE", "KL"], [0.5, 0.5], None)
+ALONE = (["CE", "KL"], [1.0, 0.0], None)
+
+
+def runs(top_ks):
+    """{row name: (setting, teacher_cache section or None)}."""
+    table = {"student alone": (ALONE, None),
+             "KD, dense cache (none)": (KD, {"enabled": True, "compression": "none"})}
+    for k in top_ks:
+        table[f"KD, top-{k} cache"] = (KD, {"enabled": True, "compression": "topk", "top_k": k})
+    return table
+
+
+def count_forwards(model):
+    """A list that grows by one per forward pass of ``model`` (the hook never changes it)."""
+    calls = []
+    model.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    return calls
+
+
+def distil(setting, cache, teacher, calls, args, seed, workspace):
+    """(student, history, teacher forward passes) of one run."""
+    distiller = student_distiller(setting, teacher, args.train_pairs, args.student_steps, seed,
+                                  workspace, vocab_size=args.vocab_size,
+                                  temperature=args.temperature, teacher_cache=cache)
+    before = len(calls)
+    student = distiller.fit()
+    epochs = [r for r in distiller.history if "time_s" in r]
+    return student, epochs, len(calls) - before
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--vocab-size", type=int, default=1024)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--teacher-steps", type=int, default=1000)
+    parser.add_argument("--student-steps", type=int, default=1500)
+    parser.add_argument("--train-size", type=int, default=8000)
+    parser.add_argument("--test-size", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="write the figures here too")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("neural_distill").setLevel(logging.WARNING)
+    test_pairs = problems(args.test_size, seed=12345)
+    args.train_pairs = problems(args.train_size, seed=1, exclude=test_pairs)
+    started, cpu = time.perf_counter(), time.process_time()
+
+    teacher = train_teacher(args.train_pairs, args.teacher_steps, 0, vocab_size=args.vocab_size)
+    teacher_score = exact_match(teacher, test_pairs)
+    calls = count_forwards(teacher)
+    print(f"teacher 2x96, vocabulary {args.vocab_size}: {teacher_score:.1%} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    scores, info, identical = {}, {}, None
+    with tempfile.TemporaryDirectory() as workspace:
+        for seed in args.seeds:
+            for name, (setting, cache) in runs(args.top_k).items():
+                t0 = time.process_time()
+                student, epochs, forwards = distil(setting, cache, teacher, calls, args, seed,
+                                                   os.path.join(workspace, f"{seed}-{name}"))
+                scores.setdefault(name, {})[seed] = exact_match(student, test_pairs)
+                info[name] = {"bytes_per_token": epochs[-1].get("teacher_cache_bytes_per_token"),
+                              "hit_rates": [r.get("teacher_cache_hit_rate") for r in epochs],
+                              "teacher_forwards": forwards, "epochs": len(epochs),
+                              "steps_per_epoch": epochs[0]["step"]}
+                print(f"seed {seed}: {name}: {scores[name][seed]:.1%}, teacher forwards "
+                      f"{forwards}, hit rate per epoch {info[name]['hit_rates']} "
+                      f"({time.process_time() - t0:.0f} s CPU)", flush=True)
+                if identical is None and cache == {"enabled": True, "compression": "none"}:
+                    plain, _, _ = distil(setting, None, teacher, calls, args, seed,
+                                         os.path.join(workspace, f"{seed}-plain"))
+                    identical = all(torch.equal(p, q) for p, q in zip(
+                        plain.state_dict().values(), student.state_dict().values()))
+                    print(f"seed {seed}: dense cache trains the same student as no cache, "
+                          f"to the bit: {identical}", flush=True)
+
+    print(f"\nexact match of greedy answers, {args.test_size} held-out problems, vocabulary "
+          f"{args.vocab_size} (14 used), T = {args.temperature:g}, {args.student_steps} student "
+          f"steps; teacher {teacher_score:.1%} ({time.perf_counter() - started:.0f} s in all, "
+          f"{time.process_time() - cpu:.0f} s CPU, {args.threads} thread(s)):")
+    print("| run | " + " | ".join(f"seed {s}" for s in args.seeds)
+          + " | mean | bytes/token | teacher forwards | hit rate by epoch |")
+    print("| --- |" + " --- |" * (len(args.seeds) + 4))
+    for name, by_seed in scores.items():
+        values = [by_seed[s] for s in args.seeds]
+        row = info[name]
+        hits = " ".join(f"{h:.2f}" for h in row["hit_rates"]) if row["hit_rates"][0] is not None \
+            else "(no cache)"
+        print(f"| {name} | " + " | ".join(f"{v:.1%}" for v in values)
+              + f" | {statistics.mean(values):.1%} | {row['bytes_per_token'] or '-'} | "
+              f"{row['teacher_forwards']} ({row['epochs']} epochs x {row['steps_per_epoch']}) | "
+              f"{hits} |")
+    print(f"dense cache bit-identical to no cache (seed {args.seeds[0]}): {identical}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"teacher": teacher_score, "scores": scores, "runs": info,
+                       "bit_identical": identical, "argv": sys.argv[1:]}, handle, indent=1)
+    return scores
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)
