@@ -45,10 +45,12 @@ KD = (["CE", "KL"], [0.5, 0.5], None)
 ALONE = (["CE", "KL"], [1.0, 0.0], None)
 
 
-def runs(top_ks):
+def runs(top_ks, float16_control=False):
     """{row name: (setting, teacher_cache section or None)}."""
     table = {"student alone": (ALONE, None),
              "KD, dense cache (none)": (KD, {"enabled": True, "compression": "none"})}
+    if float16_control:
+        table["KD, float16 cache (control)"] = (KD, {"enabled": True, "compression": "float16"})
     for k in top_ks:
         table[f"KD, top-{k} cache"] = (KD, {"enabled": True, "compression": "topk", "top_k": k})
     return table
@@ -112,6 +114,9 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int, default=8000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--float16-control", action="store_true",
+                        help="also a dense cache rounded to float16: a perturbation that loses "
+                             "no class, to tell a top-k record's loss from training chaos")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -136,7 +141,7 @@ def main(argv=None):
     scores, kls, info, identical = {}, {}, {}, None
     with tempfile.TemporaryDirectory() as workspace:
         for seed in args.seeds:
-            for name, (setting, cache) in runs(args.top_k).items():
+            for name, (setting, cache) in runs(args.top_k, args.float16_control).items():
                 t0 = time.process_time()
                 student, epochs, forwards = distil(setting, cache, teacher, calls, args, seed,
                                                    os.path.join(workspace, f"{seed}-{name}"))
