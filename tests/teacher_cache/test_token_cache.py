@@ -459,3 +459,32 @@ def test_vocab_mismatch_truncate_works_with_dense_records_and_is_refused_by_top_
             else:
                 with pytest.raises(ModelError, match="compression: none"):
                     distiller.fit()
+
+
+def test_the_token_store_gathers_spans_across_segments_and_spilled_files(tmp_path):
+    from neural_distill.teacher_cache.token_store import TokenStore
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 40, size=400)           # ~8,000 rows: three segments of 4,096
+    rows_all = rng.normal(size=(int(counts.sum()), 3)).astype(np.float32)
+    keys = [i.to_bytes(16, "little") for i in range(len(counts))]
+    row_bytes = 3 * 4
+    store = TokenStore((3,), np.float32, max_bytes=4096 * row_bytes,
+                       spill_dir=str(tmp_path / "spill"))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for start in range(0, len(keys), 50):              # batches of 50 samples
+        part = slice(start, start + 50)
+        assert store.add(keys[part], counts[part],
+                         rows_all[offsets[start]:offsets[min(start + 50, len(keys))]])
+    segments = len(store._segments)
+    assert segments >= 2 and len(os.listdir(tmp_path / "spill")) == segments - 1
+    order = rng.permutation(len(keys))  # some samples straddle two segments
+    got = store.take(store.spans_for([keys[i] for i in order]))
+    expected = np.concatenate([rows_all[offsets[i]:offsets[i + 1]] for i in order])
+    np.testing.assert_array_equal(got, expected)
+    full = TokenStore((3,), np.float32, max_bytes=4096 * row_bytes)  # no spill: stops
+    assert not full.add(keys, counts, rows_all) and full.full
+    kept = [key for key in keys if key in full.spans]
+    np.testing.assert_array_equal(
+        full.take(full.spans_for(kept)),
+        np.concatenate([rows_all[offsets[i]:offsets[i + 1]] for i in range(len(kept))]))
