@@ -160,3 +160,25 @@ def test_unknown_kind_and_mismatched_shapes_are_clear_errors():
         topk_divergence(student, *record, "MSE")
     with pytest.raises(ModelError, match=r"\(3, 10\)"):
         topk_divergence(torch.zeros((3, 10)), *record, "KL")
+
+
+@pytest.mark.parametrize("k,tolerance", [(8, 0.05), (32, 0.005)])
+def test_a_decoded_record_teaches_what_the_dense_kl_teaches_when_the_tail_is_small(k, tolerance):
+    """Through the whole path a cache takes (top k picked on the device, encoded, decoded),
+    the student's gradient from the bucket KL is the dense KL's, to within the tail's mass."""
+    from neural_distill.adapters.torch.tokens import top_k_log_probs
+
+    torch.manual_seed(0)
+    vocab, rows = 256, 32
+    teacher = torch.randn(rows, vocab)
+    teacher[:, :14] += 12 + 3 * torch.randn(rows, 14)  # a task's 14 tokens carry the mass
+    student = (0.5 * torch.randn(rows, vocab)).requires_grad_()
+    codec = TokenTopKCodec(k, 1.0, vocab)
+    indices, log_probs, log_tail = codec.decode(
+        codec.encode_selected(*top_k_log_probs(teacher, k, 1.0)))
+    topk_divergence(student, torch.as_tensor(indices), torch.as_tensor(log_probs),
+                    torch.as_tensor(log_tail), "KL").backward()
+    bucket, student.grad = student.grad.clone(), None
+    losses.kl_divergence(student, teacher).backward()
+    dense = student.grad
+    assert float((bucket - dense).norm() / dense.norm()) < tolerance
