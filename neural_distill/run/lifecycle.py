@@ -27,7 +27,7 @@ from neural_distill.run.results import RunResults
 from neural_distill.run.state import RunState
 from neural_distill.run.step import DistillationStep
 from neural_distill.teacher_cache.run_cache import build_run_cache
-from neural_distill.teacher_cache.token_records import TokenTargets
+from neural_distill.teacher_cache.token_records import TokenOutputs
 from neural_distill.run.workspace import Workspace
 
 
@@ -203,7 +203,7 @@ class RunLifecycle(RunResults):
             teacher_output = self.step.teacher_output(inputs, student_output, labels=labels)
         # Top-k records of a per-token cache are no logits to check (token_records.py).
         teacher_outputs = ([teacher_output] if teacher_output is not None
-                           and not isinstance(teacher_output, TokenTargets) else [])
+                           and not isinstance(teacher_output, TokenOutputs) else [])
         self.output_check.check(d.adapter, d.criterion, student_output, teacher_outputs)
         self.student_classes = checks.check_first_batch(d.adapter, d.criterion, batch,
                                                         student_output, teacher_outputs, self)

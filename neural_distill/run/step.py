@@ -29,7 +29,7 @@ from neural_distill.errors import ModelError
 from neural_distill.core.logging_utils import get_logger
 from neural_distill.language.tokens import GeneratedBatch, TokenBatch, valid_token_array
 from neural_distill.teacher_cache.run_cache import numpy_inputs
-from neural_distill.teacher_cache.token_records import TokenTargets, counted_records
+from neural_distill.teacher_cache.token_records import TokenOutputs, counted_records
 
 
 class DistillationStep:
@@ -75,7 +75,7 @@ class DistillationStep:
         cache before the compiled step instead. For a per-token criterion over a language
         model's ``[batch, positions, vocab]`` logits the cache keeps the counted tokens only
         (``labels`` and the attention mask say which: language/tokens.py), and a top-k cache
-        hands the criterion a ``TokenTargets`` instead of logits.
+        hands the criterion the counted tokens' records (``TokenOutputs``) instead of logits.
         """
         if not self.needs_teacher:
             return None
@@ -97,7 +97,7 @@ class DistillationStep:
             if features:
                 self.criterion.use_teacher_features(
                     [self.adapter.as_teacher_output(f, student_output) for f in features])
-            if isinstance(logits, TokenTargets):
+            if isinstance(logits, TokenOutputs):
                 return logits
             return self.adapter.as_teacher_output(logits, student_output)
         if not self.teachers:
@@ -119,7 +119,7 @@ class DistillationStep:
                 kept = cache.add(self.adapter.to_numpy(
                     self.adapter.logits_of(output, "teacher output")), features)
             if not cache.codec.lossless:  # every epoch trains on the same (decoded) targets
-                output = (kept if isinstance(kept, TokenTargets)
+                output = (kept if isinstance(kept, TokenOutputs)
                           else self.adapter.as_teacher_output(kept, student_output))
         return output
 
@@ -199,7 +199,7 @@ class DistillationStep:
         elif self.needs_teacher:  # self-distillation reads the student's own outputs
             teacher_output = self.adapter.as_teacher_output(teacher_output, student_output)
         if self.output_check is not None:
-            checked = self.needs_teacher and not isinstance(teacher_output, TokenTargets)
+            checked = self.needs_teacher and not isinstance(teacher_output, TokenOutputs)
             self.output_check.check(self.adapter, self.criterion, student_output,
                                     [teacher_output] if checked else [])
         return self._distillation_loss(inputs, student_output, teacher_output, labels)

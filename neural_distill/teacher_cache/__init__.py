@@ -10,7 +10,8 @@ from neural_distill.teacher_cache.cache import TeacherCache
 from neural_distill.teacher_cache.codecs import COMPRESSIONS, DenseCodec, TopKCodec, build_codec
 from neural_distill.teacher_cache.keys import fingerprint, sample_keys, token_keys
 from neural_distill.teacher_cache.token_codec import TokenTopKCodec
-from neural_distill.teacher_cache.token_records import TokenTargets
+from neural_distill.teacher_cache.token_records import TokenRows, TokenTargets
 
 __all__ = ["TeacherCache", "COMPRESSIONS", "DenseCodec", "TopKCodec", "build_codec",
-           "fingerprint", "sample_keys", "token_keys", "TokenTopKCodec", "TokenTargets"]
+           "fingerprint", "sample_keys", "token_keys", "TokenTopKCodec", "TokenRows",
+           "TokenTargets"]

@@ -159,7 +159,7 @@ class TeacherCache:
             self._pending_tokens = (keys, counts, valid)
             return None
         self._hits += 1
-        return self.tokens.served(store.take(spans), valid)
+        return self.tokens.served(store.take(spans))
 
     @property
     def pending_tokens(self):
@@ -174,14 +174,14 @@ class TeacherCache:
         Returns what the criterion should read for the batch: None for a lossless codec (the
         teacher's own output), else the decoded records (so every epoch trains on the same
         targets)."""
-        keys, counts, valid = self._pending_tokens
+        keys, counts, _ = self._pending_tokens
         self._pending_tokens = None
         if self.storing and not self.tokens.store_records(keys, counts, records):
             self._stop_storing(
                 f"max_bytes ({self.max_bytes} bytes) is reached after {len(self.tokens.store)} "
                 f"samples; raise distillation.train.teacher_cache.max_bytes or set spill: true "
                 f"to keep the rest on disk")
-        return None if self.codec.lossless else self.tokens.served(records, valid)
+        return None if self.codec.lossless else self.tokens.served(records)
 
     def _add_tokens(self, logits, keys, counts, valid):
         if logits.ndim != 3 or logits.shape[:2] != valid.shape:

@@ -8,15 +8,15 @@ order, under a key made of the sample's real tokens and which of them count
 (``keys.token_keys``). A sentence batched with other sentences, padded to another width or
 shuffled into another batch finds its rows again; the batch's own mask says where they go.
 
-What the criterion gets back:
+What the criterion gets back, never a ``[batch, positions, vocab]`` tensor rebuilt:
 
-- a dense codec (``none`` / ``float16``): a ``[batch, positions, vocab]`` float32 array holding
-  the stored logits at the counted positions and zeros elsewhere (positions the loss never
-  reads), so a ``none`` cache trains exactly as the teacher would;
+- a dense codec (``none`` / ``float16``): a :class:`TokenRows`, the stored logits of the
+  counted tokens, which the criterion compares with the student's rows at the same tokens, so
+  a ``none`` cache trains exactly as the teacher would;
 - ``topk`` (``token_codec.TokenTopKCodec``): a :class:`TokenTargets`, the k largest tempered
   log-probabilities and the tail mass of each counted token, which the criterion compares
   with the student's distribution collapsed onto the same k + 1 buckets
-  (``adapters/torch/topk_losses.py``); the dense ``[.., vocab]`` tensor is never rebuilt.
+  (``adapters/torch/topk_losses.py``).
 """
 
 import numpy as np
@@ -25,10 +25,30 @@ from neural_distill.errors import DataError
 from neural_distill.teacher_cache.token_store import TokenStore
 
 
-class TokenTargets:
-    """A batch's top-k teacher targets, one row per counted token in row-major order of the
-    batch's valid-token mask: ``indices`` int64 ``[n, k]``, ``log_probs`` float32 ``[n, k]``
-    and ``log_tail`` float32 ``[n]`` (a proper distribution over k + 1 buckets at
+class TokenOutputs:
+    """Cached teacher outputs of a batch's counted tokens, one row per counted token in
+    row-major order of the batch's valid-token mask (what the criterion reads instead of a
+    ``[batch, positions, vocab]`` tensor; the step hands them on as they are)."""
+
+    __slots__ = ()
+
+
+class TokenRows(TokenOutputs):
+    """Dense records: the teacher's logits ``rows`` (float32 ``[n, vocab]``) at the counted
+    tokens, as the teacher gave them (``none``) or rounded (``float16``)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+
+class TokenTargets(TokenOutputs):
+    """Top-k records: ``indices`` int64 ``[n, k]``, ``log_probs`` float32 ``[n, k]`` and
+    ``log_tail`` float32 ``[n]`` (a proper distribution over k + 1 buckets at
     ``temperature``), for a vocabulary of ``vocab_size``."""
 
     __slots__ = ("indices", "log_probs", "log_tail", "vocab_size", "temperature")
@@ -90,15 +110,13 @@ class TokenRecords:
                                     self.spill_dir)
         return self.store.add(keys, counts, records)
 
-    def served(self, records, valid):
-        """What the criterion reads for a batch whose counted positions are ``valid``."""
+    def served(self, records):
+        """What the criterion reads for a batch's stored records (a :class:`TokenOutputs`)."""
         if self.per_token_codec:
             indices, log_probs, log_tail = self.codec.decode(records)
             return TokenTargets(indices, log_probs, log_tail, self.vocab,
                                 self.codec.temperature)
-        dense = np.zeros(valid.shape + (self.vocab,), np.float32)
-        dense[valid] = self.codec.decode(records)
-        return dense
+        return TokenRows(self.codec.decode(records))
 
 
 def counted_records(adapter, records, logits, valid):

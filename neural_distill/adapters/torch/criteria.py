@@ -17,8 +17,8 @@ from neural_distill.adapters.torch import checks as torch_checks
 from neural_distill.adapters.torch import losses
 from neural_distill.adapters.torch.features import FeatureCapture, build_matcher, select
 from neural_distill.adapters.torch.outputs import logits_of
-from neural_distill.adapters.torch.tokens import valid_rows, valid_token_mask
-from neural_distill.teacher_cache.token_records import TokenTargets
+from neural_distill.adapters.torch.tokens import counted_student_rows, valid_rows
+from neural_distill.teacher_cache.token_records import TokenRows, TokenTargets
 
 
 def _student_term(loss_fn, student_output, labels, from_logits):
@@ -58,6 +58,9 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
         if isinstance(teacher_output, TokenTargets):
             return self._top_k_loss(student_output, teacher_output, tokens)
         student = logits_of(student_output, "student output")
+        if isinstance(teacher_output, TokenRows):  # a dense per-token cache's rows
+            student, teacher = self._cached_rows(student, teacher_output, tokens)
+            return self._rows_loss(student, teacher)
         teacher = logits_of(teacher_output, "teacher output")
         if same_but_leading_ones(student.shape, teacher.shape):
             warn_reshaped(self, student.shape, teacher.shape)
@@ -81,12 +84,24 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
             student, teacher = self._common_ids(student, teacher, *shapes)
         else:
             student, teacher = valid_rows(student, teacher, tokens)
+        return self._rows_loss(student, teacher)
+
+    def _rows_loss(self, student, teacher):
         if student.numel() == 0:  # no valid token in the batch: nothing to teach
             return student.float().sum()
         if self.logit_standardization:
             student, teacher = (losses.standardize_logits(student),
                                 losses.standardize_logits(teacher))
         return self._kd_fn(student, teacher, self.temperature, self.from_logits)
+
+    def _cached_rows(self, student, cached, tokens):
+        """The student's counted rows and a dense per-token cache's (the same tokens, in
+        order), the common ids only under ``vocab_mismatch: truncate``."""
+        teacher = torch.as_tensor(cached.rows, device=student.device)
+        student = counted_student_rows(student, tokens, len(cached))
+        if student.shape[-1] != teacher.shape[-1]:
+            return self._common_ids(student, teacher, tuple(student.shape), tuple(teacher.shape))
+        return student, teacher
 
     def _top_k_loss(self, student_output, targets, tokens):
         """D over the k + 1 buckets of a top-k teacher cache (``adapters/torch/topk_losses.py``)
@@ -103,13 +118,7 @@ class PyTorchKnowledgeDistillationLoss(IncLogitCriterionMethods, KnowledgeDistil
                     f" ids. Use teacher_cache compression: none (or float16) with truncate.")
             raise mismatch_error(self.yaml_name, tuple(student.shape),
                                  tuple(student.shape[:-1]) + (targets.vocab_size,))
-        mask = valid_token_mask(student, tokens)
-        rows = student[mask] if mask is not None else student.reshape(-1, student.shape[-1])
-        if rows.shape[0] != len(targets):
-            raise ModelError(
-                f"teacher_cache: the cached top-k targets hold {len(targets)} tokens; the "
-                f"student's output {tuple(student.shape)} counts {rows.shape[0]}. Hand "
-                f"on_after_compute_loss the same labels the cache was looked up with.")
+        rows = counted_student_rows(student, tokens, len(targets))
         if targets.temperature != self.temperature:
             raise ModelError(f"teacher_cache: the top-k targets were kept at temperature "
                              f"{targets.temperature}, the criterion's is {self.temperature}")

@@ -2,6 +2,7 @@
 
 import torch
 
+from neural_distill.errors import ModelError
 from neural_distill.language.tokens import CAUSAL, IGNORE_INDEX, TOKEN
 
 
@@ -60,3 +61,16 @@ def top_k_log_probs(rows, k, temperature):
     # log(1 - kept) without cancelling to -inf when the kept mass is 1 to float precision
     log_tail = torch.log1p(-kept.clamp(max=1.0 - 1e-12))
     return indices.cpu().numpy(), log_probs.cpu().numpy(), log_tail.cpu().numpy()
+
+
+def counted_student_rows(student, tokens, count):
+    """The student's ``[n, vocab]`` rows at the counted tokens, to meet a per-token cache's
+    ``count`` records of the same tokens in the same order."""
+    mask = valid_token_mask(student, tokens)
+    rows = student[mask] if mask is not None else student.reshape(-1, student.shape[-1])
+    if rows.shape[0] != count:
+        raise ModelError(
+            f"teacher_cache: the cached teacher outputs hold {count} tokens; the student's "
+            f"output {tuple(student.shape)} counts {rows.shape[0]}. Hand "
+            f"on_after_compute_loss the same labels the cache was looked up with.")
+    return rows
