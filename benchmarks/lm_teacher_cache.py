@@ -41,10 +41,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "examples", "lm_arithmetic"))
 from compare import batches, gpt2, problems  # noqa: E402
 
-VOCAB, TOP_K, EPOCHS = 1024, 32, 3
-CACHES = {"ours, no cache": None,
-          "ours, warm dense": {"enabled": True, "compression": "none"},
-          "ours, warm top-k": {"enabled": True, "compression": "topk", "top_k": TOP_K}}
+EPOCHS = 3
+
+
+def caches(top_k):
+    return {"ours, no cache": None,
+            "ours, warm dense": {"enabled": True, "compression": "none"},
+            "ours, warm top-k": {"enabled": True, "compression": "topk", "top_k": top_k}}
 
 
 def hand_student_only(student, data, epochs):
@@ -119,16 +122,20 @@ def main():
         parser.set_defaults(threads=1)
         parser.add_argument("--cpu-time", action="store_true",
                             help="main-thread CPU time, not wall time")
+        parser.add_argument("--vocab", type=int, default=1024,
+                            help="the models' vocabulary (the task uses 14 tokens of it)")
+        parser.add_argument("--top-k", type=int, default=32)
 
     args = torch_benchmark_args(__doc__.split("\n")[0], steps=250, batch_size=32, extra=options)
     if args.cpu_time:  # the loop's epoch timer and the hand-written loop's both read this
         time.perf_counter = time.thread_time
     transformers.logging.set_verbosity_error()
-    teacher = gpt2(2, 96, seed=100, vocab_size=VOCAB).eval()
-    student0 = gpt2(1, 48, seed=0, vocab_size=VOCAB)
+    teacher = gpt2(2, 96, seed=100, vocab_size=args.vocab).eval()
+    student0 = gpt2(1, 48, seed=0, vocab_size=args.vocab)
+    contenders = caches(args.top_k)
     data = batches(problems(args.steps * args.batch_size, seed=1), args.batch_size, seed=0)
 
-    times = {"hand, student only": [], **{name: [] for name in CACHES},
+    times = {"hand, student only": [], **{name: [] for name in contenders},
              "hand, KD on stored": []}
     students, records = {}, {}
     for _ in range(args.repeats):
@@ -136,7 +143,7 @@ def main():
                                                              EPOCHS))
         times["hand, KD on stored"].append(hand_precomputed_kd(copy.deepcopy(student0),
                                                                teacher, data, EPOCHS))
-        for name, cache in CACHES.items():
+        for name, cache in contenders.items():
             seconds, students[name], records[name] = ours(copy.deepcopy(student0), teacher,
                                                           data, EPOCHS, cache)
             times[name].append(seconds)
@@ -146,14 +153,15 @@ def main():
     medians = {name: statistics.median(values) for name, values in times.items()}
     hand, uncached, dense, topk, stored = (medians[name] for name in times)
 
-    print(f"Per-token teacher cache, GPT-2 2x96 -> 1x48, vocabulary {VOCAB}, batch "
+    print(f"Per-token teacher cache, GPT-2 2x96 -> 1x48, vocabulary {args.vocab}, top-k "
+          f"{args.top_k}, batch "
           f"{args.batch_size} x 11 tokens (4 counted), {len(data)} steps/epoch, "
           f"{torch.get_num_threads()} thread(s), median of {args.repeats} x {EPOCHS - 1} "
           f"epochs, {'CPU' if args.cpu_time else 'wall'} time")
     print(f"  dense cache trains the same student as no cache: {identical}")
     for name, value in medians.items():
         extra = ""
-        if name in records and CACHES[name] is not None:
+        if name in records and contenders[name] is not None:
             last = records[name][-1]
             extra = (f"  (hit rate by epoch {[r['teacher_cache_hit_rate'] for r in records[name]]},"
                      f" {last['teacher_cache_bytes_per_token']} B/token)")
