@@ -23,7 +23,7 @@ from neural_distill.criterion.specs import criterion_name_and_args
 from neural_distill.errors import ConfigError, DataError, ModelError
 from neural_distill.teacher_cache.cache import TeacherCache
 from neural_distill.run.fitting import cache_options
-from neural_distill.language.tokens import TokenBatch, is_causal_lm, valid_token_array
+from neural_distill.language.tokens import TokenBatch, counted_token_array, is_causal_lm
 from neural_distill.teacher_cache.keys import token_keys
 from neural_distill.teacher_cache.run_cache import (
     codec_for, numpy_inputs, teacher_fingerprint, token_codec_for)
@@ -117,9 +117,8 @@ class _TokenWriting:
         self.per_sample = False
 
     def _counted(self, arrays, labels, batch_seq):
-        valid = valid_token_array(TokenBatch(arrays, labels, self.causal), batch_seq,
-                                  self.adapter.to_numpy)
-        return np.ones(batch_seq, bool) if valid is None else valid
+        return counted_token_array(TokenBatch(arrays, labels, self.causal), batch_seq,
+                                   self.adapter.to_numpy)
 
     def skips(self, arrays, labels):
         """Whether every sample of the batch is already written (a resumed writer)."""

@@ -13,6 +13,8 @@ The mean is over the valid tokens of the whole batch (a long sequence weighs mor
 short one), as in the models' own token losses.
 """
 
+import numpy as np
+
 IGNORE_INDEX = -100
 CAUSAL, TOKEN = "causal", "token"
 
@@ -80,13 +82,18 @@ class TokenBatch:
         return None, None
 
 
+def counted_token_array(tokens, batch_seq, to_numpy):
+    """:func:`valid_token_array`, with every position counted where no rule applies: the
+    tokens a per-token teacher cache keeps (their rows in this order)."""
+    valid = valid_token_array(tokens, batch_seq, to_numpy)
+    return np.ones(tuple(batch_seq), bool) if valid is None else valid
+
+
 def valid_token_array(tokens, batch_seq, to_numpy):
     """The rule as a NumPy bool ``[batch, seq]`` array for an output of leading shape
     ``batch_seq``, or None when every position counts. ``to_numpy`` turns the batch's tensors
     into arrays (the backend's). The teacher cache keys and stores a batch's tokens by it, so it
     must pick exactly the rows the criterion's own (framework) mask picks."""
-    import numpy as np
-
     def shape_of(tensor):
         return tuple(getattr(tensor, "shape", ()))
 

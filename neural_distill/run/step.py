@@ -21,13 +21,11 @@ balancer (``org_loss_weight``, ``kd_loss_weight``) and one term per teacher (``t
 averaged over the teachers it samples for the step.
 """
 
-import numpy as np
-
 from neural_distill.run.checks import scalar_loss
 from neural_distill.criterion.registry import needs_teacher
 from neural_distill.errors import ModelError
 from neural_distill.core.logging_utils import get_logger
-from neural_distill.language.tokens import GeneratedBatch, TokenBatch, valid_token_array
+from neural_distill.language.tokens import GeneratedBatch, TokenBatch, counted_token_array
 from neural_distill.teacher_cache.run_cache import numpy_inputs
 from neural_distill.teacher_cache.token_records import TokenOutputs, counted_records
 
@@ -139,9 +137,8 @@ class DistillationStep:
         shape = tuple(self.adapter.logits_of(student_output, "student output").shape)
         if len(shape) != 3:
             return None
-        valid = valid_token_array(TokenBatch(inputs, labels, self.causal), shape[:2],
-                                  self.adapter.to_numpy)
-        return np.ones(shape[:2], bool) if valid is None else valid
+        return counted_token_array(TokenBatch(inputs, labels, self.causal), shape[:2],
+                                   self.adapter.to_numpy)
 
     def cached_outputs(self, inputs, valid=None):
         """``(logits, features)`` (NumPy; ``features`` is ``[]`` for a logits-only cache) the

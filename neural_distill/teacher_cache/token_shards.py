@@ -50,7 +50,6 @@ class TokenShardWriter:
         self.shard_bytes = shard_bytes
         self.shards = []
         self.done_keys = set()
-        self.resumed_samples = 0
         self._buffer = []              # (keys, counts, records) not yet written
         self._buffered_bytes = 0
         self._row_layout = None        # (row shape, dtype str) of the records
@@ -68,7 +67,6 @@ class TokenShardWriter:
                 break  # the shards after a damaged one are written again
             self.shards.append(shard)
             self.done_keys.update(bytes(row) for row in keys)
-        self.resumed_samples = len(self.done_keys)
         if progress.get("row_layout"):
             shape, dtype = progress["row_layout"]
             self._row_layout = (tuple(shape), dtype)

@@ -51,10 +51,6 @@ class TokenStore:
     def row_bytes(self):
         return int(np.prod(self.row_shape)) * self.dtype.itemsize
 
-    @property
-    def stored_bytes(self):
-        return self.rows * self.row_bytes
-
     def __len__(self):
         return len(self.spans)
 
